@@ -1,0 +1,57 @@
+# seg_ros developer entry points. `make setup` is run on demand by every other target.
+#   make setup   .venv with pinned ROS 2 Jazzy wheels + torch + transformers, package built into it
+#   make test    ruff + mypy (strict on seg_ros/engine) + pytest
+#   make demo    the package's main job: node + sample clip + prompt client, overlays in demo_out/
+#   make bench   benchmarks, one JSON object per line
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SETUP_STAMP := $(VENV)/.seg_ros_setup
+BUILD_STAMP := build/.seg_ros_installed
+# Every file the install step copies: a change to any of them re-installs.
+SOURCES := $(shell find seg_ros msg srv launch config scripts -type f -not -path '*/__pycache__/*' 2>/dev/null) CMakeLists.txt package.xml
+
+.PHONY: setup build test lint typecheck pytest demo bench clean
+
+setup: $(BUILD_STAMP)
+
+$(SETUP_STAMP): requirements.txt requirements-model.txt tools/patch_ros_wheels.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) tools/patch_ros_wheels.py
+	touch $@
+
+# The venv is the ROS prefix: messages, typesupport libraries and Python sources install into it,
+# so `.venv/bin/python -m seg_ros.segmentation_node` needs no `source setup.bash`.
+$(BUILD_STAMP): $(SETUP_STAMP) $(SOURCES)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cmake -S . -B build -DCMAKE_INSTALL_PREFIX=$(CURDIR)/$(VENV) \
+	  -DPython3_EXECUTABLE=$(CURDIR)/$(PY) -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release > build.log 2>&1 \
+	  || { tail -40 build.log; exit 1; }
+	cmake --build build -j2 >> build.log 2>&1 || { tail -40 build.log; exit 1; }
+	cmake --install build >> build.log 2>&1 || { tail -40 build.log; exit 1; }
+	touch $@
+
+build: $(BUILD_STAMP)
+
+lint: $(SETUP_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(SETUP_STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(BUILD_STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+demo: $(BUILD_STAMP)
+	$(PY) -m seg_ros.demo $(DEMO_ARGS)
+
+bench: $(BUILD_STAMP)
+	$(PY) -m seg_ros.bench $(BENCH_ARGS)
+
+clean:
+	rm -rf build build.log demo_out

@@ -1,0 +1,30 @@
+"""Pure engine: prompts, backends, streaming session, results. Never imports rclpy or messages."""
+
+from seg_ros.engine.errors import (
+    BackendError,
+    FrameError,
+    ModelLoadError,
+    PromptError,
+    SegRosError,
+    UnknownObjectError,
+    UnsupportedPromptError,
+)
+from seg_ros.engine.prompts import Prompt
+from seg_ros.engine.results import Candidate, FrameResult, ObjectMask
+from seg_ros.engine.session import PromptResult, SegmentationSession
+
+__all__ = [
+    "BackendError",
+    "Candidate",
+    "FrameError",
+    "FrameResult",
+    "ModelLoadError",
+    "ObjectMask",
+    "Prompt",
+    "PromptError",
+    "PromptResult",
+    "SegRosError",
+    "SegmentationSession",
+    "UnknownObjectError",
+    "UnsupportedPromptError",
+]

@@ -1,0 +1,5 @@
+"""Model backends. Optional ones (torch / transformers) are imported lazily by the registry."""
+
+from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput
+
+__all__ = ["Backend", "Capabilities", "MaskOutput"]

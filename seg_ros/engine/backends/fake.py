@@ -1,0 +1,116 @@
+"""A deterministic test double: no model, exact geometric answers, optional artificial latency.
+
+The mask of a prompt is its mask, else its box, else a disc around its foreground points minus
+discs around its background points. Objects stay where they were prompted (no motion model).
+It exists for tests and for measuring the node's own overhead (`make bench`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from seg_ros.engine.backends.base import Backend, BoolArray, Capabilities, MaskOutput, RgbImage
+from seg_ros.engine.config import BackendConfig
+from seg_ros.engine.errors import BackendError, PromptError
+from seg_ros.engine.prompts import Prompt
+from seg_ros.engine.results import Candidate
+
+
+@dataclass(frozen=True)
+class FakeConfig:
+    """Args: delay_s: sleep per step (a slow model); point_radius: disc radius in pixels;
+    memory_frames: frames a prompt may refer back to; fail_every: raise BackendError on every
+    n-th step (fault injection, 0 = never)."""
+
+    delay_s: float = 0.0
+    point_radius: int = 12
+    memory_frames: int = 8
+    fail_every: int = 0
+
+
+def prompt_mask(prompt: Prompt, height: int, width: int, radius: int) -> BoolArray:
+    """The fake's answer to a geometric prompt on a `height` x `width` frame."""
+    if prompt.mask is not None:
+        return prompt.mask.copy()
+    mask = np.zeros((height, width), dtype=bool)
+    if prompt.box is not None:
+        x0, y0, x1, y1 = (int(round(v)) for v in prompt.box.tolist())
+        mask[y0:y1, x0:x1] = True
+    yy, xx = np.ogrid[:height, :width]
+    for (x, y), lab in zip(prompt.points.tolist(), prompt.point_labels.tolist(), strict=True):
+        disc = (xx - x) ** 2 + (yy - y) ** 2 <= radius**2
+        mask = (mask | disc) if lab == 1 else (mask & ~disc)
+    return mask
+
+
+class FakeBackend(Backend):
+    name = "fake"
+    capabilities = Capabilities(text=False, multimask=True, past_frames=True)
+
+    def __init__(self, config: FakeConfig | None = None) -> None:
+        self.config = config or FakeConfig()
+        self._masks: dict[int, BoolArray] = {}
+        self._frames: dict[int, tuple[int, int]] = {}
+        self.steps = 0
+
+    @property
+    def memory_frames(self) -> int:
+        return self.config.memory_frames
+
+    def step(self, frame_index: int, image: RgbImage) -> dict[int, MaskOutput]:
+        if self.config.delay_s > 0:
+            time.sleep(self.config.delay_s)
+        self.steps += 1
+        if self.config.fail_every and self.steps % self.config.fail_every == 0:
+            raise BackendError(f"injected failure on step {self.steps}")
+        self._frames[frame_index] = (int(image.shape[0]), int(image.shape[1]))
+        for old in [i for i in self._frames if i <= frame_index - self.config.memory_frames]:
+            del self._frames[old]
+        return {obj: MaskOutput(m.copy(), 1.0, bool(m.any())) for obj, m in self._masks.items()}
+
+    def add_prompt(
+        self, frame_index: int, obj: int, prompt: Prompt, multimask: bool = False
+    ) -> MaskOutput:
+        if frame_index not in self._frames:
+            raise PromptError(f"frame {frame_index} is not in memory")
+        height, width = self._frames[frame_index]
+        mask = prompt_mask(prompt, height, width, self.config.point_radius)
+        self._masks[obj] = mask
+        candidates: tuple[Candidate, ...] = ()
+        if multimask:
+            # Three nested alternatives, like SAM's whole / part / sub-part.
+            small = prompt_mask(prompt, height, width, max(1, self.config.point_radius // 2))
+            candidates = (Candidate(mask, 0.9), Candidate(small, 0.6))
+        return MaskOutput(mask, 1.0, bool(mask.any()), candidates)
+
+    def remove_object(self, obj: int) -> None:
+        self._masks.pop(obj, None)
+
+    def reset(self) -> None:
+        self._masks.clear()
+        self._frames.clear()
+
+    def segment(
+        self, image: RgbImage, prompt: Prompt, multimask: bool = False, score_threshold: float = 0.0
+    ) -> list[MaskOutput]:
+        if not prompt.has_geometry:
+            return super().segment(image, prompt, multimask, score_threshold)
+        mask = prompt_mask(
+            prompt, int(image.shape[0]), int(image.shape[1]), self.config.point_radius
+        )
+        return [MaskOutput(mask, 1.0, bool(mask.any()))]
+
+    def stats(self) -> dict[str, float]:
+        return {"frames_in_memory": float(len(self._frames)), "objects": float(len(self._masks))}
+
+
+def build(config: BackendConfig) -> FakeBackend:
+    """Registry entry: options delay_s, point_radius, memory_frames, fail_every."""
+    known = set(FakeConfig.__dataclass_fields__)
+    unknown = set(config.options) - known
+    if unknown:
+        raise ValueError(f"unknown fake backend options {sorted(unknown)}; known: {sorted(known)}")
+    return FakeBackend(FakeConfig(**config.options))

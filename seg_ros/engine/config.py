@@ -1,0 +1,53 @@
+"""The backend configuration: one frozen value from node parameters, CLI flags or tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DEVICES = ("auto", "cuda", "cpu")
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """How to build a backend.
+
+    Attributes:
+        backend: registry name ("classic", "sam2", "sam3", "fake").
+        model: local folder (config.json + *.safetensors) or hub id; "" = the backend's default.
+        device: "auto" (cuda when available), "cuda", "cuda:N" or "cpu".
+        dtype: compute dtype of the model: float32, float16 or bfloat16 (GPU).
+        input_size: model input side in pixels; 0 = the model's own (1024 for SAM 2.1).
+        memory_frames: recent frames the tracker attends to besides the prompted ones
+            (SAM 2's num_maskmem - 1; 0 = the model's own). Bounds memory and cost.
+        max_conditioning_frames: prompted frames kept per object (oldest dropped beyond it).
+        compile: torch.compile the heavy modules (GPU; the first frames are slow).
+        options: backend-specific extras (e.g. {"delay_s": 0.1} for the fake).
+    """
+
+    backend: str = "classic"
+    model: str = ""
+    device: str = "auto"
+    dtype: str = "float32"
+    input_size: int = 0
+    memory_frames: int = 0
+    max_conditioning_frames: int = 4
+    compile: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.backend:
+            raise ValueError("backend must be named")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be one of {DEVICES} or cuda:N; got '{self.device}'")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}; got '{self.dtype}'")
+        if self.input_size < 0 or self.input_size % 16:
+            raise ValueError(
+                f"input_size must be 0 or a positive multiple of 16; got {self.input_size}"
+            )
+        if self.memory_frames < 0:
+            raise ValueError("memory_frames must be >= 0")
+        if self.max_conditioning_frames < 1:
+            raise ValueError("max_conditioning_frames must be >= 1")

@@ -1,0 +1,42 @@
+"""Engine exceptions. Every one carries a message meant for the person who sent the request."""
+
+from __future__ import annotations
+
+
+class SegRosError(Exception):
+    """Base class: a request or a frame that the engine refused, with the reason."""
+
+
+class PromptError(SegRosError, ValueError):
+    """A prompt is malformed or does not fit the frame (shape, range, finiteness, bounds)."""
+
+
+class UnknownObjectError(SegRosError, KeyError):
+    """An object id that the session does not track."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of its argument
+        return str(self.args[0]) if self.args else "unknown object"
+
+
+class UnsupportedPromptError(SegRosError):
+    """The backend cannot take this kind of prompt (e.g. text on a backend without text)."""
+
+
+class CapacityError(SegRosError):
+    """More objects than the session's max_objects."""
+
+
+class FrameError(SegRosError, ValueError):
+    """A frame that cannot be processed (shape, dtype, size change without reset)."""
+
+
+class NoFrameError(SegRosError):
+    """A prompt or one-shot request that needs a frame before the first frame arrived."""
+
+
+class ModelLoadError(SegRosError):
+    """Weights or config missing, corrupt, or of the wrong architecture."""
+
+
+class BackendError(SegRosError):
+    """The model failed on a step (e.g. out of GPU memory); the frame is dropped."""

@@ -1,0 +1,434 @@
+"""The streaming session: object ids, labels, prompts at any time, one frame at a time.
+
+The session is what a node (or any program) talks to. It is thread-safe: one lock serialises
+frames and prompts, so a prompt lands between two frames and never sees a half-updated state.
+It never raises on bad input other than `SegRosError` subclasses, and a refused request leaves
+every tracked object as it was.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from seg_ros.engine.backends.base import Backend, MaskOutput
+from seg_ros.engine.errors import (
+    CapacityError,
+    FrameError,
+    NoFrameError,
+    PromptError,
+    UnknownObjectError,
+    UnsupportedPromptError,
+)
+from seg_ros.engine.prompts import MAX_TEXT_LENGTH, Prompt
+from seg_ros.engine.results import FrameResult, ObjectMask
+
+RgbImage = npt.NDArray[np.uint8]
+#: Mask values are uint16 in the label image; 0 is background.
+MAX_MASK_VALUE = 65535
+#: Longest accepted object label.
+MAX_LABEL_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    """What a prompt did: the object it created or refined, as it looks on the prompted frame."""
+
+    object_id: str
+    object: ObjectMask
+    frame_index: int
+    stamp_ns: int
+
+
+@dataclass
+class _Track:
+    mask_value: int
+    label: str
+
+
+def check_image(image: np.ndarray) -> RgbImage:
+    """Validate an RGB uint8 (H, W, 3) frame; return it C-contiguous."""
+    if not isinstance(image, np.ndarray):
+        raise FrameError(f"a frame must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise FrameError(f"a frame must be RGB uint8 (H, W, 3); got {image.dtype} {image.shape}")
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise FrameError(f"frame of {image.shape[1]}x{image.shape[0]} pixels is too small")
+    return np.ascontiguousarray(image)
+
+
+def _check_label(label: str) -> str:
+    if len(label) > MAX_LABEL_LENGTH:
+        raise PromptError(f"label is longer than {MAX_LABEL_LENGTH} characters")
+    return label.strip()
+
+
+class SegmentationSession:
+    """Tracks prompted objects over a live stream with a backend's bounded memory.
+
+    Args:
+        backend: the model.
+        max_objects: most objects tracked at once; more is refused with CapacityError.
+        score_threshold: an object whose score is below it is reported not visible.
+    """
+
+    def __init__(
+        self, backend: Backend, *, max_objects: int = 16, score_threshold: float = 0.0
+    ) -> None:
+        if max_objects < 1:
+            raise ValueError("max_objects must be >= 1")
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError("score_threshold must be in [0, 1]")
+        self.backend = backend
+        self.max_objects = max_objects
+        self.score_threshold = score_threshold
+        self._lock = threading.RLock()
+        self._tracks: dict[int, _Track] = {}
+        self._next_value = 1
+        self._frame_index = -1
+        self._size: tuple[int, int] | None = None
+        # (stamp_ns, frame_index) of the frames the backend still holds, newest last.
+        self._stamps: deque[tuple[int, int]] = deque(maxlen=max(1, backend.memory_frames))
+        self._latest_image: RgbImage | None = None
+        self._latest: FrameResult | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def object_ids(self) -> list[str]:
+        with self._lock:
+            return [str(v) for v in self._tracks]
+
+    @property
+    def frame_index(self) -> int:
+        """Index of the latest processed frame (-1 before the first)."""
+        return self._frame_index
+
+    @property
+    def latest(self) -> FrameResult | None:
+        return self._latest
+
+    @property
+    def latest_image(self) -> RgbImage | None:
+        return self._latest_image
+
+    def label_of(self, object_id: str) -> str:
+        with self._lock:
+            return self._track(object_id)[1].label
+
+    # ------------------------------------------------------------------ frames
+    def step(self, image: RgbImage, stamp_ns: int = 0) -> FrameResult:
+        """Process the next frame (RGB uint8 HxWx3); return every tracked object on it.
+
+        A frame of another size than the stream's is refused while objects are tracked (their
+        memory is in the old geometry); with nothing tracked the stream takes the new size.
+        """
+        image = check_image(image)
+        with self._lock:
+            self._check_open()
+            size = (int(image.shape[0]), int(image.shape[1]))
+            if self._size is not None and size != self._size:
+                if self._tracks:
+                    raise FrameError(
+                        f"frame is {size[1]}x{size[0]} but the tracked objects live on "
+                        f"{self._size[1]}x{self._size[0]} frames; reset to change resolution"
+                    )
+                self._clear_stream()
+            index = self._frame_index + 1
+            outputs = self.backend.step(index, image)
+            # Only a frame the backend took advances the stream.
+            self._frame_index = index
+            self._size = size
+            self._stamps.append((int(stamp_ns), index))
+            self._latest_image = image
+            result = self._frame_result(index, int(stamp_ns), outputs)
+            self._latest = result
+            return result
+
+    # ------------------------------------------------------------------ prompts
+    def add_prompt(
+        self,
+        prompt: Prompt,
+        object_id: str = "",
+        *,
+        label: str = "",
+        stamp_ns: int = 0,
+        multimask: bool = False,
+    ) -> PromptResult:
+        """Create a new object (`object_id` empty) or refine an existing one.
+
+        `stamp_ns` names the frame the prompt was made on (0 = latest); it must still be in
+        memory. A prompt with text and geometry picks, among the text's matches, the one the
+        geometry designates, and refines it with that geometry.
+        """
+        label = _check_label(label)
+        with self._lock:
+            self._check_open()
+            index, stamp = self._resolve_stamp(stamp_ns)
+            assert self._size is not None  # set with the first frame
+            prompt.check_fits(*self._size)
+            if not prompt.has_geometry:
+                raise PromptError("this request needs points, a box or a mask; use add_text")
+            if multimask and not self.backend.capabilities.multimask:
+                raise UnsupportedPromptError(
+                    f"the '{self.backend.name}' backend gives one mask per prompt (no multimask)"
+                )
+            if object_id:
+                value, track = self._track(object_id)
+                new = False
+            else:
+                value = self._allocate()
+                track = _Track(value, label)
+                new = True
+            geometry = self._compose_text(index, prompt) if prompt.text else prompt
+            output = self.backend.add_prompt(index, value, geometry, multimask)
+            if new:
+                self._tracks[value] = track
+            if label:
+                track.label = label
+            elif not track.label and prompt.text:
+                track.label = prompt.text
+            obj = self._object(value, output)
+            self._update_latest(index, obj)
+            return PromptResult(str(value), obj, index, stamp)
+
+    def add_text(
+        self, text: str, *, score_threshold: float | None = None, max_objects: int = 0
+    ) -> list[ObjectMask]:
+        """Add every instance matching `text` on the latest frame as a new labelled object.
+
+        No match is a normal answer: an empty list.
+        """
+        text = " ".join(str(text).split())
+        if not text:
+            raise PromptError("text is empty")
+        if len(text) > MAX_TEXT_LENGTH:
+            raise PromptError(f"text is longer than {MAX_TEXT_LENGTH} characters")
+        if max_objects < 0:
+            raise PromptError("max_objects must be >= 0")
+        threshold = self._threshold(score_threshold)
+        with self._lock:
+            self._check_open()
+            index, _ = self._resolve_stamp(0)
+            room = self.max_objects - len(self._tracks)
+            if room <= 0:
+                raise CapacityError(f"already tracking max_objects={self.max_objects} objects")
+            limit = room if max_objects == 0 else min(room, max_objects)
+            detections = self.backend.detect(index, text, threshold, limit)[:limit]
+            added: list[ObjectMask] = []
+            for det in detections:
+                value = self._allocate()
+                output = self.backend.add_prompt(index, value, Prompt(mask=det.mask))
+                self._tracks[value] = _Track(value, text)
+                obj = self._object(value, output)
+                self._update_latest(index, obj)
+                added.append(obj)
+            return added
+
+    def remove_object(self, object_id: str) -> None:
+        with self._lock:
+            self._check_open()
+            value, _ = self._track(object_id)
+            self.backend.remove_object(value)
+            del self._tracks[value]
+            if self._latest is not None:
+                kept = tuple(o for o in self._latest.objects if o.mask_value != value)
+                self._latest = FrameResult(
+                    self._latest.frame_index,
+                    self._latest.stamp_ns,
+                    self._latest.height,
+                    self._latest.width,
+                    kept,
+                )
+
+    def reset(self) -> None:
+        """Forget every object and frame; the next frame starts a new stream."""
+        with self._lock:
+            self._check_open()
+            self._clear_stream()
+            self._tracks.clear()
+            self._next_value = 1
+
+    def segment(
+        self,
+        prompt: Prompt,
+        image: RgbImage | None = None,
+        *,
+        multimask: bool = False,
+        score_threshold: float | None = None,
+        label: str = "",
+    ) -> list[ObjectMask]:
+        """One-shot segmentation of `image` (None = the latest frame); tracking is untouched."""
+        label = _check_label(label)
+        threshold = self._threshold(score_threshold)
+        with self._lock:
+            self._check_open()
+            if image is None:
+                if self._latest_image is None:
+                    raise NoFrameError("no frame received yet: send an image with the request")
+                image = self._latest_image
+            else:
+                image = check_image(image)
+            prompt.check_fits(int(image.shape[0]), int(image.shape[1]))
+            if prompt.text and not self.backend.capabilities.text:
+                self.backend.detect(self._frame_index, prompt.text, threshold, 0)  # raises
+            if multimask and not self.backend.capabilities.multimask:
+                raise UnsupportedPromptError(
+                    f"the '{self.backend.name}' backend gives one mask per prompt (no multimask)"
+                )
+            outputs = self.backend.segment(image, prompt, multimask, threshold)
+        name = label or prompt.text
+        return [
+            ObjectMask(
+                object_id="",
+                mask_value=i + 1,
+                label=name,
+                score=out.score,
+                visible=out.visible and out.score >= threshold,
+                mask=out.mask,
+                candidates=out.candidates,
+            )
+            for i, out in enumerate(outputs)
+        ]
+
+    def close(self) -> None:
+        """Free the backend. Idempotent; the session refuses work afterwards."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.backend.close()
+
+    # ------------------------------------------------------------------ internals
+    def _check_open(self) -> None:
+        if self._closed:
+            raise FrameError("the session is closed")
+
+    def _threshold(self, value: float | None) -> float:
+        if value is None or value == 0.0:
+            return self.score_threshold
+        if not (0.0 <= value <= 1.0):  # also refuses NaN
+            raise PromptError(f"score_threshold must be in [0, 1]; got {value}")
+        return float(value)
+
+    def _clear_stream(self) -> None:
+        self.backend.reset()
+        self._stamps.clear()
+        self._latest = None
+        self._latest_image = None
+        self._size = None
+
+    def _track(self, object_id: str) -> tuple[int, _Track]:
+        try:
+            value = int(object_id)
+        except (TypeError, ValueError):
+            value = -1
+        track = self._tracks.get(value)
+        if track is None or str(value) != object_id:
+            known = ", ".join(str(v) for v in self._tracks) or "none"
+            raise UnknownObjectError(f"unknown object id '{object_id}' (tracked: {known})")
+        return value, track
+
+    def _allocate(self) -> int:
+        if len(self._tracks) >= self.max_objects:
+            raise CapacityError(
+                f"already tracking max_objects={self.max_objects} objects; remove one first"
+            )
+        # Ids increase and wrap at the uint16 limit, skipping live ones, so a downstream consumer
+        # never sees a removed object's id come back soon after.
+        value = self._next_value
+        while value in self._tracks:
+            value = value % MAX_MASK_VALUE + 1
+        self._next_value = value % MAX_MASK_VALUE + 1
+        return value
+
+    def _resolve_stamp(self, stamp_ns: int) -> tuple[int, int]:
+        if not self._stamps:
+            raise NoFrameError("no frame processed yet: prompts apply to a frame already seen")
+        if stamp_ns == 0:
+            stamp, index = self._stamps[-1]
+            return index, stamp
+        for stamp, index in reversed(self._stamps):
+            if stamp == stamp_ns:
+                if index != self._frame_index and not self.backend.capabilities.past_frames:
+                    raise PromptError(
+                        f"the '{self.backend.name}' backend takes prompts on the latest frame only"
+                    )
+                return index, stamp
+        oldest, newest = self._stamps[0][0], self._stamps[-1][0]
+        raise PromptError(
+            f"no frame with stamp {stamp_ns} ns in memory (frames kept: {len(self._stamps)}, "
+            f"stamps {oldest}..{newest} ns); use 0 for the latest frame"
+        )
+
+    def _compose_text(self, index: int, prompt: Prompt) -> Prompt:
+        """Text + geometry: the match the geometry designates, refined by that geometry."""
+        matches = self.backend.detect(index, prompt.text, self.score_threshold, 0)
+        if not matches:
+            return prompt.geometry_only()
+        best = max(matches, key=lambda m: _agreement(m.mask, prompt))
+        if _agreement(best.mask, prompt) <= 0.0:
+            return prompt.geometry_only()
+        return Prompt(
+            points=prompt.points,
+            point_labels=prompt.point_labels,
+            box=prompt.box,
+            mask=best.mask if prompt.mask is None else (best.mask & prompt.mask),
+        )
+
+    def _object(self, value: int, out: MaskOutput) -> ObjectMask:
+        track = self._tracks.get(value)
+        visible = bool(out.visible and out.score >= self.score_threshold and out.mask.any())
+        return ObjectMask(
+            object_id=str(value),
+            mask_value=value,
+            label=track.label if track else "",
+            score=float(out.score),
+            visible=visible,
+            mask=out.mask if visible else np.zeros_like(out.mask),
+            candidates=out.candidates,
+        )
+
+    def _frame_result(
+        self, index: int, stamp_ns: int, outputs: dict[int, MaskOutput]
+    ) -> FrameResult:
+        assert self._size is not None
+        height, width = self._size
+        empty = np.zeros((height, width), dtype=bool)
+        objects = []
+        for value in self._tracks:
+            out = outputs.get(value) or MaskOutput(empty, 0.0, False)
+            objects.append(self._object(value, out))
+        return FrameResult(index, stamp_ns, height, width, tuple(objects))
+
+    def _update_latest(self, index: int, obj: ObjectMask) -> None:
+        """A prompt on the latest frame changes what that frame's result says."""
+        latest = self._latest
+        if latest is None or latest.frame_index != index:
+            return
+        others: Iterable[ObjectMask] = (o for o in latest.objects if o.mask_value != obj.mask_value)
+        self._latest = FrameResult(
+            latest.frame_index, latest.stamp_ns, latest.height, latest.width, (*others, obj)
+        )
+
+
+def _agreement(mask: npt.NDArray[np.bool_], prompt: Prompt) -> float:
+    """How well a candidate mask matches a prompt's geometry (higher is better, <= 0 none)."""
+    score = 0.0
+    for (x, y), lab in zip(prompt.points.tolist(), prompt.point_labels.tolist(), strict=True):
+        inside = bool(mask[int(y), int(x)])
+        score += 1.0 if inside == bool(lab) else -1.0
+    if prompt.box is not None:
+        x0, y0, x1, y1 = (int(round(v)) for v in prompt.box.tolist())
+        box = np.zeros_like(mask)
+        box[y0:y1, x0:x1] = True
+        union = np.count_nonzero(mask | box)
+        score += 2.0 * np.count_nonzero(mask & box) / union if union else 0.0
+    if prompt.mask is not None:
+        union = np.count_nonzero(mask | prompt.mask)
+        score += 2.0 * np.count_nonzero(mask & prompt.mask) / union if union else 0.0
+    return score
