@@ -1,0 +1,135 @@
+"""Shared by the transformers backends: device / dtype choice, safe loading, image preprocessing.
+
+Nothing here runs at import time: torch is imported by the functions that need it, so the engine
+(and the classic backend) import without torch installed.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from seg_ros.engine.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+
+#: ImageNet statistics, as the SAM 2 / SAM 3 image processors normalise (RGB order).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resolve_device(device: str) -> torch.device:
+    """ "auto" -> cuda when available, else cpu. Asking for cuda without one is an error."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device '{device}' was asked for but no CUDA device is available")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """Compute dtype. Half precision on the CPU is slow and poorly supported: refuse it."""
+    import torch
+
+    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in table:
+        raise ModelLoadError(f"dtype must be one of {sorted(table)}; got '{dtype}'")
+    if device.type == "cpu" and dtype != "float32":
+        raise ModelLoadError(f"dtype {dtype} needs a GPU; use float32 on the CPU")
+    return table[dtype]
+
+
+def read_model_type(source: str) -> str | None:
+    """model_type from a local folder's config.json; None for a hub id (checked after loading)."""
+    path = pathlib.Path(source).expanduser()
+    if not path.exists():
+        return None
+    config = path / "config.json"
+    if not config.is_file():
+        raise ModelLoadError(f"model folder '{path}' has no config.json")
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"'{config}' is not valid JSON: {exc}") from exc
+    model_type = data.get("model_type") if isinstance(data, dict) else None
+    return str(model_type) if model_type else None
+
+
+def looks_like_local_path(source: str) -> bool:
+    """A path (absolute, relative or ~) rather than a hub id 'org/name'."""
+    return source.startswith(("/", "./", "../", "~")) or pathlib.Path(source).expanduser().exists()
+
+
+def load_pretrained(
+    model_cls: Any,
+    source: str,
+    *,
+    model_types: tuple[str, ...],
+    device: torch.device,
+    dtype: torch.dtype,
+    offline: bool = True,
+) -> Any:
+    """Load `model_cls` from a local folder or a hub id, refusing anything unsafe or wrong.
+
+    Only safetensors weights are accepted (`use_safetensors=True`): a pickle is never unpickled.
+    By default nothing is downloaded (`offline`): fetch checkpoints with `seg-ros-download`.
+    Raises ModelLoadError with the reason for a missing folder, a missing / truncated / corrupt
+    weight file, or a checkpoint of another architecture than `model_types`.
+    """
+    if not source:
+        raise ModelLoadError("no model given: set the 'model' parameter to a folder or hub id")
+    path = pathlib.Path(source).expanduser()
+    if looks_like_local_path(source):
+        if not path.is_dir():
+            raise ModelLoadError(f"model folder '{path}' does not exist")
+        if not any(path.glob("*.safetensors")):
+            raise ModelLoadError(
+                f"model folder '{path}' has no *.safetensors weights (pickled weights are refused)"
+            )
+    model_type = read_model_type(source)
+    if model_type is not None and model_type not in model_types:
+        raise ModelLoadError(
+            f"'{source}' holds a '{model_type}' model; this backend loads {', '.join(model_types)}"
+        )
+    try:
+        model = model_cls.from_pretrained(
+            str(path) if path.exists() else source,
+            dtype=dtype,
+            use_safetensors=True,
+            local_files_only=offline,
+        )
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # transformers raises many types for bad checkpoints
+        raise ModelLoadError(f"could not load '{source}': {type(exc).__name__}: {exc}") from exc
+    loaded_type = getattr(getattr(model, "config", None), "model_type", None)
+    if loaded_type not in model_types:
+        raise ModelLoadError(
+            f"'{source}' loaded as '{loaded_type}'; this backend needs {', '.join(model_types)}"
+        )
+    return model.to(device).eval()
+
+
+def preprocess(image: npt.NDArray[np.uint8], size: int, device: torch.device) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> float32 (1, 3, size, size), resized, /255, ImageNet-normalised.
+
+    Matches the transformers SAM 2 / SAM 3 image processors (bilinear resize to a square, no
+    padding), without needing torchvision at run time.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device)
+    tensor = tensor.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    if tensor.shape[-2:] != (size, size):
+        tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return (tensor - mean) / std
