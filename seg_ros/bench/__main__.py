@@ -1,0 +1,67 @@
+"""`make bench`: every benchmark this machine can run, one JSON object per line on stdout.
+
+    python -m seg_ros.bench [--quick] [--only node,quality,sam2,sam3]
+
+Each suite runs in turn; one that fails prints a row with "error" and the others still run.
+Timings are medians in milliseconds; rss growth in MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+SUITES = ("node", "quality", "sam2", "sam3")
+
+
+def _suite(name: str, quick: bool) -> Callable[[], list[dict[str, Any]]]:
+    if name == "node":
+        mod = importlib.import_module("seg_ros.bench.node_bench")
+        frames = 100 if quick else 300
+        return lambda: mod.run(backend="fake", width=1280, height=720, frames=frames)
+    if name == "quality":
+        mod = importlib.import_module("seg_ros.bench.quality")
+        return lambda: mod.run(backends=["classic"], quick=quick)
+    if name == "sam2":
+        mod = importlib.import_module("seg_ros.bench.sam2_bench")
+        return lambda: mod.run(quick=quick)
+    if name == "sam3":
+        mod = importlib.import_module("seg_ros.bench.sam3_bench")
+        return lambda: mod.run(quick=quick)
+    raise ValueError(f"unknown suite '{name}'; choose from {', '.join(SUITES)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes in all")
+    parser.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    failed = 0
+    host = {"host": platform.node(), "python": platform.python_version()}
+    for name in names:
+        start = time.perf_counter()
+        try:
+            rows = _suite(name, args.quick)()
+        except Exception as exc:  # one suite's failure must not hide the others' numbers
+            failed += 1
+            traceback.print_exc(file=sys.stderr)
+            rows = [{"error": f"{type(exc).__name__}: {exc}"}]
+        for row in rows:
+            print(json.dumps({"suite": name, **row, **host}), flush=True)
+        print(
+            json.dumps({"suite": name, "suite_seconds": round(time.perf_counter() - start, 1)}),
+            flush=True,
+        )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
