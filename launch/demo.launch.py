@@ -1,0 +1,64 @@
+"""The demo on a robot: sample camera + segmentation node + prompting client.
+
+    ros2 launch seg_ros demo.launch.py [backend:=classic] [frames:=300] [output_dir:=demo_out]
+
+Same three nodes that `make demo` starts as processes (seg_ros/demo.py).
+"""
+
+import json
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from seg_ros.demo_camera import demo_plan
+
+
+def generate_launch_description() -> LaunchDescription:
+    params_file = os.path.join(get_package_share_directory("seg_ros"), "config", "seg_ros.yaml")
+    width, height = 640, 480
+    camera = Node(
+        package="seg_ros",
+        executable="demo_camera",
+        name="demo_camera",
+        parameters=[{"width": width, "height": height, "fps": LaunchConfiguration("fps")}],
+    )
+    segmentation = Node(
+        package="seg_ros",
+        executable="segmentation_node",
+        name="segmentation_node",
+        parameters=[params_file, {"backend": LaunchConfiguration("backend")}],
+        remappings=[("image", "/demo_camera/image")],
+    )
+    client = Node(
+        package="seg_ros",
+        executable="demo_client",
+        name="demo_client",
+        output="screen",
+        parameters=[
+            {
+                "output_dir": LaunchConfiguration("output_dir"),
+                "frames": LaunchConfiguration("frames"),
+                "plan": json.dumps(demo_plan(width, height)),
+            }
+        ],
+    )
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument("backend", default_value="classic"),
+            DeclareLaunchArgument("frames", default_value="300"),
+            DeclareLaunchArgument("fps", default_value="15.0"),
+            DeclareLaunchArgument("output_dir", default_value="demo_out"),
+            camera,
+            segmentation,
+            client,
+            RegisterEventHandler(
+                OnProcessExit(target_action=client, on_exit=[EmitEvent(event=Shutdown())])
+            ),
+        ]
+    )
