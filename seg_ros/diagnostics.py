@@ -1,0 +1,288 @@
+"""Node health for /diagnostics: rates, latency, drops, and a DiagnosticArray builder.
+
+`NodeStats` is a pure accumulator with an injectable clock (seconds, monotonic), so tests drive
+time by hand. The node calls `frame_received()` when an image arrives, `frame_dropped()` when a
+newer frame replaces one that was never processed (the newest frame wins), `bad_frame()` when a
+frame cannot be decoded / is refused, and `frame_processed(latency_s)` after publishing.
+`build_diagnostic_array` turns a `StatsSnapshot` and the node's `NodeInfo` into one
+DiagnosticStatus named "seg_ros: <node>":
+
+  * ERROR when the model is not loaded (the load error is the message);
+  * WARN when no frame has arrived for `stale_input_s` (or ever), when processing stalled while
+    input arrives, when the processed rate is far below the input rate, or after bad frames in
+    the window;
+  * OK otherwise.
+
+Rates are the mean rate of the events within the last `window_s` seconds:
+(n - 1) / (t_last - t_first), 0 with fewer than two events. Latency percentiles are numpy's
+linear-interpolation percentiles of the latencies recorded in the window.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import Header
+
+#: A monotonic clock in seconds.
+Clock = Callable[[], float]
+
+OK, WARN, ERROR = 0, 1, 2
+_LEVEL_BYTES = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
+
+
+class RateStats:
+    """Event times within a sliding window -> rate in Hz.
+
+    Args:
+        window_s: length of the window (seconds, > 0).
+        clock: monotonic seconds.
+        max_events: cap on remembered events (bounds memory for very fast topics).
+    """
+
+    def __init__(self, window_s: float, clock: Clock, max_events: int = 10_000) -> None:
+        if not window_s > 0:
+            raise ValueError(f"window_s must be > 0; got {window_s}")
+        self.window_s = float(window_s)
+        self._clock = clock
+        self._times: deque[float] = deque(maxlen=max_events)
+        self.count = 0
+        self.last_time: float | None = None
+
+    def tick(self) -> float:
+        """Record one event now; returns its time."""
+        t = self._clock()
+        self._times.append(t)
+        self.count += 1
+        self.last_time = t
+        return t
+
+    def _prune(self, now: float) -> None:
+        while self._times and self._times[0] < now - self.window_s:
+            self._times.popleft()
+
+    def rate_hz(self) -> float:
+        """Mean rate of the events in the last `window_s` seconds; 0.0 with fewer than two."""
+        self._prune(self._clock())
+        if len(self._times) < 2:
+            return 0.0
+        span = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else 0.0
+
+    def recent(self) -> int:
+        """Events in the last `window_s` seconds."""
+        self._prune(self._clock())
+        return len(self._times)
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """Node statistics at one instant (rates in Hz, latencies in milliseconds, counts totals).
+
+    `seconds_since_input` / `seconds_since_processed` are inf before the first event.
+    Latencies are NaN when no frame was processed within the window.
+    """
+
+    input_hz: float
+    processed_hz: float
+    latency_ms_median: float
+    latency_ms_p95: float
+    frames_received: int
+    frames_processed: int
+    frames_dropped: int
+    bad_frames: int
+    bad_frames_recent: int
+    seconds_since_input: float
+    seconds_since_processed: float
+
+
+class NodeStats:
+    """Accumulates the frame path's events; `snapshot()` summarises them. Thread-safe.
+
+    Args:
+        window_s: sliding window for rates, latency percentiles and recent bad frames (seconds).
+        clock: monotonic seconds (inject a fake in tests).
+        max_samples: cap on remembered latency samples / events per window.
+    """
+
+    def __init__(
+        self, window_s: float = 5.0, clock: Clock = time.monotonic, max_samples: int = 10_000
+    ) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._input = RateStats(window_s, clock, max_samples)
+        self._processed = RateStats(window_s, clock, max_samples)
+        self._bad = RateStats(window_s, clock, max_samples)
+        self._latencies: deque[tuple[float, float]] = deque(maxlen=max_samples)
+        self.window_s = float(window_s)
+        self._dropped = 0
+
+    def frame_received(self) -> None:
+        """An image arrived on the input topic."""
+        with self._lock:
+            self._input.tick()
+
+    def frame_processed(self, latency_s: float) -> None:
+        """A frame was processed and published; `latency_s` from arrival (or stamp) to publish."""
+        with self._lock:
+            t = self._processed.tick()
+            if math.isfinite(latency_s):
+                self._latencies.append((t, float(latency_s)))
+
+    def frame_dropped(self, count: int = 1) -> None:
+        """Frames replaced by newer ones before being processed."""
+        with self._lock:
+            self._dropped += int(count)
+
+    def bad_frame(self) -> None:
+        """A frame that could not be used (bad encoding, size, depth ...)."""
+        with self._lock:
+            self._bad.tick()
+
+    def snapshot(self) -> StatsSnapshot:
+        with self._lock:
+            now = self._clock()
+            while self._latencies and self._latencies[0][0] < now - self.window_s:
+                self._latencies.popleft()
+            lat = np.array([v for _, v in self._latencies], dtype=np.float64) * 1000.0
+            median, p95 = (
+                (float(np.percentile(lat, 50)), float(np.percentile(lat, 95)))
+                if lat.size
+                else (math.nan, math.nan)
+            )
+            return StatsSnapshot(
+                input_hz=self._input.rate_hz(),
+                processed_hz=self._processed.rate_hz(),
+                latency_ms_median=median,
+                latency_ms_p95=p95,
+                frames_received=self._input.count,
+                frames_processed=self._processed.count,
+                frames_dropped=self._dropped,
+                bad_frames=self._bad.count,
+                bad_frames_recent=self._bad.recent(),
+                seconds_since_input=_since(now, self._input.last_time),
+                seconds_since_processed=_since(now, self._processed.last_time),
+            )
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the node reports about itself besides the statistics.
+
+    Attributes:
+        node_name: the node's fully qualified name (the status is "seg_ros: <node_name>").
+        backend, model, device: as configured / resolved ("cuda:0", "cpu").
+        model_loaded: False until the backend is built, or after a failed load.
+        load_error: the load failure, reported as the ERROR message.
+        objects_tracked: objects in the session now.
+    """
+
+    node_name: str
+    backend: str
+    model: str
+    device: str
+    model_loaded: bool
+    load_error: str = ""
+    objects_tracked: int = 0
+
+
+@dataclass(frozen=True)
+class HealthThresholds:
+    """When the status turns WARN.
+
+    Attributes:
+        stale_input_s: no input frame for this long (seconds).
+        stale_processing_s: input arrives but nothing was processed for this long (seconds).
+        min_processed_ratio: processed_hz below this fraction of input_hz ("far below").
+    """
+
+    stale_input_s: float = 3.0
+    stale_processing_s: float = 5.0
+    min_processed_ratio: float = 0.25
+
+
+def assess(
+    stats: StatsSnapshot, info: NodeInfo, thresholds: HealthThresholds | None = None
+) -> tuple[int, str]:
+    """(level, message): level is OK (0), WARN (1) or ERROR (2); see the module docstring."""
+    th = thresholds or HealthThresholds()
+    if not info.model_loaded:
+        return ERROR, info.load_error or "model not loaded"
+    warnings: list[str] = []
+    if stats.frames_received == 0:
+        warnings.append("no input frames received yet")
+    elif stats.seconds_since_input > th.stale_input_s:
+        warnings.append(f"no input frame for {stats.seconds_since_input:.1f} s")
+    else:
+        if stats.seconds_since_processed > th.stale_processing_s:
+            warnings.append(
+                "processing stalled: input arrives but no frame processed for "
+                + (
+                    f"{stats.seconds_since_processed:.1f} s"
+                    if math.isfinite(stats.seconds_since_processed)
+                    else "any time yet"
+                )
+            )
+        elif stats.input_hz > 0 and stats.processed_hz < th.min_processed_ratio * stats.input_hz:
+            warnings.append(
+                f"processing {stats.processed_hz:.2f} Hz of {stats.input_hz:.2f} Hz input "
+                "(frames dropped: the model is slower than the camera)"
+            )
+    if stats.bad_frames_recent:
+        warnings.append(f"{stats.bad_frames_recent} bad frames in the last window")
+    if warnings:
+        return WARN, "; ".join(warnings)
+    return OK, "ok"
+
+
+def build_diagnostic_status(
+    stats: StatsSnapshot, info: NodeInfo, thresholds: HealthThresholds | None = None
+) -> DiagnosticStatus:
+    """One DiagnosticStatus "seg_ros: <node>" with the level, message and key values."""
+    level, message = assess(stats, info, thresholds)
+    values = {
+        "input_hz": f"{stats.input_hz:.2f}",
+        "processed_hz": f"{stats.processed_hz:.2f}",
+        "latency_ms_median": f"{stats.latency_ms_median:.1f}",
+        "latency_ms_p95": f"{stats.latency_ms_p95:.1f}",
+        "frames_received": str(stats.frames_received),
+        "frames_processed": str(stats.frames_processed),
+        "frames_dropped": str(stats.frames_dropped),
+        "bad_frames": str(stats.bad_frames),
+        "device": info.device,
+        "model": info.model,
+        "backend": info.backend,
+        "objects_tracked": str(info.objects_tracked),
+        "model_loaded": "true" if info.model_loaded else "false",
+    }
+    return DiagnosticStatus(
+        level=_LEVEL_BYTES[level],
+        name=f"seg_ros: {info.node_name}",
+        message=message,
+        hardware_id=info.device,
+        values=[KeyValue(key=k, value=v) for k, v in values.items()],
+    )
+
+
+def build_diagnostic_array(
+    stamp: Any,
+    stats: StatsSnapshot,
+    info: NodeInfo,
+    thresholds: HealthThresholds | None = None,
+) -> DiagnosticArray:
+    """A DiagnosticArray for /diagnostics; `stamp` is the node clock's now (builtin Time)."""
+    return DiagnosticArray(
+        header=Header(stamp=stamp), status=[build_diagnostic_status(stats, info, thresholds)]
+    )
+
+
+def _since(now: float, then: float | None) -> float:
+    return math.inf if then is None else now - then
