@@ -1,15 +1,16 @@
 """sensor_msgs/PointCloud2 of the masked depth points, one `instance` field per point.
 
-Layout (16 bytes per point, little-endian, unorganised: height 1, width N):
+Layout (20 bytes per point, little-endian, unorganised: height 1, width N):
 
     offset 0  x         float32  metres, camera optical frame
     offset 4  y         float32
     offset 8  z         float32
-    offset 12 instance  uint32   the object's mask value (as in ~/mask and Instance.mask_value)
+    offset 12 rgb       float32  PCL-style packed colour 0x00RRGGBB (the bits, not a number)
+    offset 16 instance  uint32   the object's mask value (as in ~/mask and Instance.mask_value)
 
-Built with a numpy structured array, no per-point Python. The 16-byte stride keeps the floats
-aligned for consumers that cast the buffer (PCL, Open3D); RViz colours by `instance` with the
-Intensity colour transformer.
+`rgb` is the object's colour from `seg_ros.colors` (the overlay's and the markers'), so RViz's
+RGB8 colour transformer shows each object's points in its overlay colour; `instance` is the
+field to segment by. Built with a numpy structured array, no per-point Python.
 """
 
 from __future__ import annotations
@@ -21,14 +22,20 @@ import numpy as np
 import numpy.typing as npt
 from sensor_msgs.msg import PointCloud2, PointField
 
-#: One point of the cloud, in the byte order of the message (little-endian).
-POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("instance", "<u4")])
+from seg_ros.colors import color_rgb
+
+#: One point of the cloud, in the byte order of the message (little-endian). `rgb` holds the
+#: packed 0x00RRGGBB bits (stored as uint32 here; the message declares FLOAT32 as PCL does).
+POINT_DTYPE = np.dtype(
+    [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4"), ("instance", "<u4")]
+)
 
 _FIELDS = (
     ("x", 0, PointField.FLOAT32),
     ("y", 4, PointField.FLOAT32),
     ("z", 8, PointField.FLOAT32),
-    ("instance", 12, PointField.UINT32),
+    ("rgb", 12, PointField.FLOAT32),
+    ("instance", 16, PointField.UINT32),
 )
 
 _NUMPY_OF_POINTFIELD = {
@@ -67,6 +74,8 @@ def points_array(
         part = np.empty(arr.shape[0], dtype=POINT_DTYPE)
         part["x"], part["y"], part["z"] = arr[:, 0], arr[:, 1], arr[:, 2]
         part["instance"] = int(value)
+        r, g, b = color_rgb(int(value))
+        part["rgb"] = (r << 16) | (g << 8) | b
         parts.append(part)
     if not parts:
         return np.empty(0, dtype=POINT_DTYPE)
@@ -77,7 +86,7 @@ def build_pointcloud2(
     header: Any,
     clouds: Mapping[int, npt.NDArray[Any]] | Iterable[tuple[int, npt.NDArray[Any]]],
 ) -> PointCloud2:
-    """A PointCloud2 (x, y, z, instance) with `header` (the source image's: stamp + frame_id).
+    """A PointCloud2 (x, y, z, rgb, instance) with `header` (the source image's stamp + frame).
 
     Args:
         header: std_msgs/Header of the image the points come from (its optical frame).

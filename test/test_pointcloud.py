@@ -8,6 +8,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
+from seg_ros.colors import color_rgb
 from seg_ros.pointcloud import POINT_DTYPE, build_pointcloud2, pointcloud2_to_array
 
 HEADER = Header(stamp=Time(sec=12, nanosec=345), frame_id="camera_color_optical_frame")
@@ -20,21 +21,27 @@ def test_round_trip_of_two_instances() -> None:
     msg = build_pointcloud2(HEADER, {3: a, 65535: b})
     assert msg.header.frame_id == "camera_color_optical_frame"
     assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (12, 345)
-    assert (msg.height, msg.width, msg.point_step, msg.row_step) == (1, 57, 16, 57 * 16)
-    assert msg.is_dense and not msg.is_bigendian and len(msg.data) == 57 * 16
+    assert (msg.height, msg.width, msg.point_step, msg.row_step) == (1, 57, 20, 57 * 20)
+    assert msg.is_dense and not msg.is_bigendian and len(msg.data) == 57 * 20
     assert [(f.name, f.offset, f.datatype, f.count) for f in msg.fields] == [
         ("x", 0, PointField.FLOAT32, 1),
         ("y", 4, PointField.FLOAT32, 1),
         ("z", 8, PointField.FLOAT32, 1),
-        ("instance", 12, PointField.UINT32, 1),
+        ("rgb", 12, PointField.FLOAT32, 1),
+        ("instance", 16, PointField.UINT32, 1),
     ]
     # Decode the raw bytes independently of the module's decoder.
-    raw = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(57, 16)
+    raw = np.frombuffer(bytes(msg.data), dtype=np.uint8).reshape(57, 20)
     xyz = raw[:, :12].copy().view("<f4").reshape(57, 3)
-    inst = raw[:, 12:].copy().view("<u4").reshape(57)
+    rgb = raw[:, 12:16].copy().view("<u4").reshape(57)
+    inst = raw[:, 16:].copy().view("<u4").reshape(57)
     np.testing.assert_array_equal(xyz[:50], a)
     np.testing.assert_array_equal(xyz[50:], b.astype(np.float32))
     np.testing.assert_array_equal(inst, [3] * 50 + [65535] * 7)
+    # PCL packing: byte 2 red, byte 1 green, byte 0 blue (little-endian: B, G, R, 0 in memory).
+    r, g, bl = color_rgb(3)
+    assert tuple(raw[0, 12:16]) == (bl, g, r, 0)
+    assert rgb[56] == (color_rgb(65535)[0] << 16) | (color_rgb(65535)[1] << 8) | color_rgb(65535)[2]
     # And through the module's decoder.
     decoded = pointcloud2_to_array(msg)
     np.testing.assert_array_equal(decoded["instance"], inst)
@@ -56,7 +63,7 @@ def test_non_finite_points_are_dropped_and_empty_input_is_an_empty_cloud() -> No
     arr = pointcloud2_to_array(build_pointcloud2(HEADER, {2: pts}))
     np.testing.assert_array_equal(arr["z"], [1, 2])
     empty = build_pointcloud2(HEADER, {})
-    assert empty.width == 0 and len(empty.data) == 0 and len(empty.fields) == 4
+    assert empty.width == 0 and len(empty.data) == 0 and len(empty.fields) == 5
     assert pointcloud2_to_array(empty).dtype.names == POINT_DTYPE.names
 
 
