@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import yaml
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Vector3
 from std_msgs.msg import Header
@@ -130,3 +134,61 @@ def test_style_validation_and_label_text() -> None:
     with pytest.raises(ValueError, match="alpha"):
         MarkerStyle(alpha=2.0)
     assert label_text(inst(1, label="red mug", score=0.5)) == "11: red mug 0.50"
+
+
+# ------------------------------------------------------------------- config/seg_ros.rviz
+RVIZ = Path(__file__).resolve().parent.parent / "config" / "seg_ros.rviz"
+
+
+def rviz_displays() -> dict[str, dict[str, Any]]:
+    config = yaml.safe_load(RVIZ.read_text())
+    return {d["Class"]: d for d in config["Visualization Manager"]["Displays"]}
+
+
+def test_rviz_config_is_yaml_with_the_node_topics() -> None:
+    config = yaml.safe_load(RVIZ.read_text())
+    manager = config["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == "camera_color_optical_frame"
+    displays = rviz_displays()
+    topics = {cls: d["Topic"]["Value"] for cls, d in displays.items() if "Topic" in d}
+    assert topics == {
+        "rviz_default_plugins/Image": "/segmentation_node/overlay",
+        "rviz_default_plugins/MarkerArray": "/segmentation_node/markers",
+        "rviz_default_plugins/PointCloud2": "/segmentation_node/points",
+    }
+    assert "rviz_default_plugins/TF" in displays
+    assert all(d["Enabled"] is True for d in displays.values())
+    # The node's outputs are reliable; a reliable subscription matches them.
+    assert all(
+        d["Topic"]["Reliability Policy"] == "Reliable" for d in displays.values() if "Topic" in d
+    )
+
+
+def test_rviz_config_matches_the_marker_and_cloud_builders() -> None:
+    from seg_ros.pointcloud import POINT_DTYPE
+
+    displays = rviz_displays()
+    style = MarkerStyle()
+    namespaces = displays["rviz_default_plugins/MarkerArray"]["Namespaces"]
+    assert set(namespaces) == {style.box_ns, style.label_ns}
+    cloud = displays["rviz_default_plugins/PointCloud2"]
+    assert cloud["Color Transformer"] == "RGB8" and "rgb" in POINT_DTYPE.names
+    assert cloud["Channel Name"] in POINT_DTYPE.names
+
+
+def test_rviz_view_looks_along_the_optical_axis_with_image_up_on_top() -> None:
+    # RViz's Orbit view: eye = focal + d * (cos(yaw) cos(pitch), sin(yaw) cos(pitch), sin(pitch)),
+    # looking at the focal point with the fixed frame's +z as the yaw axis (screen up).
+    view = yaml.safe_load(RVIZ.read_text())["Visualization Manager"]["Views"]["Current"]
+    yaw, pitch, d = view["Yaw"], view["Pitch"], view["Distance"]
+    focal = np.array([view["Focal Point"][k] for k in "XYZ"], dtype=float)
+    eye = focal + d * np.array(
+        [math.cos(yaw) * math.cos(pitch), math.sin(yaw) * math.cos(pitch), math.sin(pitch)]
+    )
+    forward = (focal - eye) / np.linalg.norm(focal - eye)
+    up = np.array([0.0, 0.0, 1.0]) - forward[2] * forward
+    up /= np.linalg.norm(up)
+    right = np.cross(forward, up)
+    assert eye[2] < 0 and forward[2] > 0.9  # behind the camera, looking along +z
+    assert up[1] < -0.9  # image up (-y) is screen up
+    assert right[0] > 0.99  # image right (+x) is screen right
