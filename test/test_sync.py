@@ -228,7 +228,9 @@ def test_fallback_over_dds() -> None:
     from rclpy.executors import SingleThreadedExecutor
 
     ctx = Context()
-    rclpy.init(context=ctx, domain_id=100 + os.getpid() % 100)
+    # test/conftest.py gives each test process its own domain; keep to it when present.
+    domain = int(os.environ.get("ROS_DOMAIN_ID") or 1 + os.getpid() % 100)
+    rclpy.init(context=ctx, domain_id=domain)
     try:
         node = rclpy.create_node("sync_test", context=ctx)
         rec = Recorder()
