@@ -25,8 +25,9 @@ ignored. Mask edges bleed onto the background and depth sensors produce flying p
 gated on depth around the median: |z - median| <= max(gate_mads * 1.4826 * MAD, min_gate_m), where
 MAD is the median absolute deviation (1.4826 * MAD estimates the standard deviation of a normal).
 The extent is then the `extent_percentile` .. (100 - extent_percentile) range of the inliers per
-axis, and the centroid the mean of the inliers: the centre of the *visible surface*, which is what a
-depth camera sees (a sphere's centroid lies on its front cap, not at its centre).
+axis, and the centroid the mean of the inliers: the centre of the *visible surface*, which is what
+a depth camera sees (a sphere's centroid lies on its front cap, not at its centre). For speed the
+median, MAD and percentiles use at most `max_stat_points` evenly strided points.
 """
 
 from __future__ import annotations
@@ -124,6 +125,9 @@ class DepthParams:
         min_gate_m: the gate is never narrower than this (metres): a flat object has MAD ~ 0.
         extent_percentile: the extent spans this .. (100 - this) percentile per axis (0 = min/max).
         min_depth_m, max_depth_m: depths outside (min, max] metres are holes (sensor range).
+        max_stat_points: the median / MAD / mean / percentiles are computed on at most this many
+            evenly strided points (0 = all): at 20 000 the rank error of a percentile is < 0.1 %
+            while a 100k-pixel object costs ~5x less. Gating and `points` still use every point.
     """
 
     min_points: int = 10
@@ -132,8 +136,11 @@ class DepthParams:
     extent_percentile: float = 1.0
     min_depth_m: float = 0.0
     max_depth_m: float = math.inf
+    max_stat_points: int = 20_000
 
     def __post_init__(self) -> None:
+        if self.max_stat_points < 0:
+            raise ValueError(f"max_stat_points must be >= 0; got {self.max_stat_points}")
         if self.min_points < 1:
             raise ValueError(f"min_points must be >= 1; got {self.min_points}")
         if not self.gate_mads > 0 or not self.min_gate_m >= 0:
@@ -311,11 +318,13 @@ def robust_inliers(points: FloatArray, params: DepthParams | None = None) -> Flo
     params = params or DepthParams()
     if points.shape[0] == 0:
         return points
-    z = points[:, 2].astype(np.float64)
-    median = float(np.median(z))
-    mad = float(np.median(np.abs(z - median)))
+    zs = subsample(points, params.max_stat_points)[:, 2].astype(np.float64)
+    median = float(np.median(zs))
+    mad = float(np.median(np.abs(zs - median)))
     gate = max(params.gate_mads * 1.4826 * mad, params.min_gate_m)
-    return points[np.abs(z - median) <= gate]
+    # float32 is exact enough here (1e-7 relative) and avoids a copy of every point.
+    out: FloatArray = points[np.abs(points[:, 2] - np.float32(median)) <= np.float32(gate)]
+    return out
 
 
 def geometry_from_points(points: FloatArray, params: DepthParams | None = None) -> ObjectGeometry:
@@ -324,13 +333,16 @@ def geometry_from_points(points: FloatArray, params: DepthParams | None = None) 
     inliers = robust_inliers(points, params)
     if inliers.shape[0] < params.min_points:
         return ObjectGeometry(num_valid=int(points.shape[0]))
-    as64 = inliers.astype(np.float64)
-    centroid = as64.mean(axis=0)
+    centroid = inliers.mean(axis=0, dtype=np.float64)
     p = params.extent_percentile
     if p > 0:
-        lower, upper = np.percentile(as64, [p, 100.0 - p], axis=0)
+        sample = subsample(inliers, params.max_stat_points).astype(np.float64)
+        lower, upper = np.percentile(sample, [p, 100.0 - p], axis=0)
     else:
-        lower, upper = as64.min(axis=0), as64.max(axis=0)
+        lower, upper = (
+            inliers.min(axis=0).astype(np.float64),
+            inliers.max(axis=0).astype(np.float64),
+        )
     return ObjectGeometry(
         centroid=_triple(centroid),
         lower=_triple(lower),
