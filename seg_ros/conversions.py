@@ -185,12 +185,17 @@ def compressed_to_rgb(msg: CompressedImage) -> RgbImage:
 
 def mask_from_image(msg: Image) -> npt.NDArray[np.bool_]:
     """Single-channel image (mono8 0/255, or any one-channel encoding) -> bool (H, W), != 0."""
+    if msg.height == 0 or msg.width == 0:
+        raise ConversionError("mask: image is empty; send a full-frame mono8 image")
     layout = _LAYOUTS.get(msg.encoding)
     if layout is None or layout[1] != 1:
         raise ConversionError(
             f"a mask must be a single-channel image (mono8, 0 = background); got '{msg.encoding}'"
         )
-    mask: npt.NDArray[np.bool_] = image_to_numpy(msg) != 0
+    try:
+        mask: npt.NDArray[np.bool_] = image_to_numpy(msg) != 0
+    except ConversionError as exc:
+        raise ConversionError(f"mask: {exc}") from exc
     return mask
 
 

@@ -192,7 +192,7 @@ def test_png_decodes_exactly_and_jpeg_closely() -> None:
     assert jpeg.shape == rgb.shape
     assert np.abs(jpeg.astype(int) - rgb).mean() < 8  # colour order right: red stays red
     grey = CompressedImage(format="png")
-    ok, buf = cv2.imencode(".png", np.full((4, 6), 77, np.uint8))
+    _, buf = cv2.imencode(".png", np.full((4, 6), 77, np.uint8))
     grey.data = array.array("B", buf.tobytes())
     np.testing.assert_array_equal(compressed_to_rgb(grey), np.full((4, 6, 3), 77, np.uint8))
 

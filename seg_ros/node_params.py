@@ -1,0 +1,188 @@
+"""The segmentation node's parameters: declared with descriptors, validated once, frozen.
+
+Every parameter has a description and, where it makes sense, a range or a list of choices
+(`ros2 param describe /segmentation_node <name>`). They are read at startup (read-only): change
+them in config/seg_ros.yaml or with `-p name:=value` and restart. An invalid value raises
+`ParameterError` naming the parameter, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+from seg_ros.engine.config import DTYPES, BackendConfig
+from seg_ros.engine.registry import available_backends
+
+QOS_RELIABILITY = ("best_effort", "reliable")
+
+
+class ParameterError(ValueError):
+    """A parameter value the node cannot start with."""
+
+
+@dataclass(frozen=True)
+class _Spec:
+    default: Any
+    description: str
+    choices: tuple[str, ...] = ()
+    int_range: tuple[int, int, int] | None = None  # from, to, step (0 = any)
+    float_range: tuple[float, float] | None = None
+
+
+# name -> spec, in the order of config/seg_ros.yaml.
+SPECS: dict[str, _Spec] = {
+    "backend": _Spec("classic", "Segmentation model", choices=tuple(available_backends())),
+    "model": _Spec(
+        "", "Local folder (config.json + *.safetensors) or hub id; empty = the backend's default"
+    ),
+    "device": _Spec("auto", "auto (cuda when available), cuda, cuda:N or cpu"),
+    "dtype": _Spec("float32", "Compute dtype (float16 / bfloat16 on GPU)", choices=DTYPES),
+    "input_size": _Spec(
+        0,
+        "Model input side in pixels, a multiple of 16; 0 = the model's own",
+        int_range=(0, 4096, 16),
+    ),
+    "memory_frames": _Spec(
+        0,
+        "Recent frames the tracker attends to (bounds memory and cost); 0 = the model's own",
+        int_range=(0, 1024, 1),
+    ),
+    "max_conditioning_frames": _Spec(
+        4, "Prompted frames kept per object (oldest dropped beyond it)", int_range=(1, 64, 1)
+    ),
+    "compile": _Spec(False, "torch.compile the heavy modules (GPU; the first frames are slow)"),
+    "backend_options": _Spec(
+        "", 'Backend-specific options as a JSON object, e.g. {"delay_s": 0.1} for fake; "" = none'
+    ),
+    "max_objects": _Spec(16, "Most objects tracked at once", int_range=(1, 1024, 1)),
+    "score_threshold": _Spec(
+        0.5, "Objects scoring below it are reported not visible", float_range=(0.0, 1.0)
+    ),
+    "input_compressed": _Spec(False, "Subscribe to image/compressed (jpeg / png) instead of image"),
+    "publish_mask": _Spec(True, "Publish ~/mask, the mono16 label image"),
+    "publish_overlay": _Spec(
+        True, "Publish ~/overlay, the coloured bgr8 picture (rendered only when subscribed)"
+    ),
+    "overlay_alpha": _Spec(0.5, "Opacity of the mask colours in ~/overlay", float_range=(0.0, 1.0)),
+    "qos_reliability": _Spec(
+        "best_effort",
+        "Input image QoS reliability (sensor data: best_effort)",
+        choices=QOS_RELIABILITY,
+    ),
+    "qos_depth": _Spec(
+        1,
+        "Input image QoS history depth (the node keeps only the newest frame anyway)",
+        int_range=(1, 100, 1),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """The node's validated parameter values (see SPECS for their meaning)."""
+
+    backend: str = "classic"
+    model: str = ""
+    device: str = "auto"
+    dtype: str = "float32"
+    input_size: int = 0
+    memory_frames: int = 0
+    max_conditioning_frames: int = 4
+    compile: bool = False
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    max_objects: int = 16
+    score_threshold: float = 0.5
+    input_compressed: bool = False
+    publish_mask: bool = True
+    publish_overlay: bool = True
+    overlay_alpha: float = 0.5
+    qos_reliability: str = "best_effort"
+    qos_depth: int = 1
+
+    def backend_config(self) -> BackendConfig:
+        return BackendConfig(
+            backend=self.backend,
+            model=self.model,
+            device=self.device,
+            dtype=self.dtype,
+            input_size=self.input_size,
+            memory_frames=self.memory_frames,
+            max_conditioning_frames=self.max_conditioning_frames,
+            compile=self.compile,
+            options=dict(self.backend_options),
+        )
+
+    def input_qos(self) -> QoSProfile:
+        """Camera input: sensor-data QoS by default (best effort, depth 1)."""
+        reliability = (
+            ReliabilityPolicy.RELIABLE
+            if self.qos_reliability == "reliable"
+            else ReliabilityPolicy.BEST_EFFORT
+        )
+        return QoSProfile(depth=self.qos_depth, reliability=reliability)
+
+
+def _descriptor(name: str, spec: _Spec) -> ParameterDescriptor:
+    desc = ParameterDescriptor(name=name, description=spec.description, read_only=True)
+    if spec.choices:
+        desc.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.int_range is not None:
+        lo, hi, step = spec.int_range
+        desc.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=step)]
+    if spec.float_range is not None:
+        lo_f, hi_f = spec.float_range
+        desc.floating_point_range = [FloatingPointRange(from_value=lo_f, to_value=hi_f, step=0.0)]
+    return desc
+
+
+def _allowed(spec: _Spec) -> str:
+    if spec.choices:
+        return "one of " + ", ".join(spec.choices)
+    if spec.int_range is not None:
+        lo, hi, step = spec.int_range
+        return f"an integer in [{lo}, {hi}]" + (f", a multiple of {step}" if step > 1 else "")
+    if spec.float_range is not None:
+        return f"a number in [{spec.float_range[0]}, {spec.float_range[1]}]"
+    return f"a {type(spec.default).__name__}"
+
+
+def declare_parameters(node: Node) -> NodeParams:
+    """Declare every parameter on `node` and return the validated values."""
+    values: dict[str, Any] = {}
+    for name, spec in SPECS.items():
+        try:
+            values[name] = node.declare_parameter(name, spec.default, _descriptor(name, spec)).value
+        except ParameterException as exc:
+            raise ParameterError(f"parameter '{name}': must be {_allowed(spec)} ({exc})") from exc
+    return parse(values)
+
+
+def parse(values: dict[str, Any]) -> NodeParams:
+    """Validate raw values (as declared) into NodeParams; unknown names are refused."""
+    unknown = set(values) - set(SPECS)
+    if unknown:
+        raise ParameterError(f"unknown parameters {sorted(unknown)}")
+    for name, value in values.items():
+        spec = SPECS[name]
+        if spec.choices and value not in spec.choices:
+            raise ParameterError(f"parameter '{name}' is '{value}'; must be {_allowed(spec)}")
+    options_text = str(values.get("backend_options", "")).strip()
+    try:
+        options = json.loads(options_text) if options_text else {}
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"parameter 'backend_options' is not valid JSON: {exc}") from exc
+    if not isinstance(options, dict):
+        raise ParameterError("parameter 'backend_options' must be a JSON object ({...})")
+    params = NodeParams(**{**values, "backend_options": options})
+    try:
+        params.backend_config()  # device / dtype / input_size checks live with the engine
+    except ValueError as exc:
+        raise ParameterError(f"invalid backend parameters: {exc}") from exc
+    return params

@@ -1,0 +1,484 @@
+"""The segmentation node in a real ROS graph: rclpy nodes talking over DDS in this process.
+
+Backend `fake` (deterministic geometry, optional delay) isolates the node: topics, headers,
+services, the newest-frame-wins worker, failure handling and the command-line entry point.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from conftest import DOMAIN_ID, RosGraph, wait_for
+from geometry_msgs.msg import Point
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from seg_ros.colors import color_bgr
+from seg_ros.conversions import image_to_numpy, numpy_to_image
+from seg_ros.msg import InstanceArray
+from seg_ros.node_params import ParameterError
+from seg_ros.segmentation_node import SegmentationNode
+from seg_ros.srv import AddBox, AddMask, AddPoints, AddText, RemoveObject, SegmentImage
+
+pytestmark = pytest.mark.graph
+
+W, H = 160, 120
+GREY = 100
+NODE = "/segmentation_node"
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def start_node(graph: RosGraph, **params: Any) -> SegmentationNode:
+    overrides = [Parameter(k, value=v) for k, v in {"backend": "fake", **params}.items()]
+    return graph.add(SegmentationNode(context=graph.context, parameter_overrides=overrides))
+
+
+def frame(sec: int, nanosec: int = 0, frame_id: str = "cam", width: int = W) -> Image:
+    header = Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
+    return numpy_to_image(np.full((H, width, 3), GREY, np.uint8), "rgb8", header)
+
+
+class Client:
+    """The other side of the node: frames in, outputs collected, every service."""
+
+    def __init__(self, graph: RosGraph, outputs: tuple[str, ...] = ("instances",)) -> None:
+        self.graph = graph
+        node = graph.node("test_client")
+        self.node = node
+        self.image = node.create_publisher(Image, "image", RELIABLE)
+        self.received: dict[str, list[Any]] = {name: [] for name in outputs}
+        types = {"instances": InstanceArray, "mask": Image, "overlay": Image}
+        for name in outputs:
+            node.create_subscription(
+                types[name], f"{NODE}/{name}", self.received[name].append, RELIABLE
+            )
+        self.clients = {
+            srv: node.create_client(t, f"{NODE}/{srv}")
+            for srv, t in {
+                "add_points": AddPoints,
+                "add_box": AddBox,
+                "add_mask": AddMask,
+                "add_text": AddText,
+                "remove_object": RemoveObject,
+                "reset": Trigger,
+                "segment": SegmentImage,
+            }.items()
+        }
+
+    def call(self, srv: str, **fields: Any) -> Any:
+        req = self.clients[srv].srv_type.Request(**fields)
+        return self.graph.call(self.clients[srv], req)
+
+    def connected(self) -> bool:
+        subs = all(self.node.count_publishers(f"{NODE}/{n}") for n in self.received)
+        return subs and self.image.get_subscription_count() > 0
+
+    def send_until_output(self, sec: int, output: str = "instances", **kw: Any) -> Any:
+        """Publish frame `sec` (again) until an output with that stamp arrives; return it."""
+        found: list[Any] = []
+
+        def arrived() -> bool:
+            found[:] = [m for m in self.received[output] if m.header.stamp.sec == sec]
+            if not found:
+                self.image.publish(frame(sec, **kw))
+            return bool(found)
+
+        assert wait_for(arrived, timeout=10.0, period=0.05), f"no {output} for frame {sec}"
+        return found[0]
+
+
+def test_outputs_follow_prompts_and_carry_the_input_header(ros_graph: RosGraph) -> None:
+    node = start_node(ros_graph)
+    client = Client(ros_graph, ("instances", "mask", "overlay"))
+    assert wait_for(client.connected)
+    first = client.send_until_output(1)
+    assert first.instances == [] and (first.width, first.height) == (W, H)
+
+    point = client.call("add_points", points=[Point(x=40.0, y=50.0)], point_labels=[1], label="mug")
+    assert point.success, point.message
+    assert (point.object_id, point.instance.label, point.message) == ("1", "mug", point.message)
+    assert (
+        point.instance.mask.header.stamp.sec == 1 and point.instance.mask.header.frame_id == "cam"
+    )
+    box = client.call(
+        "add_box", box=RegionOfInterest(x_offset=100, y_offset=20, width=30, height=40), label="box"
+    )
+    assert box.success and box.object_id == "2", box.message
+    painted = np.zeros((H, W), np.uint8)
+    painted[90:110, 10:50] = 255
+    mask = client.call("add_mask", mask=numpy_to_image(painted, "mono8"), label="paint")
+    assert mask.success and mask.object_id == "3", mask.message
+
+    # A frame with a distinctive header: every output must carry exactly it.
+    stamp, frame_id = (1000, 123), "camera_optical"
+    out = client.send_until_output(stamp[0], nanosec=stamp[1], frame_id=frame_id)
+    labels = client.send_until_output(stamp[0], "mask", nanosec=stamp[1], frame_id=frame_id)
+    overlay = client.send_until_output(stamp[0], "overlay", nanosec=stamp[1], frame_id=frame_id)
+    for msg in (out, labels, overlay):
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == stamp
+        assert msg.header.frame_id == frame_id
+    assert [(i.id, i.label, i.mask_value, i.visible) for i in out.instances] == [
+        ("1", "mug", 1, True),
+        ("2", "box", 2, True),
+        ("3", "paint", 3, True),
+    ]
+    by_id = {i.id: i for i in out.instances}
+    roi = by_id["2"].bbox
+    assert (roi.x_offset, roi.y_offset, roi.width, roi.height) == (100, 20, 30, 40)
+    roi = by_id["3"].bbox
+    assert (roi.x_offset, roi.y_offset, roi.width, roi.height) == (10, 90, 40, 20)
+    for inst in out.instances:
+        assert inst.mask.header.frame_id == frame_id and inst.mask.encoding == "mono8"
+        crop = image_to_numpy(inst.mask)
+        assert crop.shape == (inst.bbox.height, inst.bbox.width) and crop.max() == 255
+
+    label_image = image_to_numpy(labels)
+    assert labels.encoding == "mono16" and label_image.shape == (H, W)
+    assert label_image[50, 40] == 1 and label_image[30, 110] == 2 and label_image[100, 30] == 3
+    assert label_image[5, 5] == 0
+    # The label image and the instances' masks agree pixel for pixel.
+    for inst in out.instances:
+        b = inst.bbox
+        crop = image_to_numpy(inst.mask) > 0
+        window = label_image[b.y_offset : b.y_offset + b.height, b.x_offset : b.x_offset + b.width]
+        np.testing.assert_array_equal(window == inst.mask_value, crop)
+
+    picture = image_to_numpy(overlay)
+    assert overlay.encoding == "bgr8" and picture.shape == (H, W, 3)
+    expected = 0.5 * GREY + 0.5 * np.array(color_bgr(2))
+    assert np.abs(picture[45, 115].astype(float) - expected).max() <= 2  # inside the box
+    assert (picture[5, 5] == GREY).all()  # background untouched
+    assert node.stats.failed == 0
+
+
+def test_every_service_answers_good_and_bad_requests(ros_graph: RosGraph) -> None:
+    node = start_node(ros_graph, max_objects=3)
+    client = Client(ros_graph)
+    assert wait_for(client.connected)
+    session = node.session
+    assert session is not None
+
+    # Before any frame: refused with the reason, nothing created.
+    res = client.call("add_points", points=[Point(x=5.0, y=5.0)])
+    assert not res.success and "no frame" in res.message
+    res = client.call("segment", points=[Point(x=5.0, y=5.0)])
+    assert not res.success and "no frame" in res.message
+    client.send_until_output(1)
+
+    def refused(srv: str, match: str, **fields: Any) -> None:
+        before = session.object_ids
+        res = client.call(srv, **fields)
+        assert not res.success, (srv, fields)
+        assert match in res.message, res.message
+        assert session.object_ids == before  # a refused request changes nothing
+
+    # add_points
+    res = client.call("add_points", points=[Point(x=40.0, y=50.0)], label="mug")
+    assert res.success and res.object_id == "1" and res.instance.visible, res.message
+    refused("add_points", "at least one point", label="nothing")
+    refused("add_points", "outside", points=[Point(x=float(W), y=5.0)])
+    refused("add_points", "point labels", points=[Point(x=5.0, y=5.0)], point_labels=[1, 0])
+    refused("add_points", "labels must be 1", points=[Point(x=5.0, y=5.0)], point_labels=[3])
+    refused("add_points", "unknown object id '99'", object_id="99", points=[Point(x=5.0, y=5.0)])
+    refused("add_points", "no frame with stamp", points=[Point(x=5.0, y=5.0)], stamp=Time(sec=77))
+    refused("add_points", "invalid stamp", points=[Point(x=5.0, y=5.0)], stamp=Time(sec=-3))
+    refined = client.call(
+        "add_points",
+        object_id="1",
+        points=[Point(x=40.0, y=50.0), Point(x=45.0, y=50.0)],
+        point_labels=[1, 0],
+        stamp=Time(sec=1),
+    )
+    assert refined.success and refined.object_id == "1", refined.message
+    assert refined.message.startswith("refined object 1 'mug'")
+    assert refined.instance.bbox.width < res.instance.bbox.width  # the background disc cut it
+    multi = client.call("add_points", object_id="1", points=[Point(x=40.0, y=50.0)], multimask=True)
+    assert multi.success and len(multi.candidates) == 2
+    assert all(c.id == "1" for c in multi.candidates)
+
+    # add_box
+    refused("add_box", "width > 0", box=RegionOfInterest(x_offset=5, y_offset=5, width=0, height=9))
+    refused(
+        "add_box", "exceeds", box=RegionOfInterest(x_offset=150, y_offset=5, width=20, height=9)
+    )
+    res = client.call(
+        "add_box", box=RegionOfInterest(x_offset=100, y_offset=20, width=30, height=40)
+    )
+    assert res.success and res.object_id == "2", res.message
+
+    # add_mask
+    scribble = np.zeros((H, W), np.uint8)
+    scribble[100, 10:60] = 255
+    refused("add_mask", "mask: image is empty", mask=Image())
+    refused(
+        "add_mask", "single-channel", mask=numpy_to_image(np.zeros((H, W, 3), np.uint8), "rgb8")
+    )
+    refused("add_mask", "no foreground", mask=numpy_to_image(np.zeros((H, W), np.uint8), "mono8"))
+    refused("add_mask", "frame is 160x120", mask=numpy_to_image(scribble[50:], "mono8"))
+    res = client.call("add_mask", mask=numpy_to_image(scribble, "mono8"), scribble=True)
+    assert res.success and res.object_id == "3", res.message
+    refused("add_points", "max_objects=3", points=[Point(x=5.0, y=5.0)])
+
+    # remove_object
+    res = client.call("remove_object", object_id="2")
+    assert res.success and session.object_ids == ["1", "3"], res.message
+    refused("remove_object", "unknown object id '2'", object_id="2")
+    refused("remove_object", "unknown object id ''", object_id="")
+
+    # add_text: the fake backend has no text prompts, and says which backend does.
+    refused("add_text", "no text prompts", text="mug")
+    refused("add_text", "text is empty", text="   ")
+
+    # segment: one-shot, never touches tracking
+    res = client.call("segment", points=[Point(x=20.0, y=20.0)])
+    assert res.success and len(res.instances) == 1, res.message
+    assert res.instances[0].id == "" and res.header.stamp.sec == 1
+    own = frame(55, frame_id="other", width=64)
+    res = client.call(
+        "segment",
+        image=own,
+        box=RegionOfInterest(x_offset=2, y_offset=3, width=10, height=20),
+        points=[Point(x=30.0, y=30.0)],
+        multimask=True,
+    )
+    assert res.success and res.header.frame_id == "other" and res.header.stamp.sec == 55
+    assert len(res.instances) == 1  # the fake proposes no alternatives for one-shots
+    b = res.instances[0].bbox
+    assert (b.x_offset, b.y_offset) == (2, 3)  # box and point combined into one object
+    assert b.x_offset + b.width > 30
+    refused("segment", "no text prompts", text="mug")
+    refused(
+        "segment", "not a colour image", image=numpy_to_image(np.zeros((4, 4), np.uint16), "16UC1")
+    )
+    refused("segment", "outside", points=[Point(x=500.0, y=5.0)])
+    assert session.object_ids == ["1", "3"]
+
+    # reset: forgets objects and frames
+    res = client.call("reset")
+    assert res.success and session.object_ids == [], res.message
+    refused("add_points", "no frame", points=[Point(x=5.0, y=5.0)])
+    client.send_until_output(2)
+    res = client.call("add_points", points=[Point(x=5.0, y=5.0)])
+    assert res.success and res.object_id == "1", res.message  # a new stream numbers from 1
+
+
+def test_slow_model_drops_stale_frames_instead_of_building_a_backlog(ros_graph: RosGraph) -> None:
+    delay = 0.1
+    node = start_node(ros_graph, backend_options=f'{{"delay_s": {delay}}}', publish_overlay=False)
+    client = Client(ros_graph)
+    assert wait_for(client.connected)
+    client.send_until_output(1)
+    sent: dict[int, float] = {}
+    arrivals: list[tuple[float, int]] = []
+    seen = len(client.received["instances"])
+    start = time.monotonic()
+    index = 10
+    while time.monotonic() - start < 2.0:  # ~100 Hz for 2 s: ten frames per model step
+        index += 1
+        sent[index] = time.monotonic()
+        client.image.publish(frame(index))
+        time.sleep(0.01)
+        for msg in client.received["instances"][seen:]:
+            if msg.header.stamp.sec in sent:  # not a late copy of the warm-up frame
+                arrivals.append((time.monotonic(), msg.header.stamp.sec))
+        seen = len(client.received["instances"])
+    last = index
+    assert wait_for(lambda: any(m.header.stamp.sec == last for m in client.received["instances"]))
+    # No queue to drain: the newest frame comes out about one step after it was sent.
+    assert time.monotonic() - sent[last] < 2 * delay + 0.15
+    stats = node.stats
+    processed = len(arrivals)
+    assert 8 <= processed <= 2.0 / delay + 3, arrivals
+    # Every frame received was either processed or dropped unprocessed (none is queued).
+    assert stats.received == stats.processed + stats.dropped + stats.failed, stats
+    assert stats.dropped > (last - 10) / 2, stats
+    stamps = [sec for _, sec in arrivals]
+    assert stamps == sorted(stamps)
+    # Each output's frame was at most one model step old when the step started: the output
+    # lags its input by <= two steps (waiting one, processed in one), never by a queue.
+    lags = [t - sent[sec] for t, sec in arrivals]
+    assert max(lags) < 2 * delay + 0.1, lags
+
+
+def test_services_answer_while_a_slow_model_streams(ros_graph: RosGraph) -> None:
+    delay = 0.25
+    node = start_node(ros_graph, backend_options=f'{{"delay_s": {delay}}}', publish_overlay=False)
+    client = Client(ros_graph)
+    assert wait_for(client.connected)
+    client.send_until_output(1)
+    streaming = threading.Event()
+    streaming.set()
+
+    def camera() -> None:  # 50 Hz: a frame is always waiting when the model finishes one
+        sec = 10
+        while streaming.is_set():
+            sec += 1
+            client.image.publish(frame(sec))
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=camera, daemon=True)
+    thread.start()
+    try:
+        time.sleep(2 * delay)
+        processed = node.stats.processed
+        for i in range(4):
+            t0 = time.monotonic()
+            res = client.call("add_points", label="x" * 300, points=[Point(x=5.0, y=5.0)])
+            quick = time.monotonic() - t0
+            assert not res.success and "label is longer" in res.message
+            assert quick < 0.15, quick  # refused on the service thread, mid-frame
+            t0 = time.monotonic()
+            res = client.call("add_points", points=[Point(x=5.0 + i, y=5.0)])
+            waited = time.monotonic() - t0
+            assert res.success and res.object_id == str(i + 1), res.message
+            # Serialised with frames on the session lock only: at most the rest of one step,
+            # never starved by the next frame that is always ready.
+            assert waited < delay + 0.15, waited
+        assert node.stats.processed > processed  # frames kept flowing meanwhile
+    finally:
+        streaming.clear()
+        thread.join()
+
+
+def test_backend_that_fails_to_load_keeps_the_node_up(ros_graph: RosGraph) -> None:
+    node = start_node(ros_graph, backend_options='{"no_such_option": 1}')
+    assert node.session is None and "failed to load" in node.load_error
+    client = Client(ros_graph)
+    assert wait_for(client.connected)
+    for i in range(5):
+        client.image.publish(frame(i + 1))
+    assert wait_for(lambda: node.stats.failed >= 1)
+    for srv, fields in [
+        ("add_points", {"points": [Point(x=5.0, y=5.0)]}),
+        ("add_text", {"text": "mug"}),
+        ("reset", {}),
+        ("segment", {"image": frame(9)}),
+    ]:
+        res = client.call(srv, **fields)
+        assert not res.success
+        assert "backend 'fake' failed to load" in res.message and "no_such_option" in res.message
+    assert client.received["instances"] == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "match"),
+    [
+        ("backend", "nope", "'backend' is 'nope'; must be one of"),
+        ("qos_reliability", "sometimes", "best_effort, reliable"),
+        ("dtype", "int8", "float32"),
+        ("device", "gpu", "device must be one of"),
+        ("score_threshold", 1.5, r"'score_threshold': must be a number in \[0.0, 1.0\]"),
+        ("input_size", 100, "a multiple of 16"),
+        ("max_objects", 0, r"'max_objects': must be an integer in \[1, 1024\]"),
+        ("max_objects", "ten", "'max_objects'"),
+        ("backend_options", "{bad", "not valid JSON"),
+        ("backend_options", "[1, 2]", "must be a JSON object"),
+    ],
+)
+def test_invalid_parameters_are_refused_at_startup(
+    ros_graph: RosGraph, name: str, value: Any, match: str
+) -> None:
+    with pytest.raises(ParameterError, match=match):
+        SegmentationNode(
+            context=ros_graph.context,
+            parameter_overrides=[Parameter("backend", value="fake"), Parameter(name, value=value)],
+        )
+
+
+def test_compressed_input_follows_the_image_remap_and_bad_frames_are_dropped(
+    ros_graph: RosGraph,
+) -> None:
+    node = ros_graph.add(
+        SegmentationNode(
+            context=ros_graph.context,
+            cli_args=["--ros-args", "-r", "image:=/cam/color"],
+            parameter_overrides=[
+                Parameter("backend", value="fake"),
+                Parameter("input_compressed", value=True),
+            ],
+        )
+    )
+    client = Client(ros_graph)
+    pub = client.node.create_publisher(CompressedImage, "/cam/color/compressed", RELIABLE)
+    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    assert wait_for(lambda: client.node.count_publishers(f"{NODE}/instances") > 0)
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[:, :, 0] = 200
+    _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    good = CompressedImage(format="jpeg", data=array.array("B", jpeg.tobytes()))
+    good.header = Header(stamp=Time(sec=5, nanosec=6), frame_id="cam")
+    bad = CompressedImage(format="jpeg", data=array.array("B", b"garbage"))
+    bad.header = Header(stamp=Time(sec=4), frame_id="cam")
+    pub.publish(bad)
+    assert wait_for(lambda: node.stats.failed == 1)
+
+    def output() -> bool:
+        pub.publish(good)
+        return any(m.header.stamp.nanosec == 6 for m in client.received["instances"])
+
+    assert wait_for(output, period=0.05)
+    assert node.session is not None
+    latest = node.session.latest_image
+    assert latest is not None and abs(int(latest[..., 0].mean()) - 200) < 5  # decoded as RGB
+    assert all(m.header.stamp.sec == 5 for m in client.received["instances"])
+
+
+def test_uncompressed_bad_frames_are_dropped_and_counted(ros_graph: RosGraph) -> None:
+    node = start_node(ros_graph)
+    client = Client(ros_graph)
+    assert wait_for(client.connected)
+    depth = numpy_to_image(np.zeros((H, W), np.uint16), "16UC1", Header(stamp=Time(sec=3)))
+    short = frame(4)
+    short.data = short.data[:-1]
+    for msg in (depth, short):
+        client.image.publish(msg)
+        time.sleep(0.05)
+    assert wait_for(lambda: node.stats.failed == 2), node.stats
+    client.send_until_output(5)
+    assert {m.header.stamp.sec for m in client.received["instances"]} == {5}
+
+
+def test_main_runs_from_the_command_line_and_stops_cleanly_on_ctrl_c() -> None:
+    env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "seg_ros.segmentation_node", "--ros-args", "-r", "__node:=seg_cli"]
+    bad = subprocess.run(
+        [*cmd, "-p", "backend:=fake", "-p", "qos_depth:=0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "'qos_depth'" in bad.stderr, bad.stderr
+    proc = subprocess.Popen(
+        [*cmd, "-p", "backend:=fake"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "segmenting /image" in line:
+                break
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = "".join(lines) + rest
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output, output
