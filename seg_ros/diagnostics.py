@@ -87,7 +87,8 @@ class RateStats:
 class StatsSnapshot:
     """Node statistics at one instant (rates in Hz, latencies in milliseconds, counts totals).
 
-    `seconds_since_input` / `seconds_since_processed` are inf before the first event.
+    `seconds_since_input` / `seconds_since_processed` / `seconds_since_first_input` are inf before
+    the first such event.
     Latencies are NaN when no frame was processed within the window.
     """
 
@@ -102,6 +103,7 @@ class StatsSnapshot:
     bad_frames_recent: int
     seconds_since_input: float
     seconds_since_processed: float
+    seconds_since_first_input: float = math.inf
 
 
 class NodeStats:
@@ -124,11 +126,14 @@ class NodeStats:
         self._latencies: deque[tuple[float, float]] = deque(maxlen=max_samples)
         self.window_s = float(window_s)
         self._dropped = 0
+        self._first_input: float | None = None
 
     def frame_received(self) -> None:
         """An image arrived on the input topic."""
         with self._lock:
-            self._input.tick()
+            t = self._input.tick()
+            if self._first_input is None:
+                self._first_input = t
 
     def frame_processed(self, latency_s: float) -> None:
         """A frame was processed and published; `latency_s` from arrival (or stamp) to publish."""
@@ -170,6 +175,7 @@ class NodeStats:
                 bad_frames_recent=self._bad.recent(),
                 seconds_since_input=_since(now, self._input.last_time),
                 seconds_since_processed=_since(now, self._processed.last_time),
+                seconds_since_first_input=_since(now, self._first_input),
             )
 
 
@@ -222,7 +228,9 @@ def assess(
     elif stats.seconds_since_input > th.stale_input_s:
         warnings.append(f"no input frame for {stats.seconds_since_input:.1f} s")
     else:
-        if stats.seconds_since_processed > th.stale_processing_s:
+        # Measured from the first input when nothing was processed yet (model warm-up).
+        waited = min(stats.seconds_since_processed, stats.seconds_since_first_input)
+        if waited > th.stale_processing_s:
             warnings.append(
                 "processing stalled: input arrives but no frame processed for "
                 + (
@@ -231,7 +239,9 @@ def assess(
                     else "any time yet"
                 )
             )
-        elif stats.input_hz > 0 and stats.processed_hz < th.min_processed_ratio * stats.input_hz:
+        elif 0 < stats.processed_hz < th.min_processed_ratio * stats.input_hz:
+            # processed_hz is 0 before two frames were processed in the window: warm-up, or a
+            # model slower than the window, which the stall check above reports.
             warnings.append(
                 f"processing {stats.processed_hz:.2f} Hz of {stats.input_hz:.2f} Hz input "
                 "(frames dropped: the model is slower than the camera)"
