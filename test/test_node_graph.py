@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -397,6 +398,22 @@ def test_invalid_parameters_are_refused_at_startup(
             context=ros_graph.context,
             parameter_overrides=[Parameter("backend", value="fake"), Parameter(name, value=value)],
         )
+
+
+def test_params_file_and_command_line_overrides(ros_graph: RosGraph) -> None:
+    params_file = pathlib.Path(__file__).resolve().parent.parent / "config" / "seg_ros.yaml"
+    args = ["--ros-args", "--params-file", str(params_file)]
+    node = ros_graph.add(
+        SegmentationNode(
+            context=ros_graph.context,
+            cli_args=[*args, "-p", "backend:=fake", "-p", "max_objects:=5"],
+        )
+    )
+    assert (node.params.backend, node.params.max_objects) == ("fake", 5)
+    assert node.params.qos_reliability == "best_effort" and node.params.score_threshold == 0.5
+    described = node.describe_parameter("max_objects")
+    assert described.read_only and described.description
+    assert (described.integer_range[0].from_value, described.integer_range[0].to_value) == (1, 1024)
 
 
 def test_compressed_input_follows_the_image_remap_and_bad_frames_are_dropped(

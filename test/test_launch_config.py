@@ -1,0 +1,51 @@
+"""launch/segment.launch.py and config/seg_ros.yaml agree with the README and the node.
+
+`launch` is not installed here (ROS 2 from PyPI wheels), so the launch file is compiled and read
+as source rather than imported; on a robot `ros2 launch seg_ros segment.launch.py` runs it.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import py_compile
+import re
+
+import yaml
+
+from seg_ros.node_params import SPECS
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+LAUNCH = ROOT / "launch" / "segment.launch.py"
+
+
+def _launch_arguments() -> list[str]:
+    tree = ast.parse(LAUNCH.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "ARGUMENTS":
+            return [ast.literal_eval(item)[0] for item in node.value.elts]  # type: ignore[attr-defined]
+    raise AssertionError("segment.launch.py has no ARGUMENTS table")
+
+
+def test_launch_file_compiles_and_declares_the_readme_arguments() -> None:
+    py_compile.compile(str(LAUNCH), doraise=True, cfile=None)
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("Launch arguments of `segment.launch.py`:")
+    sentence = readme[start : readme.index("`ros2 launch", start)]
+    documented = [
+        name for name in re.findall(r"`([^`]+)`", sentence)[1:] if re.fullmatch(r"[a-z_]+", name)
+    ]
+    assert _launch_arguments() == documented
+    text = LAUNCH.read_text()
+    for declared in ("DeclareLaunchArgument(", "OpaqueFunction(", "generate_launch_description"):
+        assert declared in text
+
+
+def test_params_file_sets_every_node_parameter_to_its_default() -> None:
+    config = yaml.safe_load((ROOT / "config" / "seg_ros.yaml").read_text())
+    params = config["/**"]["ros__parameters"]
+    missing = set(SPECS) - set(params)
+    assert not missing, f"config/seg_ros.yaml lacks {sorted(missing)}"
+    for name, spec in SPECS.items():
+        assert params[name] == spec.default, name
+        assert type(params[name]) is type(spec.default), name  # 0.5 not 0, "" not null
