@@ -508,6 +508,26 @@ def _catalogue() -> dict[str, SequenceSpec]:
             pan=((0.0, 0.0, 0.0), (1.0, 0.25, 0.05)),
             seed=6,
         ),
+        # Hard on colour models: each object shares one of its two colours with the background.
+        SequenceSpec(
+            "camouflage",
+            60,
+            (
+                ObjectSpec(
+                    "blob", 0.13, "stripes", ((150, 130, 100), (95, 70, 45)),
+                    (Key(0, 0.3, 0.35, 1.0, 0), Key(1, 0.65, 0.6, 1.1, 45)),
+                    label="striped blob",
+                ),
+                ObjectSpec(
+                    "rect", 0.10, "checker", ((205, 190, 160), (150, 60, 50)),
+                    (Key(0, 0.75, 0.7, 1.0, 20), Key(1, 0.45, 0.3, 0.9, -20)), aspect=0.8,
+                    depth=1, label="checker card",
+                ),
+            ),
+            background="noise",
+            bg_colors=_BG_SAND,
+            seed=7,
+        ),
     ]  # fmt: skip
     return {s.name: s for s in seqs}
 
@@ -520,6 +540,7 @@ SEQUENCES: tuple[str, ...] = (
     "exit_reenter",
     "lighting",
     "crowd",
+    "camouflage",
 )
 
 #: Frames of the demo clip (loops seamlessly: the last frame leads back to the first).

@@ -1,0 +1,613 @@
+"""The weight-free backend: GrabCut from prompts, optical flow + colour models to track.
+
+No model, no weights, CPU real time. What it does with each request:
+
+* Prompts (at the working resolution, `ClassicConfig.work_size` on the long side):
+  - a box: GrabCut with the box as "probably object", its surroundings as background, and any
+    points as hard foreground / background seeds;
+  - points or a scribble: GrabCut seeded by the clicks (discs) / strokes, initialised with the
+    region around the clicks whose colours resemble theirs; the search window grows while the
+    object runs into it;
+  - a refinement (points on a tracked object, same frame): GrabCut from the current mask with
+    every click of this frame as a hard seed;
+  - a full mask: taken as the object.
+  Each object then keeps a colour model (Lab histogram of its pixels) and one of the rest of
+  the frame.
+* Tracking, per frame: one dense optical flow (DIS) from the previous frame; per object a
+  similarity transform fitted to the flow inside its mask (RANSAC) moves the mask; then the
+  object is re-segmented near the moved mask from colour evidence (its own model against the
+  background's and the local surroundings') with the moved mask as shape prior. Overlaps go to
+  the object whose evidence is stronger (the one in front).
+* Confidence comes from how well the mask's colours still fit the object's model and how its
+  area compares with the reference area. An object whose confidence drops below
+  `lost_confidence` (area collapse when it leaves the frame or hides, colours of an occluder)
+  is reported lost (visible = False, empty mask); while lost it is searched for on every frame
+  by its colour model (back-projection), and re-acquired when a candidate region of a plausible
+  size re-segments with at least `reacquire_confidence`.
+
+Scores are calibrated so that 0.5 is the backend's own "lost" threshold: a visible object
+scores in [0.5, 1], a lost one below 0.5 (a session threshold of 0.5 agrees with `visible`).
+
+Only the latest frame is kept (memory_frames = 1): prompts apply to the latest frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from seg_ros.engine.backends import classic_ops as ops
+from seg_ros.engine.backends.base import Backend, BoolArray, Capabilities, MaskOutput, RgbImage
+from seg_ros.engine.config import BackendConfig
+from seg_ros.engine.errors import PromptError
+from seg_ros.engine.prompts import Prompt
+
+_FLOW_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+
+@dataclass(frozen=True)
+class ClassicConfig:
+    """Tuning of the classic backend.
+
+    Attributes:
+        work_size: long side in pixels of the resolution everything is computed at (larger
+            frames are downscaled, masks upsampled back); 0 = the frame's own size.
+        grabcut_iterations: GrabCut iterations for a prompt.
+        flow_preset: DIS optical flow preset: ultrafast, fast or medium.
+        softness: width in working pixels of the shape prior around the moved mask: larger
+            lets colour move the outline further per frame.
+        evidence_sigma: Gaussian blur (working pixels) of the colour evidence before it meets
+            the shape prior: textures whose colours also occur around the object need more.
+        lost_confidence: below it an object is reported lost.
+        reacquire_confidence: a lost object's candidate must reach it to be re-acquired.
+        min_area_fraction: an object smaller than this fraction of its reference area is lost.
+        color_update: rate at which a confidently tracked object's colour model follows its
+            current look (light changes), per frame.
+        search_every: while lost, look for the object every n-th frame (1 = every frame).
+    """
+
+    work_size: int = 320
+    grabcut_iterations: int = 4
+    flow_preset: str = "fast"
+    softness: float = 4.0
+    evidence_sigma: float = 1.0
+    context_sigma: float = 3.0
+    lost_confidence: float = 0.4
+    reacquire_confidence: float = 0.6
+    min_area_fraction: float = 0.12
+    color_update: float = 0.1
+    search_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.work_size < 0 or 0 < self.work_size < 32:
+            raise ValueError(f"work_size must be 0 or >= 32 pixels; got {self.work_size}")
+        if self.grabcut_iterations < 1:
+            raise ValueError("grabcut_iterations must be >= 1")
+        if self.flow_preset not in _FLOW_PRESETS:
+            raise ValueError(f"flow_preset must be one of {sorted(_FLOW_PRESETS)}")
+        if self.softness <= 0 or self.evidence_sigma <= 0:
+            raise ValueError("softness and evidence_sigma must be > 0")
+        for name in ("lost_confidence", "reacquire_confidence", "min_area_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1); got {value}")
+        if not 0.0 <= self.color_update <= 1.0:
+            raise ValueError("color_update must be in [0, 1]")
+        if self.search_every < 1:
+            raise ValueError("search_every must be >= 1")
+
+
+@dataclass(frozen=True, eq=False)
+class _Frame:
+    """One frame at working resolution (RGB, grey, colour bins) and the source size."""
+
+    rgb: RgbImage
+    gray: np.ndarray
+    bins: ops.BinImage
+    full_height: int
+    full_width: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.bins.shape[0]), int(self.bins.shape[1])
+
+    @property
+    def scale(self) -> float:
+        """Working pixels per source pixel."""
+        return float(self.bins.shape[1]) / self.full_width
+
+
+@dataclass
+class _Track:
+    """One object's state, at working resolution."""
+
+    mask: BoolArray
+    fg: ops.FloatArray  # colour model of the object
+    bg: ops.FloatArray  # colour model of the rest of the frame
+    local_bg: ops.FloatArray  # colours just around the object on the last frame
+    ref_area: float
+    ref_fit: float
+    confidence: float
+    lost: bool = False
+    lost_for: int = 0
+    last_center: tuple[float, float] = (0.0, 0.0)
+    seeds: ops.Seeds | None = None
+    seeds_frame: int = -1
+    full_mask: BoolArray | None = field(default=None, repr=False)  # exact mask of a mask prompt
+
+
+class ClassicBackend(Backend):
+    """OpenCV GrabCut + optical flow tracker (see the module docstring)."""
+
+    name = "classic"
+    capabilities = Capabilities(text=False, multimask=False, past_frames=False)
+
+    def __init__(self, config: ClassicConfig | None = None) -> None:
+        self.config = config or ClassicConfig()
+        self._tracks: dict[int, _Track] = {}
+        self._frame: _Frame | None = None
+        self._frame_index = -1
+        self._flow = cv2.DISOpticalFlow_create(  # type: ignore[attr-defined]
+            _FLOW_PRESETS[self.config.flow_preset]
+        )
+        self._steps = 0
+
+    @property
+    def memory_frames(self) -> int:
+        return 1
+
+    # ------------------------------------------------------------------ frames
+    def _prepare(self, image: RgbImage) -> _Frame:
+        height, width = int(image.shape[0]), int(image.shape[1])
+        size = self.config.work_size
+        scale = 1.0 if size == 0 else min(1.0, size / max(height, width))
+        if scale < 1.0:
+            w = max(2, int(round(width * scale)))
+            h = max(2, int(round(height * scale)))
+            small = np.asarray(
+                cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA), dtype=np.uint8
+            )
+        else:
+            small = np.ascontiguousarray(image)
+        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        return _Frame(small, gray, ops.color_bins(small), height, width)
+
+    def step(self, frame_index: int, image: RgbImage) -> dict[int, MaskOutput]:
+        frame = self._prepare(image)
+        prev = self._frame
+        self._frame, self._frame_index = frame, frame_index
+        self._steps += 1
+        if prev is not None and prev.shape != frame.shape:
+            prev = None  # a new stream geometry: nothing to carry over
+        following = [t for t in self._tracks.values() if not t.lost]
+        flow = None
+        if following and prev is not None:
+            try:
+                flow = self._flow.calc(prev.gray, frame.gray, None)
+            except cv2.error:  # frames too small for the flow's patches: assume no motion
+                flow = None
+        if flow is None:
+            flow = np.zeros((*frame.shape, 2), np.float32)
+        posts: dict[int, tuple[ops.Box, ops.FloatArray]] = {}
+        for obj, track in self._tracks.items():
+            if not track.lost:
+                post = self._follow(track, frame, flow)
+                if post is not None:
+                    posts[obj] = post
+        self._resolve_overlaps(posts)
+        if self._steps % self.config.search_every == 0:
+            occupied = np.zeros(frame.shape, bool)
+            for track in self._tracks.values():
+                if not track.lost:
+                    occupied |= track.mask
+            for track in self._tracks.values():
+                if track.lost:
+                    self._search(track, frame, occupied)
+        return {obj: self._output(track, frame) for obj, track in self._tracks.items()}
+
+    # ------------------------------------------------------------------ prompts
+    def add_prompt(
+        self, frame_index: int, obj: int, prompt: Prompt, multimask: bool = False
+    ) -> MaskOutput:
+        frame = self._frame
+        if frame is None or frame_index != self._frame_index:
+            raise PromptError(
+                f"frame {frame_index} is not in memory: the classic backend keeps only the "
+                "latest frame"
+            )
+        track = self._tracks.get(obj)
+        mask, full_mask, confidence = self._segment_prompt(frame, prompt, track, frame_index)
+        self._tracks[obj] = self._new_track(frame, mask, confidence, track, prompt, frame_index)
+        self._tracks[obj].full_mask = full_mask
+        return self._output(self._tracks[obj], frame)
+
+    def _segment_prompt(
+        self, frame: _Frame, prompt: Prompt, track: _Track | None, frame_index: int
+    ) -> tuple[BoolArray, BoolArray | None, float]:
+        """(working mask, exact full-resolution mask or None, confidence) for a prompt."""
+        height, width = frame.shape
+        s = frame.scale
+        has_points = len(prompt.points) > 0
+        full_mask_prompt = prompt.mask is not None and not prompt.scribble
+        if full_mask_prompt and not has_points and prompt.box is None:
+            assert prompt.mask is not None
+            return self._downscale(prompt.mask, frame, any_pixel=False), prompt.mask.copy(), 1.0
+        radius = max(1, int(round(0.01 * min(height, width))))
+        seeds = ops.point_seeds(prompt.points * s, prompt.point_labels, height, width, radius)
+        if prompt.mask is not None and prompt.scribble:
+            seeds = ops.Seeds(
+                seeds.fg | self._downscale(prompt.mask, frame, any_pixel=True), seeds.bg
+            )
+        iterations = self.config.grabcut_iterations
+        if prompt.box is not None:
+            x0, y0, x1, y1 = (float(v) * s for v in prompt.box.tolist())
+            box = (int(math.floor(x0)), int(math.floor(y0)), int(math.ceil(x1)), int(math.ceil(y1)))
+            mask = ops.segment_box(frame.rgb, box, seeds, iterations)
+            if not mask.any():  # GrabCut found nothing: the inscribed ellipse, low confidence
+                canvas = np.zeros((height, width), np.uint8)
+                cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
+                axes = (max(1, (box[2] - box[0]) // 2), max(1, (box[3] - box[1]) // 2))
+                cv2.ellipse(canvas, (cx, cy), axes, 0, 0, 360, 1, -1)
+                return canvas.astype(bool), None, 0.3
+            return mask, None, self._prompt_confidence(frame, mask)
+        prior: BoolArray | None = None
+        if full_mask_prompt:
+            assert prompt.mask is not None
+            prior = self._downscale(prompt.mask, frame, any_pixel=False)
+        elif track is not None and not track.lost and track.mask.any():
+            prior = track.mask
+            if track.seeds is not None and track.seeds_frame == frame_index:
+                seeds = track.seeds.union(seeds)  # clicks on one frame accumulate, as in SAM
+        if prior is None and not seeds.fg.any():
+            raise PromptError(
+                "a new object needs a foreground point (label 1), a box, a mask or a scribble"
+            )
+        mask = ops.segment_seeds(frame.rgb, frame.bins, seeds, iterations, prior)
+        mask |= seeds.fg
+        mask &= ~seeds.bg
+        return mask, None, self._prompt_confidence(frame, mask)
+
+    def _prompt_confidence(self, frame: _Frame, mask: BoolArray) -> float:
+        """How distinct the mask's colours are from its surroundings' (0.4 + separation)."""
+        if not mask.any():
+            return 0.0
+        ring = ops.dilate(mask, 4) & ~mask
+        lut = ops.ratio_lut(ops.histogram(frame.bins, mask), ops.histogram(frame.bins, ~mask))
+        ev = lut[frame.bins]
+        sep = ops.mean_over(ev, mask) - ops.mean_over(ev, ring)
+        return float(np.clip(0.4 + sep, 0.0, 1.0))
+
+    def _new_track(
+        self,
+        frame: _Frame,
+        mask: BoolArray,
+        confidence: float,
+        old: _Track | None,
+        prompt: Prompt,
+        frame_index: int,
+    ) -> _Track:
+        fg = ops.histogram(frame.bins, ops.erode(mask, 1) if mask.sum() > 50 else mask)
+        bg = ops.histogram(frame.bins, ~ops.dilate(mask, 2))
+        band = ops.dilate(mask, 6) & ~ops.dilate(mask, 2)
+        fit = ops.mean_over(ops.ratio_lut(fg, bg)[frame.bins], mask)
+        area = float(np.count_nonzero(mask))
+        ys, xs = np.nonzero(mask)
+        center = (float(xs.mean()), float(ys.mean())) if area else (0.0, 0.0)
+        seeds = None
+        if len(prompt.points):
+            height, width = frame.shape
+            radius = max(1, int(round(0.01 * min(height, width))))
+            seeds = ops.point_seeds(
+                prompt.points * frame.scale, prompt.point_labels, height, width, radius
+            )
+            if old is not None and old.seeds is not None and old.seeds_frame == frame_index:
+                seeds = old.seeds.union(seeds)
+        lost = confidence < self.config.lost_confidence or area == 0
+        return _Track(
+            mask=mask if not lost else np.zeros_like(mask),
+            fg=fg,
+            bg=bg,
+            local_bg=ops.histogram(frame.bins, band),
+            ref_area=max(area, 1.0),
+            ref_fit=max(fit, 0.05),
+            confidence=confidence,
+            lost=lost,
+            last_center=center,
+            seeds=seeds,
+            seeds_frame=frame_index,
+        )
+
+    def remove_object(self, obj: int) -> None:
+        self._tracks.pop(obj, None)
+
+    def reset(self) -> None:
+        self._tracks.clear()
+        self._frame = None
+        self._frame_index = -1
+
+    def segment(
+        self, image: RgbImage, prompt: Prompt, multimask: bool = False, score_threshold: float = 0.0
+    ) -> list[MaskOutput]:
+        if not prompt.has_geometry:
+            return super().segment(image, prompt, multimask, score_threshold)
+        frame = self._prepare(image)
+        mask, full_mask, confidence = self._segment_prompt(frame, prompt, None, -1)
+        track = self._new_track(frame, mask, confidence, None, prompt, -1)
+        track.full_mask = full_mask
+        return [self._output(track, frame)]
+
+    # ------------------------------------------------------------------ tracking
+    def _follow(
+        self, track: _Track, frame: _Frame, flow: np.ndarray
+    ) -> tuple[ops.Box, ops.FloatArray] | None:
+        """Move `track` to `frame`; return its ROI and foreground probability there."""
+        track.full_mask = None
+        motion = ops.estimate_motion(track.mask, flow)
+        # The reference area follows the scale the flow measured (zoom, approach), not the
+        # segmented area, which shrinks when the object is occluded or leaves the frame.
+        scale = float(np.hypot(motion.matrix[0, 0], motion.matrix[1, 0]))
+        track.ref_area *= scale * scale
+        predicted = ops.warp_mask(track.mask, motion)
+        predicted = self._recenter(track, frame, predicted)
+        result = self._resegment(track, frame, predicted)
+        if result is None:
+            self._lose(track)
+            return None
+        mask, roi, post = result
+        confidence = self._confidence(track, frame, mask)
+        track.confidence = confidence
+        area = float(np.count_nonzero(mask))
+        if (
+            confidence < self.config.lost_confidence
+            or area < self.config.min_area_fraction * track.ref_area
+        ):
+            self._lose(track)
+            return None
+        track.mask = mask
+        self._learn(track, frame, mask, roi, confidence)
+        return roi, post
+
+    def _recenter(self, track: _Track, frame: _Frame, predicted: BoolArray) -> BoolArray:
+        """Correct the flow's prediction by mean shift on the object's colour evidence.
+
+        Dense flow fails on fast motion over periodic textures (a checker moved by more than
+        half its period aliases); the colour mass of the object does not. The shifted mask is
+        kept only when its colours fit the object better than the flow's prediction.
+        """
+        box = ops.mask_box(predicted)
+        if box is None:
+            return predicted
+        height, width = frame.shape
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        roi = ops.expand_box(box, max(8, max(bw, bh) // 2), width, height)
+        x0, y0, x1, y1 = roi
+        lut = ops.ratio_lut(track.fg, 0.5 * track.bg + 0.5 * track.local_bg)
+        evidence = lut[frame.bins[y0:y1, x0:x1]]
+        prob = (np.clip(evidence - 0.5, 0.0, 0.5) * 510).astype(np.uint8)
+        window = (box[0] - x0, box[1] - y0, bw, bh)
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.5)
+        _, (nx, ny, _, _) = cv2.meanShift(prob, window, criteria)
+        dx, dy = nx - window[0], ny - window[1]
+        if abs(dx) + abs(dy) < 2:
+            return predicted
+        shift = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
+        moved = ops.warp_mask(predicted, ops.Motion(shift, 1.0))
+        full_ev = np.zeros((height, width), np.float32)
+        full_ev[y0:y1, x0:x1] = evidence
+        if ops.mean_over(full_ev, moved) > ops.mean_over(full_ev, predicted) + 0.02:
+            return moved
+        return predicted
+
+    def _resegment(
+        self, track: _Track, frame: _Frame, predicted: BoolArray
+    ) -> tuple[BoolArray, ops.Box, ops.FloatArray] | None:
+        """Colour evidence + shape prior near `predicted`: (mask, roi, probability in roi)."""
+        box = ops.mask_box(predicted)
+        if box is None:
+            return None
+        height, width = frame.shape
+        area = float(np.count_nonzero(predicted))
+        roi = ops.expand_box(box, max(4, int(0.25 * math.sqrt(area))), width, height)
+        x0, y0, x1, y1 = roi
+        sl = np.s_[y0:y1, x0:x1]
+        bg = 0.5 * track.bg + 0.5 * track.local_bg
+        evidence = ops.ratio_lut(track.fg, bg)[frame.bins[sl]]
+        evidence = np.asarray(
+            cv2.GaussianBlur(evidence, (0, 0), self.config.evidence_sigma), dtype=np.float32
+        )
+        if self.config.context_sigma > 0:
+            # Ambiguous colours (evidence near 0.5: shared with the background) take the
+            # evidence of their neighbourhood: a light stripe between dark ones belongs with
+            # them. Clear colours keep their own, so edges stay sharp.
+            context = cv2.GaussianBlur(evidence, (0, 0), self.config.context_sigma)
+            ambiguity = 1.0 - np.abs(2.0 * evidence - 1.0)
+            evidence = (1.0 - ambiguity) * evidence + ambiguity * context
+        post = ops.posterior(evidence, predicted[sl], self.config.softness)
+        post = np.asarray(cv2.GaussianBlur(post, (5, 5), 0), dtype=np.float32)
+        local = post > 0.5
+        local = cv2.morphologyEx(local.astype(np.uint8), cv2.MORPH_OPEN, ops.disc(1)).astype(bool)
+        core = ops.erode(predicted[sl], 2)
+        local = ops.fill_holes(ops.keep_components(local, core if core.any() else None))
+        if not local.any():
+            return None
+        mask = np.zeros((height, width), bool)
+        mask[sl] = local
+        return mask, roi, post
+
+    def _confidence(self, track: _Track, frame: _Frame, mask: BoolArray) -> float:
+        """Colour fit to the object's model, relative to the prompt's, times an area factor."""
+        lut = ops.ratio_lut(track.fg, track.bg)
+        fit = ops.mean_over(lut[frame.bins], mask) / track.ref_fit
+        q = float(np.count_nonzero(mask)) / track.ref_area
+        area_factor = min(1.0, q / 0.5) if q < 1.0 else min(1.0, 2.5 / q)
+        return float(np.clip(fit, 0.0, 1.0) * math.sqrt(max(area_factor, 0.0)))
+
+    def _learn(
+        self, track: _Track, frame: _Frame, mask: BoolArray, roi: ops.Box, confidence: float
+    ) -> None:
+        """Follow slow changes of look and size while the track is confident."""
+        ys, xs = np.nonzero(mask)
+        track.last_center = (float(xs.mean()), float(ys.mean()))
+        x0, y0, x1, y1 = roi
+        sl = np.s_[y0:y1, x0:x1]
+        local = mask[sl]
+        band = ops.dilate(local, 6) & ~ops.dilate(local, 2)
+        track.local_bg = ops.histogram(frame.bins[sl], band)
+        area = float(np.count_nonzero(mask))
+        q = area / track.ref_area
+        if confidence < 0.6 or not 0.6 < q < 1.6:
+            return  # occluded, leaving, or doubtful: keep the reference
+        a = self.config.color_update
+        inner = ops.erode(local, 1)
+        track.fg = (1 - a) * track.fg + a * ops.histogram(
+            frame.bins[sl], inner if inner.any() else local
+        )
+        track.bg = (1 - a) * track.bg + a * ops.histogram(frame.bins, ~ops.dilate(mask, 2))
+        track.ref_area = (1 - a / 2) * track.ref_area + a / 2 * area
+
+    def _lose(self, track: _Track) -> None:
+        track.lost = True
+        track.lost_for = 0
+        track.mask = np.zeros_like(track.mask)
+        track.confidence = min(track.confidence, self.config.lost_confidence * 0.9)
+
+    def _resolve_overlaps(self, posts: dict[int, tuple[ops.Box, ops.FloatArray]]) -> None:
+        """A pixel claimed by two objects goes to the one with the higher probability there."""
+        ids = list(posts)
+        for i, a in enumerate(ids):
+            for b in ids[i + 1 :]:
+                ta, tb = self._tracks[a], self._tracks[b]
+                both = ta.mask & tb.mask
+                if not both.any():
+                    continue
+                pa = self._full_post(posts[a], both.shape)
+                pb = self._full_post(posts[b], both.shape)
+                a_wins = pa >= pb
+                ta.mask &= ~(both & ~a_wins)
+                tb.mask &= ~(both & a_wins)
+
+    @staticmethod
+    def _full_post(item: tuple[ops.Box, ops.FloatArray], shape: tuple[int, ...]) -> np.ndarray:
+        (x0, y0, x1, y1), post = item
+        full = np.zeros(shape, np.float32)
+        full[y0:y1, x0:x1] = post
+        return full
+
+    def _search(self, track: _Track, frame: _Frame, occupied: BoolArray) -> None:
+        """Look for a lost object by its colours; re-acquire it when a candidate convinces."""
+        track.lost_for += 1
+        lut = ops.ratio_lut(track.fg, track.bg)
+        evidence = lut[frame.bins]
+        evidence[occupied] = 0.0
+        k = max(3, int(math.sqrt(track.ref_area) / 3) | 1)
+        smooth = cv2.blur(evidence, (k, k))
+        n, labels, stats, centroids = cv2.connectedComponentsWithStats(
+            (smooth > 0.6).astype(np.uint8), connectivity=8
+        )
+        if n <= 1:
+            return
+        areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
+        sums = np.bincount(labels.reshape(-1), weights=smooth.reshape(-1), minlength=n)[1:]
+        means = sums / np.maximum(areas, 1)
+        q = areas / track.ref_area
+        plausible = (q >= 0.25) & (q <= 3.0)
+        if not plausible.any():
+            return
+        diag = math.hypot(*frame.shape)
+        dist = np.hypot(
+            centroids[1:, 0] - track.last_center[0], centroids[1:, 1] - track.last_center[1]
+        )
+        rank = np.where(plausible, means * np.exp(-dist / diag), -1.0)
+        best = 1 + int(np.argmax(rank))
+        candidate = labels == best
+        result = self._resegment(track, frame, candidate)
+        if result is None:
+            return
+        mask = result[0] & ~occupied
+        confidence = self._confidence(track, frame, mask)
+        area_q = float(np.count_nonzero(mask)) / track.ref_area
+        if confidence >= self.config.reacquire_confidence and area_q >= 0.3:
+            track.lost = False
+            track.lost_for = 0
+            track.mask = mask
+            track.confidence = confidence
+            ys, xs = np.nonzero(mask)
+            track.last_center = (float(xs.mean()), float(ys.mean()))
+
+    # ------------------------------------------------------------------ output
+    def _score(self, confidence: float) -> float:
+        """Map a confidence so that the lost threshold lands on 0.5."""
+        c = float(np.clip(confidence, 0.0, 1.0))
+        t = self.config.lost_confidence
+        if t <= 0.0:
+            return 0.5 + 0.5 * c
+        if c < t:
+            return 0.5 * c / t
+        return 0.5 + 0.5 * (c - t) / (1.0 - t)
+
+    def _downscale(self, mask: BoolArray, frame: _Frame, any_pixel: bool) -> BoolArray:
+        height, width = frame.shape
+        if mask.shape == (height, width):
+            return mask.copy()
+        small = cv2.resize(
+            mask.astype(np.uint8) * 255, (width, height), interpolation=cv2.INTER_AREA
+        )
+        return small > 0 if any_pixel else small >= 128
+
+    def _upscale(self, mask: BoolArray, frame: _Frame) -> BoolArray:
+        full_h, full_w = frame.full_height, frame.full_width
+        if mask.shape == (full_h, full_w):
+            return mask.copy()
+        out = np.zeros((full_h, full_w), bool)
+        box = ops.mask_box(mask)
+        if box is None:
+            return out
+        height, width = frame.shape
+        x0, y0, x1, y1 = ops.expand_box(box, 2, width, height)
+        fx, fy = full_w / width, full_h / height
+        X0, Y0 = int(round(x0 * fx)), int(round(y0 * fy))
+        X1, Y1 = int(round(x1 * fx)), int(round(y1 * fy))
+        patch = cv2.resize(
+            mask[y0:y1, x0:x1].astype(np.uint8) * 255,
+            (X1 - X0, Y1 - Y0),
+            interpolation=cv2.INTER_LINEAR,
+        )
+        out[Y0:Y1, X0:X1] = patch > 127
+        return out
+
+    def _output(self, track: _Track, frame: _Frame) -> MaskOutput:
+        if track.lost:
+            empty = np.zeros((frame.full_height, frame.full_width), bool)
+            return MaskOutput(empty, self._score(track.confidence), False)
+        full = track.full_mask if track.full_mask is not None else self._upscale(track.mask, frame)
+        return MaskOutput(full, self._score(track.confidence), bool(full.any()))
+
+    def stats(self) -> dict[str, float]:
+        lost = sum(1 for t in self._tracks.values() if t.lost)
+        return {
+            "objects": float(len(self._tracks)),
+            "objects_lost": float(lost),
+            "frames_in_memory": 0.0 if self._frame is None else 1.0,
+        }
+
+
+def build(config: BackendConfig) -> ClassicBackend:
+    """Registry entry. `input_size` sets the working resolution's long side (0 = 320);
+    options: any ClassicConfig field (work_size, flow_preset, lost_confidence, ...)."""
+    known = set(ClassicConfig.__dataclass_fields__)
+    unknown = set(config.options) - known
+    if unknown:
+        raise ValueError(
+            f"unknown classic backend options {sorted(unknown)}; known: {sorted(known)}"
+        )
+    options = dict(config.options)
+    if config.input_size and "work_size" not in options:
+        options["work_size"] = config.input_size
+    return ClassicBackend(ClassicConfig(**options))
