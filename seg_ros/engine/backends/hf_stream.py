@@ -1,0 +1,957 @@
+"""Live multi-object tracking with a BOUNDED memory on a transformers SAM 2-family video model.
+
+Where is the tracking memory bounded? Here: `StreamingVideoTracker._prune`, run after every frame.
+
+transformers' video models (`Sam2VideoModel`, `EdgeTamVideoModel`, `Sam3TrackerVideoModel`) ship
+with an inference session that keeps every frame, every cached feature and every per-object output
+for the whole video (+7.9 GB RSS after 300 frames at 1024 px). A robot streams for hours, so this
+module drives the same model internals frame by frame and forgets what the model can no longer
+attend to. It keeps, per object, the prompted (conditioning) frames and the most recent frames of
+the memory window, and for the whole stream the last few frames a late prompt may still name.
+Everything the model reads is computed by the library's own functions (memory gathering helpers,
+memory attention, mask decoder, memory encoder) in the order it uses them, so a bounded tracker
+gives the same logits as the library's unbounded session (see test/test_sam2.py).
+
+Frames arrive one at a time: `step(frame_index, pixels)` encodes the frame once (one image-encoder
+pass serves every object) and tracks every object, batching objects whose memories have the same
+layout through one memory-attention and one mask-decoder call. `add_prompt` re-uses the cached
+image features of the frame it names: only the prompt encoder, the mask decoder and the memory
+encoder run. Coordinates here are in the model's input frame (a square of `image_size` pixels):
+callers scale from their source images.
+
+torch and transformers are imported by the functions that use them: importing this module is free.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from seg_ros.engine.errors import PromptError
+
+if TYPE_CHECKING:
+    import torch
+
+#: The library's "no object" mask logit (masks of an absent object are filled with it).
+NO_OBJECT_LOGIT = -1024.0
+#: Box corners enter SAM's prompt encoder as two points with these labels (top-left, bottom-right).
+BOX_LABELS = (2, 3)
+
+
+@dataclass(frozen=True, eq=False)
+class TrackedMask:
+    """One object's answer on one frame, in the model's input geometry (on the model's device).
+
+    Attributes:
+        mask_logits: (h, w) float low-resolution mask logits, h = w = image_size / 4; > 0 is the
+            object. Filled with NO_OBJECT_LOGIT when the model says the object is absent.
+        object_score_logit: object presence logit; > 0 means present (visible).
+        iou: the decoder's predicted IoU of the chosen mask (1.0 for a mask prompt).
+        object_pointer: (C,) the object pointer the memory keeps for this frame.
+        candidate_logits: (K, h, w) alternative masks, best first (multimask prompts), else None.
+        candidate_scores: predicted IoU of each candidate, same order.
+    """
+
+    mask_logits: torch.Tensor
+    object_score_logit: float
+    iou: float
+    object_pointer: torch.Tensor
+    candidate_logits: torch.Tensor | None = None
+    candidate_scores: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class MemoryBounds:
+    """The most the tracker holds at once (checked by tests; reported in `stats`).
+
+    Attributes:
+        frames: input frames kept for prompts naming a recent frame (`prompt_frames`).
+        feature_frames: frames whose image features are cached (the latest + one re-encoded).
+        conditioning_per_object: prompted frames kept per object.
+        full_outputs_per_object: tracked frames with spatial memory kept per object.
+        pointer_outputs_per_object: tracked frames with (at least) an object pointer per object.
+    """
+
+    frames: int
+    feature_frames: int
+    conditioning_per_object: int
+    full_outputs_per_object: int
+    pointer_outputs_per_object: int
+
+
+@dataclass
+class _PointPrompt:
+    """Points (box corners first) given for one object on one frame, in model input pixels."""
+
+    coords: list[tuple[float, float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Decoded:
+    """Mask decoder output for a batch of B objects (tensors on the model's device)."""
+
+    low_res: torch.Tensor  # (B, 1, h, w) chosen mask logits, no-object filled
+    high_res: torch.Tensor  # (B, 1, S, S) the same, upsampled to the input size
+    object_score_logits: torch.Tensor  # (B, 1, 1)
+    object_pointer: torch.Tensor  # (B, 1, C)
+    iou: torch.Tensor  # (B, K) predicted IoU of every mask the decoder returned
+    best: torch.Tensor  # (B,) index of the chosen mask among the K
+    multimasks: torch.Tensor  # (B, K, h, w) every mask, no-object filled
+
+
+def session_class_for(model: Any) -> Any:
+    """The inference-session class shipped with `model`'s (FooModel -> FooInferenceSession)."""
+    cls = type(model)
+    name = cls.__name__.removesuffix("Model") + "InferenceSession"
+    module = importlib.import_module(cls.__module__)
+    session_cls = getattr(module, name, None)
+    if session_cls is None:
+        raise TypeError(f"{cls.__name__} has no {name} in {cls.__module__}; pass session_cls")
+    return session_cls
+
+
+class StreamingVideoTracker:
+    """Live multi-object tracker with a bounded memory, generic over SAM 2-family video models.
+
+    Works with any transformers video model that has the SAM 2 video internals
+    (`get_image_features`, `prompt_encoder`, `mask_decoder`, `memory_attention`,
+    `_encode_new_memory`, `_use_mask_as_output`, `_get_object_pointers`, ...): `Sam2VideoModel`
+    (SAM 2 / 2.1), `EdgeTamVideoModel` and `Sam3TrackerVideoModel` (SAM 3's tracker). The model's
+    own inference session (`session_cls`, found from the model's class by default) stores the
+    per-object outputs so that the library's helpers read them as usual; this class decides what
+    goes in and what is evicted.
+
+    Frame indices must increase from one `step` to the next (gaps are allowed; `reset` starts a new
+    stream). Object ids are any ints chosen by the caller.
+
+    Public API (kept stable for the other backends):
+        step(frame_index, pixel_values) -> {obj_id: TrackedMask}   encode once + track all
+        encode_frame(frame_index, pixel_values=None, features=None) encode (or take features)
+        track(frame_index) -> {obj_id: TrackedMask}                 track all on an encoded frame
+        add_prompt(frame_index, obj_id, points=, labels=, box=, mask=, multimask=) -> TrackedMask
+        remove_object(obj_id), reset(), discard_frame(frame_index)
+        segment(pixel_values | features, points=, labels=, box=, mask=, multimask=) -> TrackedMask
+        has_frame(i), object_ids, latest_frame, image_size, bounds, stats(), counters
+
+    Memory policy (`_prune`, after every frame, latest frame L):
+        - input frames: the last `prompt_frames` (a late prompt may name one of them);
+        - image features: the latest frame (plus one re-encoded past frame, for a late prompt);
+        - per object, prompted frames: the newest `max_conditioning_frames` (oldest dropped);
+        - per object, tracked frames: full spatial memory for the frames any prompt-able frame or
+          the next frame attends to (`memory_frames` back from frame L - prompt_frames + 1), and
+          the object pointer only for the model's longer pointer window; nothing older.
+
+    Args:
+        model: a loaded video model in eval mode, on its device and dtype.
+        session_cls: the model's inference-session class; None = found from the model's class.
+        memory_frames: recent tracked frames each object attends to (0 = the model's own,
+            num_maskmem - 1). Smaller bounds memory and cost; larger than the model's is refused.
+        max_conditioning_frames: prompted frames kept per object (oldest dropped beyond).
+        prompt_frames: recent frames a prompt may name (0 = memory_frames). Each costs one stored
+            input frame; a prompt on a past frame re-runs the image encoder on it.
+        batch_objects: run objects with equal memory layouts through one batched call.
+        corrections_as_conditioning: a prompt on a frame where the object was tracked becomes a
+            conditioning frame (kept until `max_conditioning_frames` newer ones replace it), as
+            SAM 2's `add_all_frames_to_correct_as_cond`. False keeps the library default (it is
+            stored as an ordinary tracked frame and leaves memory with the window).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        session_cls: Any = None,
+        *,
+        memory_frames: int = 0,
+        max_conditioning_frames: int = 4,
+        prompt_frames: int = 0,
+        batch_objects: bool = True,
+        corrections_as_conditioning: bool = True,
+    ) -> None:
+        import torch
+
+        config = model.config
+        model_window = int(config.num_maskmem) - 1
+        if model_window < 1:
+            raise ValueError(f"{type(model).__name__} has no video memory (num_maskmem < 2)")
+        if memory_frames < 0 or memory_frames > model_window:
+            raise ValueError(
+                f"memory_frames={memory_frames} is outside what the model attends to: "
+                f"1..{model_window} (num_maskmem - 1), or 0 for the model's own"
+            )
+        if max_conditioning_frames < 1:
+            raise ValueError("max_conditioning_frames must be >= 1")
+        if prompt_frames < 0:
+            raise ValueError("prompt_frames must be >= 0")
+        self.model = model
+        self.session_cls = session_cls if session_cls is not None else session_class_for(model)
+        first = next(model.mask_decoder.parameters())
+        self.device: torch.device = first.device
+        self.dtype: torch.dtype = first.dtype
+        self.image_size = int(config.image_size)
+        self.memory_frames = memory_frames or model_window
+        self.max_conditioning_frames = max_conditioning_frames
+        self.prompt_frames = prompt_frames or self.memory_frames
+        #: The model attends to object pointers of this many previous tracked frames.
+        self.pointer_frames = max(0, int(config.max_object_pointers_in_encoder) - 1)
+        self.batch_objects = batch_objects
+        self.corrections_as_conditioning = corrections_as_conditioning
+        self.hidden_dim = int(model.hidden_dim)
+        self.feature_sizes = [tuple(int(v) for v in s) for s in model.backbone_feature_sizes]
+        # EdgeTAM's memory attention needs the count of spatial memory frames (perceiver layout).
+        self._attention_kwargs_spatial = (
+            "num_spatial_memory_tokens"
+            in inspect.signature(model.memory_attention.forward).parameters
+        )
+        # EdgeTAM's memory encoder returns (batch, tokens, C); SAM 2's (tokens, batch, C).
+        self._memory_batch_dim = 0 if hasattr(model, "spatial_perceiver") else 1
+        # EdgeTAM's perceiver resampler `view`s an expanded tensor: it only takes one object.
+        self._memory_encoder_batches = not hasattr(model, "spatial_perceiver")
+        with torch.inference_mode():
+            self._image_pe = model.get_image_wide_positional_embeddings()
+        #: Work counters (tests and benchmarks read them).
+        self.counters: dict[str, int] = {}
+        self.reset()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def bounds(self) -> MemoryBounds:
+        return MemoryBounds(
+            frames=self.prompt_frames,
+            feature_frames=2,
+            conditioning_per_object=self.max_conditioning_frames,
+            full_outputs_per_object=self.prompt_frames + self.memory_frames,
+            pointer_outputs_per_object=self.prompt_frames
+            + max(self.pointer_frames, self.memory_frames),
+        )
+
+    @property
+    def object_ids(self) -> list[int]:
+        return list(self.session.obj_ids)
+
+    @property
+    def latest_frame(self) -> int | None:
+        return self._latest
+
+    def has_frame(self, frame_index: int) -> bool:
+        """Whether a prompt may still name `frame_index`."""
+        return frame_index in self._frames or frame_index in self._features
+
+    # ------------------------------------------------------------------ stream
+    def reset(self) -> None:
+        """Forget every object, frame and cached feature."""
+        self.session = self._new_session()
+        self._frames: dict[int, torch.Tensor] = {}
+        self._features: dict[int, list[torch.Tensor]] = {}
+        self._pos: torch.Tensor | None = None
+        self._latest: int | None = None
+        self._prompts: dict[int, dict[int, _PointPrompt]] = {}
+        self._tracked: dict[int, set[int]] = {}
+        self.counters = {
+            "encoder_calls": 0,
+            "decoder_calls": 0,
+            "memory_attention_calls": 0,
+            "batched_objects": 0,
+            "memory_encoder_calls": 0,
+        }
+
+    def step(self, frame_index: int, pixel_values: torch.Tensor) -> dict[int, TrackedMask]:
+        """Take the next frame: encode it once, track every object, evict what is out of reach.
+
+        Args:
+            frame_index: larger than the previous frame's.
+            pixel_values: (1, 3, S, S) or (3, S, S) preprocessed image, S = image_size.
+        Returns: every object's mask on this frame.
+        """
+        self.encode_frame(frame_index, pixel_values)
+        try:
+            outputs = self.track(frame_index)
+        except BaseException:
+            self.discard_frame(frame_index)
+            raise
+        self._prune()
+        return outputs
+
+    def encode_frame(
+        self,
+        frame_index: int,
+        pixel_values: torch.Tensor | None = None,
+        features: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]] | None = None,
+    ) -> None:
+        """Make `frame_index` the latest frame: run the image encoder (or take its output).
+
+        `features` = (fpn_hidden_states, fpn_position_encoding) as `model.get_image_features`
+        returns them (each level (H*W, 1, C)), for callers sharing one backbone between models
+        (SAM 3's detector and tracker); `pixel_values` are then only stored for late prompts.
+        """
+        import torch
+
+        if self._latest is not None and frame_index <= self._latest:
+            raise ValueError(
+                f"frame index {frame_index} does not follow the latest frame {self._latest}"
+            )
+        if pixel_values is None and features is None:
+            raise ValueError("encode_frame needs pixel_values or features")
+        if pixel_values is not None:
+            pixel_values = self._as_pixels(pixel_values)
+        with torch.inference_mode():
+            if features is None:
+                assert pixel_values is not None
+                feats, pos = self._encode(pixel_values)
+            else:
+                feats, pos = list(features[0]), list(features[1])
+        if self._pos is None:
+            self._pos = pos[-1]
+        if pixel_values is not None:
+            self._frames[frame_index] = pixel_values
+        # Only the latest frame's features are kept: a late prompt re-encodes its frame.
+        self._features = {frame_index: feats}
+        self._latest = frame_index
+
+    def discard_frame(self, frame_index: int) -> None:
+        """Undo `encode_frame` for a frame whose tracking failed (the stream does not advance)."""
+        self._frames.pop(frame_index, None)
+        self._features.pop(frame_index, None)
+        for idx in range(self.session.get_obj_num()):
+            outputs = self.session.output_dict_per_obj[idx]
+            outputs["non_cond_frame_outputs"].pop(frame_index, None)
+        for tracked in self._tracked.values():
+            tracked.discard(frame_index)
+        earlier = [i for i in self._frames if i < frame_index]
+        self._latest = max(earlier) if earlier else None
+
+    def track(self, frame_index: int) -> dict[int, TrackedMask]:
+        """Track every object on an encoded frame (one batched pass per memory layout)."""
+        import torch
+
+        obj_ids = [
+            obj_id
+            for obj_id in self.session.obj_ids
+            if frame_index
+            not in self.session.output_dict_per_obj[self._idx(obj_id)]["cond_frame_outputs"]
+        ]
+        results: dict[int, TrackedMask] = {}
+        if not obj_ids:
+            return results
+        with torch.inference_mode():
+            feats = self._features_of(frame_index)
+            high_res = self._high_res(feats)
+            # Group objects whose memory has the same layout: one attention + decoder call each.
+            groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
+            layouts: dict[tuple[int, ...], tuple[int, int]] = {}
+            for n, obj_id in enumerate(obj_ids):
+                memory, memory_pos, n_ptr, n_spatial = self._memory_inputs(
+                    self._idx(obj_id), frame_index
+                )
+                key: tuple[int, ...] = (
+                    (memory.shape[0], n_ptr, n_spatial) if self.batch_objects else (n,)
+                )
+                groups.setdefault(key, []).append((obj_id, memory, memory_pos))
+                layouts[key] = (n_ptr, n_spatial)
+            decoded: dict[int, tuple[_Decoded, int]] = {}
+            multimask = bool(self.model._use_multimask(False, None))
+            for key, members in groups.items():
+                memory = torch.cat([m[1] for m in members], dim=1)
+                memory_pos = torch.cat([m[2] for m in members], dim=1)
+                pix_feat = self._attend(feats, memory, memory_pos, *layouts[key])
+                batch = len(members)
+                embeddings = [h.expand(batch, -1, -1, -1) for h in high_res] + [pix_feat]
+                out = self._decode(embeddings, multimask=multimask)
+                if batch > 1:
+                    self.counters["batched_objects"] += batch
+                for i, (obj_id, _, _) in enumerate(members):
+                    decoded[obj_id] = (out, i)
+            # One memory-encoder pass for every object tracked on this frame.
+            order = list(decoded)
+            masks = torch.cat([decoded[o][0].high_res[decoded[o][1]][None] for o in order])
+            scores = torch.cat(
+                [decoded[o][0].object_score_logits[decoded[o][1]][None] for o in order]
+            )
+            if self.batch_objects and self._memory_encoder_batches:
+                encoded = [self._encode_memory(feats, masks, scores, from_prompt=False)]
+                spans = [(0, len(order))]
+            else:
+                encoded = [
+                    self._encode_memory(feats, masks[i : i + 1], scores[i : i + 1], False)
+                    for i in range(len(order))
+                ]
+                spans = [(i, i + 1) for i in range(len(order))]
+            for (start, stop), (maskmem, maskmem_pos) in zip(spans, encoded, strict=True):
+                for j, obj_id in enumerate(order[start:stop]):
+                    out, i = decoded[obj_id]
+                    stored = {
+                        "object_pointer": out.object_pointer[i : i + 1],
+                        "object_score_logits": out.object_score_logits[i : i + 1],
+                        "maskmem_features": self._memory_slice(maskmem, j),
+                        "maskmem_pos_enc": self._memory_slice(maskmem_pos, j),
+                    }
+                    idx = self._idx(obj_id)
+                    self.session.store_output(
+                        idx, frame_index, output_value=stored, is_conditioning_frame=False
+                    )
+                    self._tracked.setdefault(obj_id, set()).add(frame_index)
+                    results[obj_id] = self._result(out, i, candidates=False)
+        return results
+
+    # ------------------------------------------------------------------ prompts
+    def add_prompt(
+        self,
+        frame_index: int,
+        obj_id: int,
+        *,
+        points: Sequence[Sequence[float]] = (),
+        labels: Sequence[int] = (),
+        box: Sequence[float] | None = None,
+        mask: torch.Tensor | None = None,
+        multimask: bool = False,
+    ) -> TrackedMask:
+        """Create `obj_id` or refine it on a frame in memory; only the decoder side runs.
+
+        Args:
+            frame_index: a frame still in memory (`has_frame`), usually the latest.
+            obj_id: a new id creates an object, a known one refines it.
+            points: (N, 2) XY in model input pixels (0..image_size); labels 1 fg / 0 bg.
+                Points given earlier for this object on the same frame are kept (refinement
+                clicks accumulate, as in SAM's interactive use); a box replaces them.
+            box: XYXY in model input pixels.
+            mask: (S, S) {0, 1} float tensor at the input size. Alone it is taken as the
+                object's mask (the library's video semantics); with points or a box it is a dense
+                hint for the decoder.
+            multimask: return the decoder's candidate masks (best first).
+        Returns: the object's mask on `frame_index`.
+        Raises: PromptError when the frame is no longer in memory or the prompt is empty.
+        """
+        import torch
+
+        if not self.has_frame(frame_index):
+            kept = sorted(set(self._frames) | set(self._features))
+            raise PromptError(
+                f"frame {frame_index} is no longer in memory (frames kept: {kept or 'none'})"
+            )
+        if len(points) != len(labels):
+            raise PromptError(f"got {len(points)} points but {len(labels)} point labels")
+        if not len(points) and box is None and mask is None:
+            raise PromptError("a prompt needs points, a box or a mask")
+        new = obj_id not in self.session.obj_ids
+        tracked = self._tracked.get(obj_id, set())
+        is_init = frame_index not in tracked
+        with torch.inference_mode():
+            feats = self._features_of(frame_index)
+            high_res = self._high_res(feats)
+            # The previous output on this frame must not feed its own replacement.
+            idx = None if new else self._idx(obj_id)
+            previous = self._pop_outputs(idx, frame_index) if idx is not None else {}
+            try:
+                point_prompt: _PointPrompt | None = None
+                if mask is not None and not len(points) and box is None:
+                    out = self._mask_as_output(feats, high_res, mask)
+                    candidates = False
+                else:
+                    point_prompt = self._merge_points(obj_id, frame_index, points, labels, box)
+                    coords = torch.tensor(
+                        [point_prompt.coords], dtype=torch.float32, device=self.device
+                    )[None]
+                    point_labels = torch.tensor(
+                        [point_prompt.labels], dtype=torch.int32, device=self.device
+                    )[None]
+                    point_inputs = {"point_coords": coords, "point_labels": point_labels}
+                    if is_init:
+                        pix_feat = self._no_memory(feats)
+                    else:
+                        assert idx is not None
+                        memory, memory_pos, n_ptr, n_spatial = self._memory_inputs(idx, frame_index)
+                        pix_feat = self._attend(feats, memory, memory_pos, n_ptr, n_spatial)
+                    dense = self._dense_prompt(mask) if mask is not None else None
+                    decode_multi = multimask or bool(
+                        self.model._use_multimask(is_init, point_inputs)
+                    )
+                    out = self._decode(
+                        [*high_res, pix_feat],
+                        points=coords.to(self.dtype),
+                        labels=point_labels,
+                        dense=dense,
+                        multimask=decode_multi,
+                    )
+                    candidates = multimask
+                maskmem, maskmem_pos = self._encode_memory(
+                    feats, out.high_res, out.object_score_logits, from_prompt=True
+                )
+            except BaseException:
+                if idx is not None:
+                    self._restore_outputs(idx, frame_index, previous)
+                raise
+            # Commit: nothing above changed the tracker's state.
+            if new:
+                idx = self.session.obj_id_to_idx(obj_id)
+            assert idx is not None
+            conditioning = is_init or self.corrections_as_conditioning
+            stored = {
+                "object_pointer": out.object_pointer,
+                "object_score_logits": out.object_score_logits,
+                "maskmem_features": maskmem,
+                "maskmem_pos_enc": maskmem_pos,
+            }
+            self.session.store_output(
+                idx, frame_index, output_value=stored, is_conditioning_frame=conditioning
+            )
+            prompts = self._prompts.setdefault(obj_id, {})
+            if point_prompt is None:
+                prompts.pop(frame_index, None)
+            else:
+                prompts[frame_index] = point_prompt
+            self._tracked.setdefault(obj_id, set())
+            if conditioning:
+                self._limit_conditioning(obj_id)
+            return self._result(out, 0, candidates=candidates)
+
+    def remove_object(self, obj_id: int) -> None:
+        """Forget `obj_id` and every output it had (unknown ids are ignored)."""
+        if obj_id not in self.session.obj_ids:
+            return
+        old = self.session
+        fresh = self._new_session()
+        for other in old.obj_ids:
+            if other == obj_id:
+                continue
+            i, j = old.obj_id_to_idx(other), fresh.obj_id_to_idx(other)
+            fresh.output_dict_per_obj[j] = old.output_dict_per_obj[i]
+            fresh.point_inputs_per_obj[j] = old.point_inputs_per_obj[i]
+            fresh.mask_inputs_per_obj[j] = old.mask_inputs_per_obj[i]
+            fresh.frames_tracked_per_obj[j] = old.frames_tracked_per_obj[i]
+        self.session = fresh
+        self._prompts.pop(obj_id, None)
+        self._tracked.pop(obj_id, None)
+
+    def segment(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        *,
+        features: Sequence[torch.Tensor] | None = None,
+        points: Sequence[Sequence[float]] = (),
+        labels: Sequence[int] = (),
+        box: Sequence[float] | None = None,
+        mask: torch.Tensor | None = None,
+        multimask: bool = False,
+    ) -> TrackedMask:
+        """One-shot segmentation of one image, as SAM does on a still image; state untouched.
+
+        A mask here is a dense hint to the decoder (SAM's mask prompt), never copied as output.
+        `features` (fpn_hidden_states) skips the encoder, e.g. for the latest frame.
+        """
+        import torch
+
+        if not len(points) and box is None and mask is None:
+            raise PromptError("a prompt needs points, a box or a mask")
+        if len(points) != len(labels):
+            raise PromptError(f"got {len(points)} points but {len(labels)} point labels")
+        with torch.inference_mode():
+            if features is None:
+                if pixel_values is None:
+                    raise ValueError("segment needs pixel_values or features")
+                feats, _ = self._encode(self._as_pixels(pixel_values))
+            else:
+                feats = list(features)
+            prompt = _PointPrompt()
+            if box is not None:
+                prompt.coords += [(float(box[0]), float(box[1])), (float(box[2]), float(box[3]))]
+                prompt.labels += list(BOX_LABELS)
+            prompt.coords += [(float(x), float(y)) for x, y in points]
+            prompt.labels += [int(v) for v in labels]
+            coords = labels_t = None
+            if prompt.coords:
+                coords = torch.tensor([[prompt.coords]], dtype=self.dtype, device=self.device)
+                labels_t = torch.tensor([[prompt.labels]], dtype=torch.int32, device=self.device)
+            dense = self._dense_prompt(mask) if mask is not None else None
+            out = self._decode(
+                [*self._high_res(feats), self._no_memory(feats)],
+                points=coords,
+                labels=labels_t,
+                dense=dense,
+                multimask=multimask or len(prompt.coords) <= 1,
+            )
+            return self._result(out, 0, candidates=multimask)
+
+    def latest_features(self) -> list[torch.Tensor] | None:
+        """The latest frame's cached image features (for `segment` on that frame)."""
+        if self._latest is None:
+            return None
+        return self._features.get(self._latest)
+
+    # ------------------------------------------------------------------ memory bound
+    def _prune(self) -> None:
+        """Evict every frame, feature and output that no allowed prompt or next frame can reach.
+
+        With L the latest frame, a prompt may name frames >= L - prompt_frames + 1 = F, and a
+        frame t attends to tracked frames t - memory_frames .. t - 1 (spatial memory) and
+        t - pointer_frames .. t - 1 (object pointers). So tracked outputs older than
+        F - memory_frames lose their spatial memory, those older than F - pointer_frames go.
+        """
+        if self._latest is None:
+            return
+        first_promptable = self._latest - self.prompt_frames + 1
+        keep_full = first_promptable - self.memory_frames
+        keep_pointer = first_promptable - max(self.pointer_frames, self.memory_frames)
+        for index in [i for i in self._frames if i < first_promptable]:
+            del self._frames[index]
+        for index in [i for i in self._features if i != self._latest and i < first_promptable]:
+            del self._features[index]
+        for obj_id in self.session.obj_ids:
+            tracked_outputs = self.session.output_dict_per_obj[self._idx(obj_id)][
+                "non_cond_frame_outputs"
+            ]
+            for index in list(tracked_outputs):
+                if index < keep_pointer:
+                    del tracked_outputs[index]
+                elif index < keep_full and "maskmem_features" in tracked_outputs[index]:
+                    # The pointer window is longer than the spatial one: keep only the pointer.
+                    entry = tracked_outputs[index]
+                    tracked_outputs[index] = {"object_pointer": entry["object_pointer"]}
+            tracked = self._tracked.get(obj_id, set())
+            for index in [i for i in tracked if i < first_promptable]:
+                tracked.discard(index)
+            prompts = self._prompts.get(obj_id, {})
+            for index in [i for i in prompts if i < first_promptable]:
+                del prompts[index]
+
+    def _limit_conditioning(self, obj_id: int) -> None:
+        """Keep the newest `max_conditioning_frames` prompted frames of `obj_id`."""
+        conditioning = self.session.output_dict_per_obj[self._idx(obj_id)]["cond_frame_outputs"]
+        while len(conditioning) > self.max_conditioning_frames:
+            del conditioning[min(conditioning)]
+
+    def stats(self) -> dict[str, float]:
+        """What the tracker holds now (frames, features, outputs) and its work counters."""
+        cond = full = pointer = 0
+        for obj_id in self.session.obj_ids:
+            outputs = self.session.output_dict_per_obj[self._idx(obj_id)]
+            cond = max(cond, len(outputs["cond_frame_outputs"]))
+            tracked = outputs["non_cond_frame_outputs"]
+            full = max(full, sum("maskmem_features" in o for o in tracked.values()))
+            pointer = max(pointer, len(tracked))
+        stats = {
+            "objects": float(len(self.session.obj_ids)),
+            "frames_in_memory": float(len(self._frames)),
+            "feature_frames": float(len(self._features)),
+            "max_conditioning_per_object": float(cond),
+            "max_full_outputs_per_object": float(full),
+            "max_pointer_outputs_per_object": float(pointer),
+            "memory_frames": float(self.memory_frames),
+            "prompt_frames": float(self.prompt_frames),
+        }
+        stats.update({k: float(v) for k, v in self.counters.items()})
+        return stats
+
+    # ------------------------------------------------------------------ model pieces
+    def _new_session(self) -> Any:
+        import torch
+
+        # dtype must be a torch.dtype: the session's string default crashes (transformers 5.23).
+        return self.session_cls(
+            inference_device=self.device,
+            inference_state_device=self.device,
+            video_storage_device=self.device,
+            dtype=self.dtype if isinstance(self.dtype, torch.dtype) else torch.float32,
+        )
+
+    def _idx(self, obj_id: int) -> int:
+        """The session's index of a known object id."""
+        return int(self.session.obj_id_to_idx(obj_id))
+
+    def _as_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.dim() == 3:
+            pixel_values = pixel_values[None]
+        size = self.image_size
+        if tuple(pixel_values.shape) != (1, 3, size, size):
+            raise ValueError(
+                f"pixel_values must be (1, 3, {size}, {size}); got {tuple(pixel_values.shape)}"
+            )
+        return pixel_values.to(self.device, self.dtype)
+
+    def _encode(self, pixel_values: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Image encoder + the decoder's feature projections (the library's get_image_features)."""
+        self.counters["encoder_calls"] += 1
+        out = self.model.get_image_features(pixel_values, return_dict=True)
+        return list(out.fpn_hidden_states), list(out.fpn_position_encoding)
+
+    def _features_of(self, frame_index: int) -> list[torch.Tensor]:
+        """Cached features of a frame in memory; a past frame is re-encoded (once) on demand."""
+        import torch
+
+        feats = self._features.get(frame_index)
+        if feats is not None:
+            return feats
+        with torch.inference_mode():
+            feats, _ = self._encode(self._frames[frame_index])
+        # Keep the latest frame's features and this one (a second late prompt is likely).
+        latest = self._latest
+        self._features = {i: f for i, f in self._features.items() if i == latest}
+        self._features[frame_index] = feats
+        return feats
+
+    def _high_res(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """(H*W, 1, C) levels -> (1, C, H, W) maps for the decoder's high-resolution path."""
+        return [
+            x.permute(1, 2, 0).reshape(x.size(1), x.size(2), *size)
+            for x, size in zip(feats[:-1], self.feature_sizes[:-1], strict=True)
+        ]
+
+    def _no_memory(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Top-level features of a frame seen without memory (initial conditioning frames)."""
+        top: torch.Tensor = feats[-1] + self.model.no_memory_embedding
+        return top.permute(1, 2, 0).reshape(1, self.hidden_dim, *self.feature_sizes[-1])
+
+    def _memory_inputs(
+        self, obj_idx: int, frame_index: int
+    ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """The memory `obj_idx` attends to on `frame_index`, in the library's order.
+
+        Conditioning frames first (the ones the model's max_cond_frame_num selects), then tracked
+        frames frame_index - memory_frames .. frame_index - 1, then object pointers.
+        Returns (memory (M, 1, C_mem), positions (M, 1, C_mem), pointer tokens, spatial frames).
+        """
+        import torch
+
+        model = self.model
+        outputs = self.session.output_dict_per_obj[obj_idx]
+        conditioning = outputs["cond_frame_outputs"]
+        if not conditioning:
+            raise RuntimeError(f"object index {obj_idx} has no prompted frame to track from")
+        selected, unselected = model._select_closest_cond_frames(
+            frame_index, conditioning, max_cond_frame_num=model.config.max_cond_frame_num
+        )
+        gathered: list[tuple[int, Any]] = [(0, out) for out in selected.values()]
+        tracked = outputs["non_cond_frame_outputs"]
+        for offset in range(self.memory_frames, 0, -1):
+            previous = frame_index - offset
+            gathered.append((offset, tracked.get(previous, unselected.get(previous))))
+        memories, positions = model._build_memory_attention_inputs(gathered, self.device)
+        n_spatial = len(memories)
+        offsets, tokens, max_pointers = model._get_object_pointers(
+            self.session, obj_idx, frame_index, None, self.device, False, True
+        )
+        n_pointers = 0
+        if tokens:
+            pointers, pointer_pos = model._process_object_pointers(
+                offsets, tokens, max_pointers, 1, self.hidden_dim, self.device
+            )
+            memories.append(pointers)
+            positions.append(pointer_pos)
+            n_pointers = int(pointers.shape[0])
+        memory = torch.cat(memories, dim=0).to(dtype=self.dtype)
+        return memory, torch.cat(positions, dim=0), n_pointers, n_spatial
+
+    def _attend(
+        self,
+        feats: Sequence[torch.Tensor],
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        n_pointers: int,
+        n_spatial: int,
+    ) -> torch.Tensor:
+        """Memory attention for B objects at once -> (B, C, H, W) conditioned top-level features."""
+        assert self._pos is not None
+        batch = memory.shape[1]
+        kwargs: dict[str, Any] = {}
+        if self._attention_kwargs_spatial:
+            kwargs["num_spatial_memory_tokens"] = n_spatial
+        self.counters["memory_attention_calls"] += 1
+        out: torch.Tensor = self.model.memory_attention(
+            current_vision_features=feats[-1].expand(-1, batch, -1),
+            current_vision_position_embeddings=self._pos.expand(-1, batch, -1),
+            memory=memory,
+            memory_posision_embeddings=memory_pos,  # sic: the library's keyword
+            num_object_pointer_tokens=n_pointers,
+            **kwargs,
+        )
+        # (1, B, H*W, C) -> (B, C, H, W). The library's own reshape only holds for B = 1.
+        return out[0].transpose(1, 2).reshape(batch, self.hidden_dim, *self.feature_sizes[-1])
+
+    def _decode(
+        self,
+        embeddings: list[torch.Tensor],
+        *,
+        points: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        dense: torch.Tensor | None = None,
+        multimask: bool,
+    ) -> _Decoded:
+        """Prompt encoder + mask decoder for B objects, as the library's `_single_frame_forward`.
+
+        Same operations in the same order (so B = 1 is bit-identical), with batch-correct
+        indexing and every candidate mask kept for multimask answers.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        model = self.model
+        top = embeddings[-1]
+        batch = top.shape[0]
+        if points is None:
+            # No point: one padding point (label -1), as the library does.
+            points = torch.zeros(batch, 1, 1, 2, dtype=top.dtype, device=top.device)
+            labels = -torch.ones(batch, 1, 1, dtype=torch.int32, device=top.device)
+        if dense is not None and tuple(dense.shape[-2:]) != tuple(
+            model.prompt_encoder.mask_input_size
+        ):
+            dense = F.interpolate(
+                dense.float(),
+                size=model.prompt_encoder.mask_input_size,
+                align_corners=False,
+                mode="bilinear",
+                antialias=True,
+            ).to(dense.dtype)
+        sparse, dense_embeddings = model.prompt_encoder(
+            input_points=points, input_labels=labels, input_boxes=None, input_masks=dense
+        )
+        self.counters["decoder_calls"] += 1
+        low_multi, iou, tokens, object_logits = model.mask_decoder(
+            image_embeddings=top,
+            image_positional_embeddings=self._image_pe.repeat(batch, 1, 1, 1),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense_embeddings,
+            multimask_output=multimask,
+            high_resolution_features=embeddings[:-1],
+        )
+        appearing = object_logits > 0  # (B, 1, 1)
+        low_multi = torch.where(appearing[:, None, None], low_multi, NO_OBJECT_LOGIT)
+        high_multi = (
+            F.interpolate(
+                low_multi.squeeze(1).float(),
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                align_corners=False,
+            )
+            .unsqueeze(1)
+            .to(low_multi.dtype)
+        )
+        rows = torch.arange(batch, device=top.device)
+        if multimask:
+            best = torch.argmax(iou[:, 0], dim=-1)  # (B,)
+            low = low_multi[rows, 0, best][:, None]
+            high = high_multi[rows, 0, best][:, None]
+            token = tokens[rows, 0, best] if tokens.size(2) > 1 else tokens[:, 0, 0]
+        else:
+            best = torch.zeros(batch, dtype=torch.long, device=top.device)
+            low, high = low_multi[:, :, 0], high_multi[:, :, 0]
+            token = tokens[:, 0, 0]
+        pointer = model.object_pointer_proj(token[:, None])  # (B, 1, C)
+        weight = appearing.to(pointer.dtype)
+        pointer = weight * pointer + (1 - weight) * model.no_object_pointer
+        return _Decoded(
+            low_res=low,
+            high_res=high,
+            object_score_logits=object_logits,
+            object_pointer=pointer,
+            iou=iou[:, 0],
+            best=best,
+            multimasks=low_multi[:, 0],
+        )
+
+    def _mask_as_output(
+        self, feats: Sequence[torch.Tensor], high_res: list[torch.Tensor], mask: torch.Tensor
+    ) -> _Decoded:
+        """A mask prompt is the object's mask on its frame (the library's `_use_mask_as_output`)."""
+        size = self.image_size
+        mask = mask.to(self.device, self.dtype).reshape(1, 1, *mask.shape[-2:])
+        if tuple(mask.shape[-2:]) != (size, size):
+            raise PromptError(f"mask must be {size}x{size} (model input size)")
+        pix_feat = feats[-1].permute(1, 2, 0).reshape(-1, self.hidden_dim, *self.feature_sizes[-1])
+        self.counters["decoder_calls"] += 1
+        out = self.model._use_mask_as_output(pix_feat, high_res, mask)
+        import torch
+
+        best = torch.zeros(1, dtype=torch.long, device=self.device)
+        return _Decoded(
+            low_res=out.pred_masks,
+            high_res=out.high_res_masks,
+            object_score_logits=out.object_score_logits.reshape(1, 1, 1),
+            object_pointer=out.object_pointer.reshape(1, 1, -1),
+            iou=out.iou_scores.reshape(1, 1).to(self.dtype),
+            best=best,
+            multimasks=out.pred_masks[:, :1],
+        )
+
+    def _dense_prompt(self, mask: torch.Tensor) -> torch.Tensor:
+        """A {0, 1} mask at the input size -> (1, 1, S, S) logits (+10 inside, -10 outside)."""
+        mask = mask.to(self.device, self.dtype).reshape(1, 1, *mask.shape[-2:])
+        return mask * 20.0 - 10.0
+
+    def _encode_memory(
+        self,
+        feats: Sequence[torch.Tensor],
+        high_res_masks: torch.Tensor,
+        object_score_logits: torch.Tensor,
+        from_prompt: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory encoder for B objects on one frame -> (features, positions), batched."""
+        batch = high_res_masks.shape[0]
+        self.counters["memory_encoder_calls"] += 1
+        features, positions = self.model._encode_new_memory(
+            current_vision_feats=feats[-1].expand(-1, batch, -1),
+            pred_masks_high_res=high_res_masks,
+            object_score_logits=object_score_logits,
+            is_mask_from_pts=from_prompt,
+        )
+        return features, positions
+
+    def _memory_slice(self, tensor: torch.Tensor, i: int) -> torch.Tensor:
+        """Object i's memory out of a batched memory-encoder result (a copy: the batch is freed)."""
+        if self._memory_batch_dim == 0:
+            return tensor[i : i + 1].clone()
+        return tensor[:, i : i + 1].clone()
+
+    def _merge_points(
+        self,
+        obj_id: int,
+        frame_index: int,
+        points: Sequence[Sequence[float]],
+        labels: Sequence[int],
+        box: Sequence[float] | None,
+    ) -> _PointPrompt:
+        """This prompt's points joined to the earlier ones on the same frame (a box restarts)."""
+        previous = self._prompts.get(obj_id, {}).get(frame_index)
+        merged = _PointPrompt()
+        if box is not None:
+            merged.coords += [(float(box[0]), float(box[1])), (float(box[2]), float(box[3]))]
+            merged.labels += list(BOX_LABELS)
+        elif previous is not None:
+            merged.coords += previous.coords
+            merged.labels += previous.labels
+        merged.coords += [(float(x), float(y)) for x, y in points]
+        merged.labels += [int(v) for v in labels]
+        return merged
+
+    def _pop_outputs(self, idx: int, frame_index: int) -> dict[str, Any]:
+        outputs = self.session.output_dict_per_obj[idx]
+        return {
+            key: outputs[key].pop(frame_index)
+            for key in ("cond_frame_outputs", "non_cond_frame_outputs")
+            if frame_index in outputs[key]
+        }
+
+    def _restore_outputs(self, idx: int, frame_index: int, previous: dict[str, Any]) -> None:
+        outputs = self.session.output_dict_per_obj[idx]
+        for key, value in previous.items():
+            outputs[key][frame_index] = value
+
+    def _result(self, out: _Decoded, i: int, *, candidates: bool) -> TrackedMask:
+        """Object i of a decoder batch as a TrackedMask (candidates sorted best first)."""
+        import torch
+
+        candidate_logits = None
+        candidate_scores: tuple[float, ...] = ()
+        if candidates:
+            order = torch.argsort(out.iou[i].float(), descending=True)
+            candidate_logits = out.multimasks[i][order]
+            candidate_scores = tuple(float(v) for v in out.iou[i][order].float().tolist())
+        return TrackedMask(
+            mask_logits=out.low_res[i, 0],
+            object_score_logit=float(out.object_score_logits[i].float().reshape(-1)[0]),
+            iou=float(out.iou[i, out.best[i]].float()),
+            object_pointer=out.object_pointer[i, 0],
+            candidate_logits=candidate_logits,
+            candidate_scores=candidate_scores,
+        )
