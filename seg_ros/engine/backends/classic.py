@@ -434,7 +434,7 @@ class ClassicBackend(Backend):
         local = post > 0.5
         local = cv2.morphologyEx(local.astype(np.uint8), cv2.MORPH_OPEN, ops.disc(1)).astype(bool)
         core = ops.erode(predicted[sl], 2)
-        local = ops.fill_holes(ops.keep_components(local, core if core.any() else None))
+        local = ops.fill_holes(ops.keep_components(local, core if core.any() else None, 0.15))
         if not local.any():
             return None
         mask = np.zeros((height, width), bool)

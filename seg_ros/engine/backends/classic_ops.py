@@ -124,24 +124,24 @@ def fill_holes(mask: BoolArray) -> BoolArray:
 
 
 def keep_components(
-    mask: BoolArray, seeds: BoolArray | None, min_fraction: float = 0.15
+    mask: BoolArray, seeds: BoolArray | None, min_fraction: float = 0.0
 ) -> BoolArray:
-    """Connected components of `mask` touching `seeds`; without any, the largest one.
+    """The connected components of `mask` that touch `seeds`; without any, the largest one.
 
-    Components smaller than `min_fraction` of the largest kept one are dropped as clutter.
+    Kept components smaller than `min_fraction` of the largest kept one are dropped (clutter).
     """
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if n <= 1:
         return np.zeros_like(mask)
-    areas = stats[1:, cv2.CC_STAT_AREA]
     keep = np.zeros(n, dtype=bool)
     if seeds is not None and seeds.any():
         keep[np.unique(labels[seeds & mask])] = True
         keep[0] = False
     if not keep.any():
-        keep[1 + int(np.argmax(areas))] = True
-    biggest = int(areas[keep[1:]].max())
-    keep[1:] &= areas >= min_fraction * biggest
+        keep[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))] = True
+    if min_fraction > 0:
+        areas = stats[:, cv2.CC_STAT_AREA]
+        keep &= areas >= min_fraction * int(areas[keep].max())
     out: BoolArray = keep[labels]
     return out
 
@@ -325,7 +325,7 @@ def _color_guess(bins: BinImage, fg_seed: BoolArray, bg_sample: BoolArray) -> Bo
     guess = evidence > 0.5
     guess = cv2.morphologyEx(guess.astype(np.uint8), cv2.MORPH_OPEN, disc(1)).astype(bool)
     guess |= fg_seed
-    return keep_components(guess, fg_seed, min_fraction=1.0) | fg_seed
+    return keep_components(guess, fg_seed) | fg_seed
 
 
 def _bg_click_regions(bins: BinImage, prior: BoolArray, bg_seed: BoolArray) -> BoolArray:
@@ -338,7 +338,7 @@ def _bg_click_regions(bins: BinImage, prior: BoolArray, bg_seed: BoolArray) -> B
     lut = ratio_lut(histogram(bins, sample), histogram(bins, prior & ~sample))
     evidence = cv2.GaussianBlur(lut[bins], (5, 5), 0)
     region = (evidence > 0.5) & prior
-    return keep_components(region | inside, inside, min_fraction=0.0)
+    return keep_components(region | inside, inside)
 
 
 # ------------------------------------------------------------------------------ tracking
