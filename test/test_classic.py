@@ -53,7 +53,7 @@ def distinct() -> SyntheticFrame:
                 (Key(0, 0.75, 0.45, 1.0, 30),),
                 aspect=0.6,
             ),
-        ),  # fmt: skip
+        ),
         seed=11,
     )
 
@@ -74,7 +74,7 @@ def pair() -> SyntheticFrame:
                 (Key(0, 0.56, 0.5),),
                 depth=1,
             ),
-        ),  # fmt: skip
+        ),
         seed=9,
     )
 
@@ -282,7 +282,7 @@ def test_refining_while_streaming_and_removing() -> None:
 # ---------------------------------------------------------------------------- refusals
 def test_text_is_refused_naming_the_text_backends(distinct: SyntheticFrame) -> None:
     session = _session(distinct)
-    with pytest.raises(UnsupportedPromptError, match="no text prompts.*sam3"):
+    with pytest.raises(UnsupportedPromptError, match=r"no text prompts.*sam3"):
         session.add_text("yellow star")
     with pytest.raises(UnsupportedPromptError, match="sam3"):
         session.segment(Prompt(text="star"))
