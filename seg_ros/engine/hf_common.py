@@ -75,11 +75,13 @@ def load_pretrained(
     device: torch.device,
     dtype: torch.dtype,
     offline: bool = True,
+    config: Any = None,
 ) -> Any:
     """Load `model_cls` from a local folder or a hub id, refusing anything unsafe or wrong.
 
     Only safetensors weights are accepted (`use_safetensors=True`): a pickle is never unpickled.
     By default nothing is downloaded (`offline`): fetch checkpoints with `seg-ros-download`.
+    `config` (optional) replaces the checkpoint's config, e.g. one resized to another input size.
     Raises ModelLoadError with the reason for a missing folder, a missing / truncated / corrupt
     weight file, or a checkpoint of another architecture than `model_types`.
     """
@@ -98,12 +100,14 @@ def load_pretrained(
         raise ModelLoadError(
             f"'{source}' holds a '{model_type}' model; this backend loads {', '.join(model_types)}"
         )
+    extra: dict[str, Any] = {} if config is None else {"config": config}
     try:
         model = model_cls.from_pretrained(
             str(path) if path.exists() else source,
             dtype=dtype,
             use_safetensors=True,
             local_files_only=offline,
+            **extra,
         )
     except ModelLoadError:
         raise
@@ -133,3 +137,78 @@ def preprocess(image: npt.NDArray[np.uint8], size: int, device: torch.device) ->
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     return (tensor - mean) / std
+
+
+def model_type_of(source: str, offline: bool = True) -> str:
+    """model_type of a checkpoint: a local folder's config.json, else the hub cache's.
+
+    Raises ModelLoadError when there is no model, the folder has no config, or a hub id is not
+    in the local cache (offline) or cannot be fetched.
+    """
+    if not source:
+        raise ModelLoadError("no model given: set the 'model' parameter to a folder or hub id")
+    model_type = read_model_type(source)
+    if model_type is not None:
+        return model_type
+    if looks_like_local_path(source):
+        path = pathlib.Path(source).expanduser()
+        if not path.exists():
+            raise ModelLoadError(f"model folder '{path}' does not exist")
+        raise ModelLoadError(f"'{path / 'config.json'}' names no model_type")
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(source, local_files_only=offline)
+    except Exception as exc:  # OSError for a missing cache entry, ValueError for bad configs
+        where = "in the local Hugging Face cache" if offline else "on the hub"
+        raise ModelLoadError(
+            f"'{source}' is not a local folder and was not found {where} "
+            f"({type(exc).__name__}); fetch it first: seg-ros-download {source} --out <folder>"
+        ) from exc
+    return str(config.model_type)
+
+
+def to_model_xy(
+    points: npt.NDArray[np.float32], height: int, width: int, size: int
+) -> list[tuple[float, float]]:
+    """(N, 2) source pixel XY -> the model's square input frame of `size` pixels.
+
+    Scales like the SAM 2 / SAM 3 processors (x * size / width, y * size / height); the prompt
+    encoder then adds half a pixel to reach the pixel centre.
+    """
+    sx, sy = size / float(width), size / float(height)
+    return [(float(x) * sx, float(y) * sy) for x, y in np.asarray(points).reshape(-1, 2).tolist()]
+
+
+def mask_to_input(mask: npt.NDArray[np.bool_], size: int, device: torch.device) -> torch.Tensor:
+    """(H, W) bool mask -> (size, size) float32 {0, 1}, as the SAM 2 video processor resizes.
+
+    Bilinear with antialiasing, then >= 0.5.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    tensor = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).to(device)
+    tensor = tensor[None, None]
+    if tuple(tensor.shape[-2:]) != (size, size):
+        tensor = F.interpolate(
+            tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+        tensor = (tensor >= 0.5).float()
+    return tensor[0, 0]
+
+
+def logits_to_masks(logits: torch.Tensor, height: int, width: int) -> npt.NDArray[np.bool_]:
+    """(N, h, w) mask logits -> (N, height, width) bool at the source resolution (logit > 0).
+
+    Bilinear upsampling in float32 on the logits' device, as the processors' post_process_masks.
+    """
+    import torch.nn.functional as F
+
+    if logits.shape[0] == 0:
+        return np.zeros((0, height, width), dtype=bool)
+    up = F.interpolate(
+        logits[:, None].float(), size=(height, width), mode="bilinear", align_corners=False
+    )
+    result: npt.NDArray[np.bool_] = (up[:, 0] > 0).cpu().numpy()
+    return result

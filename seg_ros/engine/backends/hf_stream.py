@@ -258,15 +258,19 @@ class StreamingVideoTracker:
             "memory_encoder_calls": 0,
         }
 
-    def step(self, frame_index: int, pixel_values: torch.Tensor) -> dict[int, TrackedMask]:
+    def step(
+        self, frame_index: int, pixel_values: torch.Tensor, *, lazy: bool = False
+    ) -> dict[int, TrackedMask]:
         """Take the next frame: encode it once, track every object, evict what is out of reach.
 
         Args:
             frame_index: larger than the previous frame's.
             pixel_values: (1, 3, S, S) or (3, S, S) preprocessed image, S = image_size.
+            lazy: while no object is tracked, only keep the frame; the image encoder runs when a
+                prompt names it (an idle stream then costs no encoder pass).
         Returns: every object's mask on this frame.
         """
-        self.encode_frame(frame_index, pixel_values)
+        self.encode_frame(frame_index, pixel_values, lazy=lazy and not self.session.obj_ids)
         try:
             outputs = self.track(frame_index)
         except BaseException:
@@ -280,12 +284,15 @@ class StreamingVideoTracker:
         frame_index: int,
         pixel_values: torch.Tensor | None = None,
         features: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]] | None = None,
+        *,
+        lazy: bool = False,
     ) -> None:
         """Make `frame_index` the latest frame: run the image encoder (or take its output).
 
         `features` = (fpn_hidden_states, fpn_position_encoding) as `model.get_image_features`
         returns them (each level (H*W, 1, C)), for callers sharing one backbone between models
         (SAM 3's detector and tracker); `pixel_values` are then only stored for late prompts.
+        `lazy` stores `pixel_values` without encoding them (encoded when first needed).
         """
         import torch
 
@@ -297,18 +304,19 @@ class StreamingVideoTracker:
             raise ValueError("encode_frame needs pixel_values or features")
         if pixel_values is not None:
             pixel_values = self._as_pixels(pixel_values)
+        feats: list[torch.Tensor] | None = None
         with torch.inference_mode():
-            if features is None:
+            if features is not None:
+                feats = list(features[0])
+                if self._pos is None:
+                    self._pos = features[1][-1]
+            elif not lazy:
                 assert pixel_values is not None
-                feats, pos = self._encode(pixel_values)
-            else:
-                feats, pos = list(features[0]), list(features[1])
-        if self._pos is None:
-            self._pos = pos[-1]
+                feats = self._encode(pixel_values)
         if pixel_values is not None:
             self._frames[frame_index] = pixel_values
         # Only the latest frame's features are kept: a late prompt re-encodes its frame.
-        self._features = {frame_index: feats}
+        self._features = {frame_index: feats} if feats is not None else {}
         self._latest = frame_index
 
     def discard_frame(self, frame_index: int) -> None:
@@ -551,7 +559,7 @@ class StreamingVideoTracker:
             if features is None:
                 if pixel_values is None:
                     raise ValueError("segment needs pixel_values or features")
-                feats, _ = self._encode(self._as_pixels(pixel_values))
+                feats = self._encode(self._as_pixels(pixel_values))
             else:
                 feats = list(features)
             prompt = _PointPrompt()
@@ -670,11 +678,17 @@ class StreamingVideoTracker:
             )
         return pixel_values.to(self.device, self.dtype)
 
-    def _encode(self, pixel_values: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Image encoder + the decoder's feature projections (the library's get_image_features)."""
+    def _encode(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """Image encoder + the decoder's feature projections (the library's get_image_features).
+
+        Returns the feature levels, each (H*W, 1, C). The position encodings depend only on the
+        input size: the first frame's are kept for every frame.
+        """
         self.counters["encoder_calls"] += 1
         out = self.model.get_image_features(pixel_values, return_dict=True)
-        return list(out.fpn_hidden_states), list(out.fpn_position_encoding)
+        if self._pos is None:
+            self._pos = out.fpn_position_encoding[-1]
+        return list(out.fpn_hidden_states)
 
     def _features_of(self, frame_index: int) -> list[torch.Tensor]:
         """Cached features of a frame in memory; a past frame is re-encoded (once) on demand."""
@@ -683,8 +697,10 @@ class StreamingVideoTracker:
         feats = self._features.get(frame_index)
         if feats is not None:
             return feats
+        if frame_index not in self._frames:
+            raise PromptError(f"frame {frame_index} is no longer in memory")
         with torch.inference_mode():
-            feats, _ = self._encode(self._frames[frame_index])
+            feats = self._encode(self._frames[frame_index])
         # Keep the latest frame's features and this one (a second late prompt is likely).
         latest = self._latest
         self._features = {i: f for i, f in self._features.items() if i == latest}
