@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     env = dict(os.environ)
     # A private DDS domain on loopback: the demo never talks to (or disturbs) a robot nearby.
-    env.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 199)))
+    env.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))  # valid with default ports
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env["PYTHONUNBUFFERED"] = "1"
     py = sys.executable
@@ -61,10 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         py, "-m", "seg_ros.demo_camera", "--ros-args",
         "-p", f"width:={args.width}", "-p", f"height:={args.height}", "-p", f"fps:={args.fps}",
     ]  # fmt: skip
-    plan = json.dumps(demo_plan(args.width, args.height))
+    plan_dict = demo_plan(args.width, args.height)
+    # Prompts at processed frames 5, 10, 30, 60; a short run squeezes them into its first half.
+    at = [5, 10, 30, 60]
+    if args.frames < 2 * at[-1]:
+        at = [max(1 + i, round(f * args.frames / (2 * at[-1]))) for i, f in enumerate(at)]
+    plan = json.dumps({**plan_dict, "at_frames": at})
     client_cmd = [
         py, "-m", "seg_ros.demo_client", "--ros-args",
-        "-p", f"output_dir:={args.out}", "-p", f"frames:={args.frames}", "-p", f"plan:={plan}",
+        "-p", f"output_dir:={args.out}", "-p", f"frames:={args.frames}", "-p", f"plan:='{plan}'",
     ]  # fmt: skip
     print(f"[demo] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}; overlays -> {args.out}/", flush=True)
     procs = [subprocess.Popen(node_cmd, env=env), subprocess.Popen(camera_cmd, env=env)]

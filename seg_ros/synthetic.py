@@ -319,13 +319,21 @@ class SyntheticSequence:
         pts[:, 1] += pose.y * self.height
         return pts
 
-    def _object_layer(self, obj_index: int, pose: Key) -> tuple[BoolArray, RgbImage | None]:
-        """The object's full mask and its texture warped into the frame (None when off-frame)."""
+    def object_mask(self, obj_id: int, index: int) -> BoolArray:
+        """The whole outline of object `obj_id` (1-based) on frame `index`, occlusion ignored
+        (cheap: no texture is rendered)."""
+        return self._fill(obj_id - 1, self.pose(obj_id - 1, index))
+
+    def _fill(self, obj_index: int, pose: Key) -> BoolArray:
         poly = self._polygon(obj_index, pose)
         mask8 = np.zeros((self.height, self.width), np.uint8)
         fixed = np.round(poly * (1 << _SHIFT)).astype(np.int32)
         cv2.fillPoly(mask8, [fixed], 1, lineType=cv2.LINE_8, shift=_SHIFT)
-        mask = mask8.astype(bool)
+        return mask8.astype(bool)
+
+    def _object_layer(self, obj_index: int, pose: Key) -> tuple[BoolArray, RgbImage | None]:
+        """The object's full mask and its texture warped into the frame (None when off-frame)."""
+        mask = self._fill(obj_index, pose)
         if not mask.any():
             return mask, None
         tex = self._textures[obj_index]

@@ -1,0 +1,143 @@
+"""A camera that plays the demo clip: three toys on a tiled floor (seg_ros.synthetic).
+
+Publishes `~/image` (sensor_msgs/Image, rgb8, sensor-data QoS) at `fps`, stamped with the
+time of publication, frame_id `frame_id`, looping the clip. The clip starts when the first
+subscriber appears, so a node that starts late still sees the still opening where the demo's
+prompts (`demo_plan`) land on their objects.
+
+    python -m seg_ros.demo_camera --ros-args -p width:=640 -p height:=480 -p fps:=15.0
+
+`demo_plan(width, height)` gives the prompts the demo client sends for this clip; it needs no
+ROS (launch files and `seg_ros.demo` import it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from seg_ros.synthetic import DEMO_FRAMES, box_of, interior_point, make_sequence
+
+
+def demo_plan(width: int = 640, height: int = 480) -> dict[str, Any]:
+    """Prompts for the demo clip at `width` x `height`, in pixels.
+
+    Returns {"point": (x, y) on the red ball during the whole clip, "background_point": (x, y)
+    on the floor beside the ball, never covered by it, "box": (x, y, w, h) around the blue box
+    while it rests in the clip's still opening}.
+    """
+    seq = make_sequence("demo", width, height)
+    frames = range(0, len(seq), 3)
+    always = np.ones((height, width), bool)
+    ever = np.zeros((height, width), bool)
+    for i in frames:
+        ball = seq.object_mask(1, i)
+        always &= ball
+        ever |= ball
+    point = interior_point(always)
+    reach = box_of(ever)
+    rest = box_of(seq.object_mask(2, 0))
+    if point is None or reach is None or rest is None:
+        raise ValueError(f"the demo clip is too small to prompt at {width}x{height}")
+    # Left of everywhere the ball goes, by a few percent of the frame, at the point's height.
+    bg_x = max(0.0, reach[0] - 0.03 * width)
+    margin = max(2, int(0.06 * max(rest[2] - rest[0], rest[3] - rest[1])))
+    x0, y0 = max(0, rest[0] - margin), max(0, rest[1] - margin)
+    x1, y1 = min(width, rest[2] + margin), min(height, rest[3] + margin)
+    return {
+        "point": (round(point[0], 1), round(point[1], 1)),
+        "background_point": (round(bg_x, 1), round(point[1], 1)),
+        "box": (int(x0), int(y0), int(x1 - x0), int(y1 - y0)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from seg_ros.conversions import numpy_to_image
+
+    class DemoCamera(Node):
+        def __init__(self) -> None:
+            super().__init__("demo_camera")
+            self.declare_parameter("width", 640)
+            self.declare_parameter("height", 480)
+            self.declare_parameter("fps", 15.0)
+            self.declare_parameter("frames", DEMO_FRAMES)  # clip length (it loops)
+            self.declare_parameter("frame_id", "demo_camera_optical_frame")
+            self.declare_parameter("wait_for_subscriber", True)
+            width = int(self.get_parameter("width").value)
+            height = int(self.get_parameter("height").value)
+            fps = float(self.get_parameter("fps").value)
+            if not (16 <= width <= 4096 and 16 <= height <= 4096):
+                raise ValueError(f"width and height must be in [16, 4096]; got {width}x{height}")
+            if not 0.1 <= fps <= 240.0:
+                raise ValueError(f"fps must be in [0.1, 240]; got {fps}")
+            self.frame_id = str(self.get_parameter("frame_id").value)
+            self.wait = bool(self.get_parameter("wait_for_subscriber").value)
+            self.seq = make_sequence("demo", width, height, int(self.get_parameter("frames").value))
+            self.pub = self.create_publisher(Image, "~/image", qos_profile_sensor_data)
+            self.index = 0
+            self.period = 1.0 / fps
+            self.get_logger().info(
+                f"demo clip {width}x{height} at {fps:g} fps on {self.pub.topic_name}"
+                + (" (starts with the first subscriber)" if self.wait else "")
+            )
+
+        def publish_next(self) -> None:
+            frame = self.seq.frame(self.index % len(self.seq))
+            msg = numpy_to_image(frame.image, "rgb8")
+            msg.header.stamp = self.get_clock().now().to_msg()
+            msg.header.frame_id = self.frame_id
+            self.pub.publish(msg)
+            self.index += 1
+
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = DemoCamera()
+    # Frames are rendered and published from this thread at a steady rate; spinning (for
+    # parameter services) runs beside it.
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+
+    def spin() -> None:
+        with contextlib.suppress(ExternalShutdownException):
+            executor.spin()
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        while node.wait and node.pub.get_subscription_count() == 0 and rclpy.ok():
+            time.sleep(0.05)
+        next_t = time.monotonic()
+        while rclpy.ok():
+            node.publish_next()
+            next_t += node.period
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:  # rendering fell behind: do not try to catch up with a burst
+                next_t = time.monotonic()
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        if rclpy.ok():  # a real failure; after Ctrl-C a publish on the dead context is not
+            node.get_logger().error(f"demo camera stopped: {exc}")
+            raise
+    finally:
+        executor.shutdown()
+        spinner.join(timeout=2.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""`make demo`, short: node + demo camera + prompting client as real processes over DDS.
+
+The plan's prompts must suit the clip (checked without ROS), and a 40-frame run must create the
+clicked and the boxed objects with masks that cover them (not a disc or the box), keep them
+visible, answer the refinement and the one-shot call, and write overlays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from seg_ros.colors import color_bgr
+from seg_ros.demo_camera import demo_plan
+from seg_ros.synthetic import box_of, make_sequence
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_demo_plan_prompts_fit_the_clip() -> None:
+    plan = demo_plan(640, 480)
+    seq = make_sequence("demo", 640, 480)
+    px, py = (int(v) for v in plan["point"])
+    bx, by = (int(v) for v in plan["background_point"])
+    for i in range(0, len(seq), 5):
+        ball = seq.object_mask(1, i)
+        assert ball[py, px], f"the click misses the ball on frame {i}"
+        assert not ball[by, bx], f"the background click lands on the ball on frame {i}"
+    x, y, w, h = plan["box"]
+    still = box_of(seq.object_mask(2, 0))
+    assert still is not None
+    # The box encloses the resting blue box with a small margin (a user's drag, not a guess).
+    assert x <= still[0] and y <= still[1] and x + w >= still[2] and y + h >= still[3]
+    assert w * h < 1.3 * (still[2] - still[0]) * (still[3] - still[1])
+    assert demo_plan(320, 240)["box"][2] < w  # scales with the frame
+
+
+@pytest.mark.graph
+def test_short_demo_run(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "demo_out"
+    cmd = [sys.executable, "-m", "seg_ros.demo", "--frames", "40", "--out", str(out)]
+    proc = subprocess.run(
+        [*cmd, "--timeout", "150"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    log = proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 0, log
+    assert "frame   40" in proc.stdout and " fps" in proc.stdout, log
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] and summary["frames"] >= 40, summary
+    events = {e["call"]: e for e in summary["events"]}
+    assert sorted(events) == ["add_box", "add_points", "refine", "segment"], summary["events"]
+    assert all(e["success"] for e in events.values()), summary["events"]
+    assert events["refine"]["object_id"] == events["add_points"]["object_id"]
+    # The prompts land during the clip's still opening: their masks' boxes must be the objects'
+    # (the click grew to the whole ball, the box prompt shrank to the card's outline).
+    seq = make_sequence("demo", 640, 480)
+    for call, obj in (("add_points", 1), ("add_box", 2)):
+        truth = box_of(seq.object_mask(obj, 0))
+        assert truth is not None
+        x, y, w, h = events[call]["instance"]["bbox"]
+        got = (x, y, x + w, y + h)
+        assert max(abs(a - b) for a, b in zip(got, truth, strict=True)) <= 6, (call, got, truth)
+    for call in ("add_points", "add_box"):
+        track = summary["objects"][events[call]["object_id"]]
+        assert track["visible"] >= 0.9 * track["frames"] > 0, track
+    # Overlays: PNGs at the stream's size with the first object's colour drawn on them.
+    pngs = sorted(out.glob("overlay_*.png"))
+    assert len(pngs) >= 4 and (out / "overlay.mp4").stat().st_size > 10_000
+    last = cv2.imread(str(pngs[-1]))
+    assert last.shape == (480, 640, 3)
+    outline = np.all(last == np.array(color_bgr(1), np.uint8), axis=2)
+    assert outline.sum() > 100
