@@ -15,6 +15,7 @@ from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 from seg_ros.demo_camera import demo_plan
 
@@ -44,7 +45,8 @@ def generate_launch_description() -> LaunchDescription:
             {
                 "output_dir": LaunchConfiguration("output_dir"),
                 "frames": LaunchConfiguration("frames"),
-                "plan": json.dumps(demo_plan(width, height)),
+                # A string parameter: launch_ros would otherwise parse the JSON as YAML (a dict).
+                "plan": ParameterValue(json.dumps(demo_plan(width, height)), value_type=str),
             }
         ],
     )
