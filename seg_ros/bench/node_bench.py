@@ -8,6 +8,9 @@ Per configuration, one row:
                         mask and overlay too): serialisation, DDS, deserialisation, conversion,
                         the step, building and publishing the outputs, and the client's receipt.
     node_overhead_ms    The difference: what the node adds per frame.
+    node_internal_ms_median  Inside the node: subscription callback -> every output published
+                        (conversion, waiting for the worker, the step, building and publishing);
+                        the rest of the overhead is rclpy / DDS moving the messages.
     node_fps            Frames per second of that closed loop (one frame in flight).
     frames_dropped      Frames the node dropped (closed loop: should be 0) or never answered.
     rss_growth_mb       Process RSS growth over the measured frames (after warm-up).
@@ -24,6 +27,7 @@ import os
 import statistics
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -156,6 +160,8 @@ def _node_rows(
         )
         client_node = rclpy.create_node("node_bench_client", context=context)
         client = _Client(client_node, outputs)
+        internal: list[float] = []  # subscription callback -> every output published
+        node.outputs.append(partial(_record_latency, internal))
         executor.add_node(node)
         executor.add_node(client_node)
         spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -166,10 +172,11 @@ def _node_rows(
                 if time.monotonic() > deadline:
                     raise RuntimeError("the node did not answer within 10 s")
             _add_objects(client_node, width, height, AddPoints, AddBox, AddMask)
-            for i in range(20):  # warm-up: DDS and allocator pools grow in the first frames
+            for i in range(50):  # warm-up: DDS and allocator pools grow in the first frames
                 client.round_trip(messages[i % len(messages)], 2 + i)
             rss0 = psutil.Process().memory_info().rss
             dropped0 = node.stats.dropped
+            internal.clear()
             times: list[float] = []
             lost = 0
             t_start = time.perf_counter()
@@ -195,6 +202,9 @@ def _node_rows(
                     "node_e2e_ms_median": round(e2e, 3),
                     "node_e2e_ms_p90": round(float(np.percentile(times, 90)), 3) if times else None,
                     "node_overhead_ms": round(e2e - engine_median, 3),
+                    "node_internal_ms_median": round(statistics.median(internal), 3)
+                    if internal
+                    else None,
                     "node_fps": round(count / elapsed, 1),
                     "frames_dropped": node.stats.dropped - dropped0 + lost,
                     "rss_growth_mb": round((rss1 - rss0) / 2**20, 2),
@@ -207,6 +217,11 @@ def _node_rows(
             rclpy.try_shutdown(context=context)
             spinner.join(timeout=5.0)
     return rows
+
+
+def _record_latency(into: list[float], frame: Any) -> None:
+    """A last output: how long the frame took from the subscription to every output sent."""
+    into.append((time.monotonic() - frame.received_at) * 1e3)
 
 
 def _add_objects(node: Any, width: int, height: int, *srv_types: Any) -> None:
