@@ -318,7 +318,8 @@ class SegmentationNode(Node):
             try:
                 output(frame)
             except Exception:  # one broken output must not silence the others
-                self._warn(f"output {output.__name__} failed: {traceback.format_exc()}")
+                name = getattr(output, "__name__", repr(output))
+                self._warn(f"output {name} failed: {traceback.format_exc()}")
 
     def _publish_instances(self, frame: ProcessedFrame) -> None:
         if self._pub_instances.get_subscription_count():
