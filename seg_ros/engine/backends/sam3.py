@@ -1,0 +1,619 @@
+"""The `sam3` backend: SAM 3 (transformers' `Sam3VideoModel`): text prompts + tracking.
+
+A SAM 3 checkpoint (facebook/sam3: config.json with model_type "sam3_video", model.safetensors,
+CLIP tokenizer files) holds two models on ONE vision backbone:
+
+- the detector (`Sam3Model`): text (+ optional exemplar boxes) -> every matching instance, scored;
+- the tracker (`Sam3TrackerVideoModel`, SAM 2's architecture, without a vision encoder of its
+  own): points / box / mask prompts and frame-to-frame tracking with a memory bank, driven here by
+  the generic bounded-memory `StreamingVideoTracker` (hf_stream.py).
+
+The ViT backbone (most of the compute: ~35 s a frame for the 840M checkpoint on a laptop CPU) runs
+at most ONCE per frame. Each stored frame's backbone output is memoised (`BackboneCache`); the
+detector reads it through its own FPN neck, and the tracker through `SharedVisionEncoder`, which
+stands in for the tracker's missing vision encoder (the checkpoint's `tracker_neck` on the shared
+backbone, exactly as `Sam3VideoModel.get_vision_features_for_tracker`). While nothing is tracked,
+frames are only preprocessed: the backbone runs when a prompt or a text request needs the frame.
+
+Text-created objects are tracked like any other: the session turns every detection into a mask
+prompt for the tracker and labels the object with the text.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from seg_ros.engine.backends.base import Backend, BoolArray, Capabilities, MaskOutput, RgbImage
+from seg_ros.engine.backends.hf_stream import StreamingVideoTracker, TrackedMask
+from seg_ros.engine.backends.sam2 import scribble_points
+from seg_ros.engine.backends.sam3_detector import (
+    Detection,
+    TextEncoder,
+    detector_features,
+    load_tokenizer,
+    preprocess,
+    read_normalisation,
+    run_detector,
+)
+from seg_ros.engine.config import BackendConfig
+from seg_ros.engine.errors import BackendError, ModelLoadError, PromptError, SegRosError
+from seg_ros.engine.hf_common import (
+    load_pretrained,
+    logits_to_masks,
+    mask_to_input,
+    model_type_of,
+    resolve_device,
+    resolve_dtype,
+    to_model_xy,
+)
+from seg_ros.engine.prompts import Prompt
+from seg_ros.engine.results import Candidate
+
+#: The checkpoint a robot uses unless told otherwise (fetched beforehand with seg-ros-download).
+DEFAULT_MODEL = "facebook/sam3"
+MODEL_TYPES = ("sam3_video",)
+
+
+@dataclass(frozen=True)
+class Sam3Options:
+    """Backend-specific options (`BackendConfig.options`).
+
+    Attributes:
+        nms_iou: mask IoU above which a lower-scored detection is dropped as a duplicate;
+            None = the checkpoint's `det_nms_thresh` (0.1 for facebook/sam3); 1.0 disables.
+        text_cache_size: encoded phrases kept (a robot repeats its phrases).
+        prompt_frames: recent frames a prompt or a text request may name by stamp (0 = the
+            tracker's memory window). A past frame's backbone output is recomputed on demand.
+        batch_objects: track objects with equal memory layouts in one batched call; None = on
+            CUDA only (as the sam2 backend).
+        corrections_as_conditioning: see `Sam2Options` (a correction is kept as a prompted frame).
+        lazy_encoding: while nothing is tracked, frames are only preprocessed; the backbone runs
+            when a prompt or a text request names the frame.
+        scribble_points: a scribble becomes this many positive clicks along its strokes.
+        offline: never download (the node's rule); False lets a hub id be fetched (tools only).
+    """
+
+    nms_iou: float | None = None
+    text_cache_size: int = 32
+    prompt_frames: int = 0
+    batch_objects: bool | None = None
+    corrections_as_conditioning: bool = True
+    lazy_encoding: bool = True
+    scribble_points: int = 8
+    offline: bool = True
+
+    def __post_init__(self) -> None:
+        if self.nms_iou is not None and not 0.0 <= self.nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in [0, 1]; got {self.nms_iou}")
+        if self.text_cache_size < 1:
+            raise ValueError("text_cache_size must be >= 1")
+        if self.prompt_frames < 0:
+            raise ValueError("prompt_frames must be >= 0")
+        if not 1 <= self.scribble_points <= 64:
+            raise ValueError("scribble_points must be in [1, 64]")
+
+
+@dataclass
+class _Frame:
+    """A frame in memory: its model input and, once computed, the ViT's output."""
+
+    pixels: torch.Tensor  # (1, 3, S, S), the very tensor the tracker stores too
+    size: tuple[int, int]  # source (H, W)
+    hidden: torch.Tensor | None = None  # (1, grid * grid, C) backbone output
+
+
+class BackboneCache:
+    """Runs SAM 3's ViT backbone at most once per frame and memoises its output.
+
+    Frames of the prompt window are kept (their pixels are the tracker's own tensors); backbone
+    outputs only for the latest frame, the last past frame asked for, and one image that is not
+    a frame (a one-shot request).
+    """
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        self.backbone = backbone
+        self.frames: dict[int, _Frame] = {}
+        #: Backbone passes run (tests and benchmarks read it).
+        self.runs = 0
+        self._recent_past: int | None = None
+        self._scratch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def add(self, index: int, pixels: torch.Tensor, size: tuple[int, int]) -> None:
+        """Store frame `index` (the newest); older frames keep no backbone output but one."""
+        self.frames[index] = _Frame(pixels, size)
+        for other, frame in self.frames.items():
+            if other not in (index, self._recent_past):
+                frame.hidden = None
+
+    def keep_last(self, count: int) -> None:
+        """Forget every frame but the newest `count`."""
+        for old in sorted(self.frames)[:-count]:
+            del self.frames[old]
+
+    def discard(self, index: int) -> None:
+        """Undo `add` for a frame the stream did not take."""
+        self.frames.pop(index, None)
+
+    def clear(self) -> None:
+        self.frames.clear()
+        self._recent_past = None
+        self._scratch = None
+
+    def hidden(self, index: int) -> torch.Tensor:
+        """The backbone output of stored frame `index` (computed once)."""
+        frame = self.frames[index]
+        if frame.hidden is None:
+            latest = max(self.frames)
+            if index != latest:
+                # One past frame at a time keeps its output (a second late request is likely).
+                for other, past in self.frames.items():
+                    if other not in (index, latest):
+                        past.hidden = None
+                self._recent_past = index
+            frame.hidden = self.run(frame.pixels)
+        return frame.hidden
+
+    def hidden_for(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The backbone output of `pixels`: a stored frame's if they are one, else computed."""
+        for index, frame in self.frames.items():
+            if _same(frame.pixels, pixels):
+                return self.hidden(index)
+        if self._scratch is not None and _same(self._scratch[0], pixels):
+            return self._scratch[1]
+        hidden = self.run(pixels)
+        self._scratch = (pixels, hidden)
+        return hidden
+
+    def run(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.runs += 1
+        with torch.inference_mode():
+            hidden: torch.Tensor = self.backbone(pixels).last_hidden_state
+        return hidden
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two pixel tensors hold the same image (same storage, else equal values)."""
+    if a.shape != b.shape:
+        return False
+    return a.data_ptr() == b.data_ptr() or torch.equal(a, b.to(a.device, a.dtype))
+
+
+class SharedVisionEncoder(torch.nn.Module):
+    """The tracker's vision encoder in a shared-backbone SAM 3: detector ViT + `tracker_neck`.
+
+    Installed as `tracker_model.vision_encoder` (the checkpoint has none), so the library's
+    `get_image_features` and everything built on it work unchanged, while the ViT itself runs
+    through `BackboneCache` (once per frame, shared with the detector).
+    """
+
+    def __init__(self, cache: BackboneCache, neck: torch.nn.Module, grid: int) -> None:
+        super().__init__()
+        self.neck = neck
+        self.grid = grid
+        # Not a submodule: the backbone belongs to the detector (no double registration).
+        self.__dict__["cache"] = cache
+
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Any) -> Any:
+        from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+
+        cache: BackboneCache = self.__dict__["cache"]
+        hidden = cache.hidden_for(pixel_values)
+        spatial = hidden.view(hidden.shape[0], self.grid, self.grid, -1).permute(0, 3, 1, 2)
+        fpn, pos = self.neck(spatial)
+        return Sam3VisionEncoderOutput(
+            last_hidden_state=hidden, fpn_hidden_states=fpn, fpn_position_encoding=pos
+        )
+
+
+class Sam3Backend(Backend):
+    """SAM 3 detector + tracker on one stream (see the module docstring).
+
+    Args:
+        model: a loaded `Sam3VideoModel` in eval mode on its device.
+        tokenizer: its CLIP tokenizer.
+        memory_frames: recent frames the tracker attends to (0 = the model's own).
+        max_conditioning_frames: prompted frames kept per object.
+        options: see `Sam3Options`.
+        normalisation: (mean, std) of the image processor.
+    """
+
+    name: ClassVar[str] = "sam3"
+    capabilities: ClassVar[Capabilities] = Capabilities(text=True, multimask=True, past_frames=True)
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        memory_frames: int = 0,
+        max_conditioning_frames: int = 4,
+        options: Sam3Options | None = None,
+        normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    ) -> None:
+        self.options = options or Sam3Options()
+        self.model = model
+        self.detector = model.detector_model
+        vision_config = self.detector.config.vision_config
+        self.image_size = int(vision_config.backbone_config.image_size)
+        self.grid = self.image_size // int(vision_config.backbone_config.patch_size)
+        first = next(self.detector.parameters())
+        self.device: torch.device = first.device
+        self.dtype: torch.dtype = first.dtype
+        self.mean, self.std = normalisation or ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        nms = self.options.nms_iou
+        self.nms_iou = float(model.config.det_nms_thresh if nms is None else nms)
+        self.backbones = BackboneCache(self.detector.vision_encoder.backbone)
+        model.tracker_model.vision_encoder = SharedVisionEncoder(
+            self.backbones, model.tracker_neck, self.grid
+        )
+        batch = self.options.batch_objects
+        try:
+            self.tracker = StreamingVideoTracker(
+                model.tracker_model,
+                memory_frames=memory_frames,
+                max_conditioning_frames=max_conditioning_frames,
+                prompt_frames=self.options.prompt_frames,
+                batch_objects=self.device.type == "cuda" if batch is None else batch,
+                corrections_as_conditioning=self.options.corrections_as_conditioning,
+            )
+        except ValueError as exc:
+            raise ModelLoadError(f"sam3 tracker: {exc}") from exc
+        max_length = int(self.detector.config.text_config.max_position_embeddings)
+        self.text = TextEncoder(self.detector, tokenizer, max_length, self.options.text_cache_size)
+        self._latest_image: RgbImage | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def memory_frames(self) -> int:
+        return int(self.tracker.prompt_frames)
+
+    def step(self, frame_index: int, image: RgbImage) -> dict[int, MaskOutput]:
+        size = (int(image.shape[0]), int(image.shape[1]))
+        pixels = self._pixels(image)
+        # Stored first: the tracker's encoder call finds the frame and memoises its backbone.
+        self.backbones.add(frame_index, pixels, size)
+        try:
+            # Lazy: while nothing is tracked the tracker only keeps the frame (no backbone run).
+            tracked = self.tracker.step(frame_index, pixels, lazy=self.options.lazy_encoding)
+        except BaseException as exc:
+            self.backbones.discard(frame_index)
+            if isinstance(exc, (RuntimeError, ValueError)) and not isinstance(exc, SegRosError):
+                # torch errors (out of memory, ...) are these: the frame is dropped.
+                raise BackendError(f"the sam3 model failed on frame {frame_index}: {exc}") from exc
+            raise
+        self.backbones.keep_last(self.memory_frames)
+        self._latest_image = image
+        if not tracked:
+            return {}
+        ids = list(tracked)
+        masks = logits_to_masks(torch.stack([tracked[i].mask_logits for i in ids]), *size)
+        return {obj: _mask_output(tracked[obj], masks[n]) for n, obj in enumerate(ids)}
+
+    def add_prompt(
+        self, frame_index: int, obj: int, prompt: Prompt, multimask: bool = False
+    ) -> MaskOutput:
+        frame = self._frame(frame_index)
+        if prompt.text:
+            # The session composes text + geometry (detect(geometry=...) then a dense hint).
+            raise PromptError("add_prompt takes points, a box or a mask; compose text with detect")
+        kwargs = self._prompt_kwargs(prompt, frame.size)
+        try:
+            out = self.tracker.add_prompt(frame_index, obj, multimask=multimask, **kwargs)
+        except SegRosError:
+            raise
+        except (RuntimeError, ValueError) as exc:
+            raise BackendError(f"the sam3 model failed on a prompt: {exc}") from exc
+        result = self._output(out, frame.size)
+        if "mask" in kwargs and not kwargs["points"] and "box" not in kwargs:
+            # A mask alone is the object's mask on its frame (the tracker keeps it at its own
+            # resolution): answer with the mask given rather than its resampled copy.
+            assert prompt.mask is not None
+            return MaskOutput(prompt.mask.copy(), result.score, result.visible)
+        return result
+
+    def remove_object(self, obj: int) -> None:
+        self.tracker.remove_object(obj)
+
+    def reset(self) -> None:
+        self.tracker.reset()
+        self.backbones.clear()
+        self._latest_image = None
+
+    def detect(
+        self,
+        frame_index: int,
+        text: str,
+        score_threshold: float,
+        max_objects: int,
+        geometry: Prompt | None = None,
+    ) -> list[MaskOutput]:
+        """Every instance of `text` on a frame in memory; a box in `geometry` is a positive
+        exemplar (SAM 3 then finds the boxed instance and its look-alikes more surely)."""
+        frame = self._frame(frame_index)
+        exemplar = geometry.box if geometry is not None else None
+        try:
+            hidden = self.backbones.hidden(frame_index)
+            detections = self._detect(
+                hidden, text, frame.size, score_threshold, max_objects, exemplar=exemplar
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise BackendError(f"the sam3 detector failed: {exc}") from exc
+        return [MaskOutput(d.mask, d.score, True) for d in detections]
+
+    def segment(
+        self, image: RgbImage, prompt: Prompt, multimask: bool = False, score_threshold: float = 0.0
+    ) -> list[MaskOutput]:
+        size = (int(image.shape[0]), int(image.shape[1]))
+        try:
+            # The latest frame's pixels are a stored frame's: its backbone output is reused.
+            latest = max(self.backbones.frames, default=None)
+            if image is self._latest_image and latest is not None:
+                pixels = self.backbones.frames[latest].pixels
+            else:
+                pixels = self._pixels(image)
+            if prompt.text:
+                hidden = self.backbones.hidden_for(pixels)
+                detections = self._detect(
+                    hidden, prompt.text, size, score_threshold, 0, exemplar=prompt.box
+                )
+                if not prompt.has_geometry:
+                    return [MaskOutput(d.mask, d.score, True) for d in detections]
+                chosen = _designated(detections, prompt)
+                prompt = _with_hint(prompt, chosen.mask) if chosen else prompt.geometry_only()
+            kwargs = self._prompt_kwargs(prompt, size)
+            # The tracker's decoder; its features come from the memoised backbone output.
+            out = self.tracker.segment(pixels, multimask=multimask, **kwargs)
+        except SegRosError:
+            raise
+        except (RuntimeError, ValueError) as exc:
+            raise BackendError(f"the sam3 model failed on a one-shot request: {exc}") from exc
+        return [self._output(out, size)]
+
+    def close(self) -> None:
+        """Drop the model and every memory; give the GPU memory back. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.reset()
+        self.text.clear()
+        self.tracker.model = None
+        # Drop every reference to the weights so that their memory can go back.
+        del self.tracker, self.text, self.model, self.detector, self.backbones
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def stats(self) -> dict[str, float]:
+        if self._closed:
+            return {}
+        stats = {f"tracker_{k}": v for k, v in self.tracker.stats().items()}
+        stats.update(
+            {
+                "frames_in_memory": float(len(self.backbones.frames)),
+                "backbone_runs": float(self.backbones.runs),
+                "text_encodes": float(self.text.encodes),
+                "objects": float(len(self.tracker.object_ids)),
+                "input_size": float(self.image_size),
+            }
+        )
+        if self.device.type == "cuda":
+            stats["cuda_allocated_mb"] = torch.cuda.memory_allocated(self.device) / 2**20
+        return stats
+
+    # ------------------------------------------------------------------ internals
+    def _pixels(self, image: RgbImage) -> torch.Tensor:
+        return preprocess(image, self.image_size, self.device, self.dtype, self.mean, self.std)
+
+    def _frame(self, frame_index: int) -> _Frame:
+        frame = self.backbones.frames.get(frame_index)
+        if frame is None:
+            kept = sorted(self.backbones.frames)
+            raise PromptError(
+                f"frame {frame_index} is no longer in memory (frames kept: {kept or 'none'})"
+            )
+        return frame
+
+    def _detect(
+        self,
+        hidden: torch.Tensor,
+        text: str,
+        size: tuple[int, int],
+        score_threshold: float,
+        max_objects: int,
+        exemplar: npt.NDArray[np.float32] | None = None,
+    ) -> list[Detection]:
+        """Detector on a frame's backbone output; `exemplar` = a positive box (XYXY source px)."""
+        vision = detector_features(self.detector, hidden, self.grid)
+        boxes = None if exemplar is None else np.asarray(exemplar, np.float32).reshape(1, 4)
+        return run_detector(
+            self.detector,
+            vision,
+            self.text(text),
+            source_size=size,
+            score_threshold=score_threshold,
+            max_objects=max_objects,
+            nms_iou=self.nms_iou,
+            exemplar_boxes=boxes,
+        )
+
+    def _prompt_kwargs(self, prompt: Prompt, size: tuple[int, int]) -> dict[str, Any]:
+        """Prompt in source pixels -> the tracker's arguments in the model's square input."""
+        height, width = size
+        points, labels, mask = prompt.points, prompt.point_labels, prompt.mask
+        if mask is not None and prompt.scribble:
+            # Strokes on the object, not its extent: clicks spread along them (as sam2 does).
+            strokes = scribble_points(mask, self.options.scribble_points)
+            points = np.concatenate([points, strokes]).astype(np.float32)
+            labels = np.concatenate([labels, np.ones(len(strokes), np.int8)])
+            mask = None
+        kwargs: dict[str, Any] = {
+            "points": to_model_xy(points, height, width, self.image_size),
+            "labels": [int(v) for v in labels],
+        }
+        if prompt.box is not None:
+            x0, y0, x1, y1 = prompt.box.tolist()
+            sx, sy = self.image_size / float(width), self.image_size / float(height)
+            kwargs["box"] = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+        if mask is not None:
+            kwargs["mask"] = mask_to_input(mask, self.image_size, self.device).to(self.dtype)
+        return kwargs
+
+    def _output(self, out: TrackedMask, size: tuple[int, int]) -> MaskOutput:
+        mask = logits_to_masks(out.mask_logits[None], *size)[0]
+        candidates: tuple[Candidate, ...] = ()
+        if out.candidate_logits is not None:
+            cmasks = logits_to_masks(out.candidate_logits, *size)
+            candidates = tuple(
+                Candidate(cmasks[k], float(min(1.0, max(0.0, s))))
+                for k, s in enumerate(out.candidate_scores)
+            )
+        return _mask_output(out, mask, candidates)
+
+
+def _mask_output(
+    out: TrackedMask, mask: BoolArray, candidates: tuple[Candidate, ...] = ()
+) -> MaskOutput:
+    """Visible while the object score says present (and the mask is not empty)."""
+    logit = out.object_score_logit
+    visible = logit > 0.0 and bool(mask.any())
+    return MaskOutput(mask=mask, score=_sigmoid(logit), visible=visible, candidates=candidates)
+
+
+def _sigmoid(logit: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))
+
+
+def _agreement(mask: BoolArray, prompt: Prompt) -> float:
+    """How well a candidate mask fits a prompt's geometry (higher is better, <= 0 none): +1 per
+    point on the right side, -1 per point on the wrong side, + 2 x IoU with the box / mask."""
+    score = 0.0
+    for (x, y), lab in zip(prompt.points.tolist(), prompt.point_labels.tolist(), strict=True):
+        score += 1.0 if bool(mask[int(y), int(x)]) == bool(lab) else -1.0
+    for region in _regions(prompt, mask.shape):
+        union = np.count_nonzero(mask | region)
+        score += 2.0 * np.count_nonzero(mask & region) / union if union else 0.0
+    return score
+
+
+def _regions(prompt: Prompt, shape: tuple[int, ...]) -> list[BoolArray]:
+    regions = []
+    if prompt.box is not None:
+        x0, y0, x1, y1 = (int(round(v)) for v in prompt.box.tolist())
+        box = np.zeros(shape, dtype=bool)
+        box[y0:y1, x0:x1] = True
+        regions.append(box)
+    if prompt.mask is not None:
+        regions.append(prompt.mask)
+    return regions
+
+
+def _designated(detections: list[Detection], prompt: Prompt) -> Detection | None:
+    """The detection the prompt's geometry points at (ties go to the higher score), or None."""
+    best: Detection | None = None
+    best_fit = 0.0
+    for det in detections:
+        fit = _agreement(det.mask, prompt)
+        if fit > best_fit:
+            best, best_fit = det, fit
+    return best
+
+
+def _with_hint(prompt: Prompt, mask: BoolArray) -> Prompt:
+    """The prompt's geometry with `mask` (intersected with its own mask) as the decoder's hint."""
+    hint = mask if prompt.mask is None else (mask & prompt.mask)
+    return Prompt(
+        points=prompt.points,
+        point_labels=prompt.point_labels,
+        box=prompt.box,
+        mask=hint if hint.any() else prompt.mask,
+        scribble=prompt.scribble,
+    )
+
+
+def load(config: BackendConfig) -> Sam3Backend:
+    """Load a SAM 3 checkpoint (local folder or cached hub id) into a backend.
+
+    Raises ModelLoadError (with the reason and the fix) for a missing or partial checkpoint,
+    another architecture, missing tokenizer files, a tokenizer of another model, or torchvision
+    missing; ValueError for unknown options.
+    """
+    options = _options(config.options)
+    if importlib.util.find_spec("torchvision") is None:
+        raise ModelLoadError(
+            "the sam3 backend needs torchvision: transformers' SAM 3 detector pools exemplar "
+            "boxes with torchvision.ops.roi_align (and refuses to build without it); install the "
+            "torchvision matching your torch"
+        )
+    if config.compile:
+        raise ModelLoadError("compile is not supported by the sam3 backend yet (use false)")
+    source = config.model or DEFAULT_MODEL
+    model_type = model_type_of(source, offline=options.offline)
+    if model_type in ("sam3", "sam3_tracker", "sam3_tracker_video"):
+        raise ModelLoadError(
+            f"'{source}' holds only part of SAM 3 ('{model_type}'); the sam3 backend needs the "
+            "full checkpoint (model_type 'sam3_video': detector + tracker, e.g. facebook/sam3)"
+        )
+    if model_type not in MODEL_TYPES:
+        raise ModelLoadError(
+            f"'{source}' holds a '{model_type}' model; the sam3 backend loads 'sam3_video' "
+            f"checkpoints (e.g. {DEFAULT_MODEL})"
+        )
+    from transformers import Sam3VideoConfig, Sam3VideoModel
+
+    if config.input_size:
+        try:
+            native = Sam3VideoConfig.from_pretrained(source, local_files_only=options.offline)
+        except Exception as exc:  # the weights would not load either: say why here
+            raise ModelLoadError(f"could not read the config of '{source}': {exc}") from exc
+        if int(native.image_size) != config.input_size:
+            raise ModelLoadError(
+                f"the sam3 backend runs at its checkpoint's input size ({native.image_size} px);"
+                f" input_size={config.input_size} is not supported (use 0)"
+            )
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    model = load_pretrained(
+        Sam3VideoModel,
+        source,
+        model_types=MODEL_TYPES,
+        device=device,
+        dtype=dtype,
+        offline=options.offline,
+    )
+    tokenizer = load_tokenizer(source, offline=options.offline)
+    vocab = int(model.config.detector_config.text_config.vocab_size)
+    if len(tokenizer) > vocab:
+        raise ModelLoadError(
+            f"the tokenizer of '{source}' has {len(tokenizer)} tokens but the text encoder only "
+            f"{vocab}: tokenizer files and weights are from different checkpoints"
+        )
+    return Sam3Backend(
+        model,
+        tokenizer,
+        memory_frames=config.memory_frames,
+        max_conditioning_frames=config.max_conditioning_frames,
+        options=options,
+        normalisation=read_normalisation(source),
+    )
+
+
+def _options(raw: dict[str, Any]) -> Sam3Options:
+    known = set(Sam3Options.__dataclass_fields__)
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"unknown sam3 backend options {sorted(unknown)}; known: {sorted(known)}")
+    return Sam3Options(**raw)
+
+
+def build(config: BackendConfig) -> Sam3Backend:
+    """Registry entry ("sam3"). Options: see `Sam3Options`."""
+    return load(config)
