@@ -367,7 +367,7 @@ class SegmentationSession:
 
     def _compose_text(self, index: int, prompt: Prompt) -> Prompt:
         """Text + geometry: the match the geometry designates, refined by that geometry."""
-        matches = self.backend.detect(index, prompt.text, self.score_threshold, 0)
+        matches = self.backend.detect(index, prompt.text, self.score_threshold, 0, geometry=prompt)
         if not matches:
             return prompt.geometry_only()
         best = max(matches, key=lambda m: _agreement(m.mask, prompt))

@@ -85,9 +85,18 @@ class Backend(ABC):
         """Forget every object and every frame."""
 
     def detect(
-        self, frame_index: int, text: str, score_threshold: float, max_objects: int
+        self,
+        frame_index: int,
+        text: str,
+        score_threshold: float,
+        max_objects: int,
+        geometry: Prompt | None = None,
     ) -> list[MaskOutput]:
-        """Every instance matching `text` on a frame in memory, best first."""
+        """Every instance matching `text` on a frame in memory, best first.
+
+        `geometry`, when given, is the prompt that will pick one of the matches; a backend that
+        can condition detection on it uses it (SAM 3 takes its box as a positive exemplar).
+        """
         raise UnsupportedPromptError(
             f"the '{self.name}' backend has no text prompts; use a text-capable backend "
             f"({', '.join(TEXT_BACKENDS)})"
