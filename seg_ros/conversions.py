@@ -173,7 +173,10 @@ def compressed_to_rgb(msg: CompressedImage) -> RgbImage:
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
         raise ConversionError("compressed image has no data")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:  # e.g. a header claiming more than OpenCV's pixel limit (a bomb)
+        bgr = None
     if bgr is None:
         raise ConversionError(
             f"cannot decode the {data.size}-byte compressed image (format '{msg.format}'); "
