@@ -170,6 +170,13 @@ def compressed_to_rgb(msg: CompressedImage) -> RgbImage:
         raise ConversionError(
             f"'{msg.format}' is compressed depth, not a colour image; send jpeg or png"
         )
+    # image_transport writes "<source encoding>; <codec> compressed ...": a depth source would be
+    # decoded into a grey colour picture without complaint, so refuse it here.
+    source = msg.format.split(";")[0].strip()
+    if source in _LAYOUTS and source not in _TO_RGB:
+        raise ConversionError(
+            f"'{msg.format}' is a compressed {source} (depth / 16-bit) image, not a colour image"
+        )
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
         raise ConversionError("compressed image has no data")
