@@ -287,7 +287,9 @@ class SegmentationNode(Node):
                 if frame is not None:
                     self.publish(frame)
             except Exception:  # the worker must survive anything a frame does
-                self._warn(f"frame failed: {traceback.format_exc()}")
+                # e.g. torch.cuda.OutOfMemoryError from the model: a dropped frame like any other
+                self.stats.failed += 1
+                self._warn(f"frame dropped ({self.stats.failed} so far): {traceback.format_exc()}")
 
     def process_frame(
         self, msg: Image | CompressedImage, received_at: float | None = None
