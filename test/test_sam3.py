@@ -237,8 +237,10 @@ def test_text_created_objects_are_tracked_with_their_label(backend: Sam3Backend)
     assert [o.label for o in added] == ["red mug"] * 3
     detections = backend.detect(0, "red mug", 0.2, 3)
     for obj, det in zip(added, detections, strict=True):
-        # On its own frame a text-created object is exactly its detection (a mask prompt).
+        # On its own frame a text-created object is exactly its detection (a mask prompt),
+        # with the detection's confidence.
         assert np.array_equal(obj.mask, det.mask)
+        assert obj.score == pytest.approx(det.score)
     ids = [o.object_id for o in added]
     for frame in frames[1:]:
         result = session.step(frame)

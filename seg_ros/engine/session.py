@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -225,7 +225,8 @@ class SegmentationSession:
                 value = self._allocate()
                 output = self.backend.add_prompt(index, value, Prompt(mask=det.mask))
                 self._tracks[value] = _Track(value, text)
-                obj = self._object(value, output)
+                # A mask prompt is certain of itself: the detection's score is the confidence.
+                obj = self._object(value, replace(output, score=min(output.score, det.score)))
                 self._update_latest(index, obj)
                 added.append(obj)
             return added
