@@ -314,6 +314,12 @@ def test_prompts_on_past_frames_and_reset(backend: Sam3Backend) -> None:
         session.add_prompt(Prompt(points=[[20, 30]]), stamp_ns=2)
     with pytest.raises(PromptError, match="no longer in memory"):
         backend.detect(0, "cup", 0.2, 0)
+    # A scribble (strokes on the object) is taken as clicks along the strokes.
+    stroke = np.zeros((HEIGHT, WIDTH), dtype=bool)
+    stroke[30, 10:40] = True
+    scribbled = session.add_prompt(Prompt(mask=stroke, scribble=True))
+    assert scribbled.object.mask.shape == (HEIGHT, WIDTH)
+    assert not np.array_equal(scribbled.object.mask, stroke)  # decoded, not copied
     session.reset()
     assert backend.stats()["objects"] == 0 and backend.stats()["frames_in_memory"] == 0
 
@@ -351,3 +357,24 @@ def test_one_shot_geometry_gives_one_object(backend: Sam3Backend) -> None:
     (both,) = session.segment(Prompt(box=[10, 10, 50, 40], text="cup"))
     assert both.label == "cup" and both.mask.shape == (HEIGHT, WIDTH)
     assert session.object_ids == []
+
+
+# ---------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_on_gpu(checkpoint: pathlib.Path, dtype: str) -> None:
+    config = BackendConfig(backend="sam3", model=str(checkpoint), device="cuda", dtype=dtype)
+    backend = build_backend(config)
+    session = SegmentationSession(backend, max_objects=2, score_threshold=0.2)
+    frames = _frames(3)
+    session.step(frames[0])
+    added = session.add_text("red mug", max_objects=2)
+    assert len(added) == 2
+    (boxed,) = session.segment(Prompt(box=[5, 5, 40, 30], text="cup"))
+    assert boxed.mask.shape == (HEIGHT, WIDTH)
+    for frame in frames[1:]:
+        result = session.step(frame)
+        assert [o.label for o in result.objects] == ["red mug"] * 2
+        assert all(o.mask.shape == (HEIGHT, WIDTH) for o in result.objects)
+    session.close()
