@@ -51,6 +51,10 @@ def read_model_type(source: str) -> str | None:
     path = pathlib.Path(source).expanduser()
     if not path.exists():
         return None
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"model '{path}' is a file; give the folder that holds config.json and *.safetensors"
+        )
     config = path / "config.json"
     if not config.is_file():
         raise ModelLoadError(f"model folder '{path}' has no config.json")
@@ -90,7 +94,8 @@ def load_pretrained(
     path = pathlib.Path(source).expanduser()
     if looks_like_local_path(source):
         if not path.is_dir():
-            raise ModelLoadError(f"model folder '{path}' does not exist")
+            what = "is a file, not a folder" if path.exists() else "does not exist"
+            raise ModelLoadError(f"model folder '{path}' {what}")
         if not any(path.glob("*.safetensors")):
             raise ModelLoadError(
                 f"model folder '{path}' has no *.safetensors weights (pickled weights are refused)"
@@ -112,7 +117,13 @@ def load_pretrained(
     except ModelLoadError:
         raise
     except Exception as exc:  # transformers raises many types for bad checkpoints
-        raise ModelLoadError(f"could not load '{source}': {type(exc).__name__}: {exc}") from exc
+        reason = f"{type(exc).__name__}: {exc}"
+        if "ignore_mismatched_sizes" in reason:  # its text points at a report in the log only
+            reason = (
+                "the weights' tensor shapes do not fit config.json (weights of another "
+                "architecture or size)"
+            )
+        raise ModelLoadError(f"could not load '{source}': {reason}") from exc
     loaded_type = getattr(getattr(model, "config", None), "model_type", None)
     if loaded_type not in model_types:
         raise ModelLoadError(
