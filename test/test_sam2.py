@@ -1,0 +1,577 @@
+"""The `sam2` backend on tiny random-weight SAM 2.1 and EdgeTAM models (CPU, no download).
+
+What is proved here:
+- the bounded streaming tracker gives bit-identical mask logits, object score logits and object
+  pointers to the library's own unbounded video sessions, over 40 frames (longer than the 6-frame
+  memory window and the 15-frame pointer window), with prompts added, refined and removed
+  mid-stream, a mask prompt and a prompt on a past frame;
+- memory stays bounded (counts of frames / outputs held) and RSS stays flat over 320 frames;
+- a prompt on a processed frame runs no image encoder; one encoder pass serves every object;
+- visibility follows the object score, a lost object keeps its id and comes back;
+- loading refuses missing / truncated / corrupt / wrong-architecture checkpoints clearly;
+- the SegmentationSession API works end to end on this backend; seg-ros-download's checks.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import TINY_IMAGE_SIZE, bias_object_scores, build_model, save_model, save_tiny
+
+from seg_ros.engine.backends.hf_stream import StreamingVideoTracker, session_class_for
+from seg_ros.engine.backends.sam2 import Sam2Backend, scribble_points
+from seg_ros.engine.config import BackendConfig
+from seg_ros.engine.errors import ModelLoadError, PromptError
+from seg_ros.engine.prompts import Prompt
+from seg_ros.engine.registry import build_backend
+from seg_ros.engine.session import SegmentationSession
+
+KINDS = ("sam2", "edgetam")
+S = TINY_IMAGE_SIZE
+H, W = 96, 160  # source frames of another size and aspect than the model's square input
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models: thread start-up and spin-waiting cost more than the maths (5x on a busy CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
+    """Both tiny models saved with safetensors, as seg-ros-download would leave them."""
+    root = tmp_path_factory.mktemp("models")
+    return {kind: save_tiny(kind, root / kind) for kind in KINDS}
+
+
+def build(folder: pathlib.Path, **kwargs: Any) -> Sam2Backend:
+    backend = build_backend(
+        BackendConfig(backend="sam2", model=str(folder), device="cpu", **kwargs)
+    )
+    assert isinstance(backend, Sam2Backend)
+    return backend
+
+
+def frames(count: int, seed: int = 1) -> torch.Tensor:
+    """`count` preprocessed-looking input frames (1, 3, S, S)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(count, 1, 3, S, S, generator=generator)
+
+
+def images(count: int, seed: int = 2) -> Iterator[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        yield rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------- reference equality
+class LibraryReference:
+    """The library's own unbounded streaming sessions, one per object, driven by its API.
+
+    Objects are independent in SAM 2 (each has its own memory), so one library session per object
+    is the library's answer for that object. One session per object also avoids a library quirk
+    that would otherwise mix objects: its batched memory encoder binarises every object's mask
+    when any object on the frame got a prompt.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.sessions: dict[int, Any] = {}
+        self.frames: dict[int, torch.Tensor] = {}
+
+    def session(self, obj: int) -> Any:
+        if obj not in self.sessions:
+            self.sessions[obj] = session_class_for(self.model)(
+                inference_device="cpu", dtype=torch.float32
+            )
+        return self.sessions[obj]
+
+    def prompt(
+        self,
+        obj: int,
+        frame_index: int,
+        points: list[list[float]] | None = None,
+        labels: list[int] | None = None,
+        mask: torch.Tensor | None = None,
+        as_conditioning: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs on a frame, then the library's streaming forward on that frame."""
+        session = self.session(obj)
+        idx = session.obj_id_to_idx(obj)
+        if mask is not None:
+            session.add_mask_inputs(idx, frame_index, mask.reshape(1, 1, S, S))
+            session.remove_point_inputs(idx, frame_index)
+        else:
+            session.add_point_inputs(
+                idx,
+                frame_index,
+                {
+                    "point_coords": torch.tensor([[points]], dtype=torch.float32),
+                    "point_labels": torch.tensor([[labels]], dtype=torch.int32),
+                },
+            )
+        session.obj_with_new_inputs = [obj]
+        out = self.model(session, frame=self.frames[frame_index], frame_idx=frame_index)
+        outputs = session.output_dict_per_obj[idx]
+        tracked = outputs["non_cond_frame_outputs"]
+        if as_conditioning and frame_index in tracked:
+            # A correction on a tracked frame: the library stores it as an ordinary tracked frame
+            # (SAM 2's add_all_frames_to_correct_as_cond=False); ours keeps it as conditioning.
+            outputs["cond_frame_outputs"][frame_index] = tracked.pop(frame_index)
+        stored = outputs["cond_frame_outputs"][frame_index]
+        return out.pred_masks[0, 0], out.object_score_logits.reshape(()), stored["object_pointer"]
+
+    def track(self, obj: int, frame_index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        session = self.sessions[obj]
+        out = self.model(session, frame=self.frames[frame_index], frame_idx=frame_index)
+        stored = session.output_dict_per_obj[0]["non_cond_frame_outputs"][frame_index]
+        return out.pred_masks[0, 0], out.object_score_logits.reshape(()), stored["object_pointer"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bounded_tracker_equals_library_unbounded_sessions(kind: str) -> None:
+    # init_range 0.2: logits of order 10 and object scores that cross zero (absent frames).
+    model = build_model(kind, seed=0, object_bias=0.0, init_range=0.2)
+    tracker = StreamingVideoTracker(model, batch_objects=False)
+    reference = LibraryReference(model)
+    count = 40
+    video = frames(count)
+    mask = torch.zeros(S, S)
+    mask[70:110, 20:60] = 1.0
+    # After frame t's step: (object, frame named, new clicks, all clicks on that frame, mask).
+    # The tracker gets the new clicks (it accumulates them); the library gets them all.
+    click: dict[int, list[tuple[int, int, Any, Any, Any]]] = {
+        0: [
+            (1, 0, ([[40.0, 50.0]], [1]), ([[40.0, 50.0]], [1]), None),
+            (2, 0, ([[90.0, 30.0]], [1]), ([[90.0, 30.0]], [1]), None),
+            (1, 0, ([[20.0, 100.0]], [1]), ([[40.0, 50.0], [20.0, 100.0]], [1, 1]), None),
+        ],
+        5: [
+            (
+                3,
+                5,
+                ([[60.0, 60.0], [70.0, 75.0]], [1, 0]),
+                ([[60.0, 60.0], [70.0, 75.0]], [1, 0]),
+                None,
+            )
+        ],
+        8: [(4, 8, ((), ()), (None, None), mask)],
+        12: [(1, 12, ([[45.0, 52.0]], [0]), ([[45.0, 52.0]], [0]), None)],  # tracked frame
+        22: [(5, 20, ([[100.0, 100.0]], [1]), ([[100.0, 100.0]], [1]), None)],  # past frame
+        # A correction on the oldest frame a prompt may name (30 - 6 + 1): it attends to the
+        # oldest spatial memory (19..24) and object pointers (10..24) the tracker keeps.
+        30: [(1, 25, ([[50.0, 60.0]], [1]), ([[50.0, 60.0]], [1]), None)],
+    }
+    removed = {3: 20}  # object -> frame after whose step it is removed
+    alive: set[int] = set()
+    compared = present = 0
+    for t in range(count):
+        reference.frames[t] = video[t]
+        ours = tracker.step(t, video[t])
+        assert set(ours) == alive
+        for obj in sorted(alive):
+            mask_logits, score, pointer = reference.track(obj, t)
+            assert torch.equal(ours[obj].mask_logits, mask_logits), (kind, t, obj)
+            assert torch.equal(ours[obj].object_pointer, pointer.reshape(-1)), (kind, t, obj)
+            assert ours[obj].object_score_logit == float(score)
+            compared += 1
+            present += int(float(score) > 0)
+        for obj, frame_at in removed.items():
+            if frame_at == t:
+                tracker.remove_object(obj)
+                alive.discard(obj)
+        encoder_calls = tracker.counters["encoder_calls"]
+        for obj, at, (points, labels), (all_points, all_labels), prompt_mask in click.get(t, []):
+            out = tracker.add_prompt(at, obj, points=points, labels=labels, mask=prompt_mask)
+            mask_logits, score, pointer = reference.prompt(
+                obj, at, all_points, all_labels, prompt_mask
+            )
+            assert torch.equal(out.mask_logits, mask_logits), (kind, t, obj)
+            assert torch.equal(out.object_pointer, pointer.reshape(-1)), (kind, t, obj)
+            assert out.object_score_logit == float(score)
+            alive.add(obj)
+        # Prompts re-use the frame's features; only the past frames had to be re-encoded.
+        assert tracker.counters["encoder_calls"] == encoder_calls + (t in (22, 30))
+    # Not vacuous: many comparisons, objects mostly present with real (not -1024) logits, and
+    # the library's sessions hold far more than the bounded tracker does.
+    assert compared >= 120
+    assert present >= compared * 3 // 4
+    reference_outputs = max(
+        len(s.output_dict_per_obj[0]["non_cond_frame_outputs"]) for s in reference.sessions.values()
+    )
+    stats = tracker.stats()
+    assert reference_outputs == count - 1 > stats["max_pointer_outputs_per_object"]
+    assert stats["max_full_outputs_per_object"] <= tracker.prompt_frames + tracker.memory_frames
+    assert stats["frames_in_memory"] == tracker.prompt_frames < count
+
+
+def snapshot(tracker: StreamingVideoTracker) -> Any:
+    return copy.deepcopy((tracker.session, tracker._tracked, tracker._prompts))
+
+
+def restore(tracker: StreamingVideoTracker, state: Any) -> None:
+    tracker.session, tracker._tracked, tracker._prompts = copy.deepcopy(state)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batched_objects_match_one_object_calls(kind: str) -> None:
+    """Objects with equal memory layouts go through one batched call, with the same answer."""
+    model = build_model(kind, seed=3, object_bias=1.0, init_range=0.1)
+    tracker = StreamingVideoTracker(model, batch_objects=True)
+    video = frames(12, seed=5)
+    tracker.step(0, video[0])
+    for obj, xy in enumerate(([30.0, 30.0], [90.0, 40.0], [60.0, 100.0]), start=1):
+        tracker.add_prompt(0, obj, points=[xy], labels=[1])
+    worst = 0.0
+    for t in range(1, 12):
+        tracker.encode_frame(t, video[t])
+        state = snapshot(tracker)
+        before = tracker.counters["batched_objects"]
+        batched = tracker.track(t)
+        assert tracker.counters["batched_objects"] == before + 3  # all three in one call
+        batched_state = snapshot(tracker)
+        restore(tracker, state)
+        tracker.batch_objects = False
+        single = tracker.track(t)
+        tracker.batch_objects = True
+        for obj in (1, 2, 3):
+            a, b = batched[obj], single[obj]
+            worst = max(worst, float((a.mask_logits - b.mask_logits).abs().max()))
+            torch.testing.assert_close(a.mask_logits, b.mask_logits, atol=1e-5, rtol=0)
+            torch.testing.assert_close(a.object_pointer, b.object_pointer, atol=1e-5, rtol=0)
+        # Continue from the batched state, as a batched run would.
+        restore(tracker, batched_state)
+        tracker._prune()
+    assert float(batched[1].mask_logits.abs().max()) > 0.1  # real logits, not a flat fill
+
+
+# ---------------------------------------------------------------------- bounded memory
+def rss_mb() -> float:
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
+def test_memory_and_rss_stay_bounded_over_320_frames(folders: dict[str, pathlib.Path]) -> None:
+    backend = build(folders["sam2"], max_conditioning_frames=2)
+    session = SegmentationSession(backend, max_objects=8)
+    tracker = backend.tracker
+    prompt_frames, window = tracker.prompt_frames, tracker.memory_frames
+    pointer_window = int(tracker.model.config.max_object_pointers_in_encoder) - 1
+    rng = np.random.default_rng(7)
+    first = next(images(1))
+    session.step(first, stamp_ns=1)
+    for xy in ([20, 30], [100, 60], [140, 20]):
+        session.add_prompt(Prompt(points=[xy], point_labels=[1]))
+    baseline = 0.0
+    total = 320
+    for t in range(1, total):
+        image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        result = session.step(image, stamp_ns=1 + t)
+        assert len(result.objects) == len(session.object_ids)
+        if t % 40 == 0:  # refinements, a new object, a removal: prompted frames come and go
+            session.add_prompt(Prompt(points=[[30, 35]], point_labels=[1]), object_id="1")
+            added = session.add_prompt(Prompt(box=[60, 10, 120, 70]))
+            session.remove_object(added.object_id)
+        stats = backend.stats()
+        assert stats["frames_in_memory"] <= prompt_frames
+        assert stats["feature_frames"] <= 2
+        assert stats["max_conditioning_per_object"] <= 2
+        assert stats["max_full_outputs_per_object"] <= prompt_frames + window
+        assert stats["max_pointer_outputs_per_object"] <= prompt_frames + pointer_window
+        if t == 60:
+            baseline = rss_mb()
+    growth = rss_mb() - baseline
+    # Unbounded, the library keeps every frame (196 KB) and per-object outputs (> 70 KB each):
+    # over these 260 frames that is > 100 MB. Bounded, growth is allocator noise.
+    assert growth < 12.0, f"RSS grew {growth:.1f} MB over {total - 60} frames"
+    session.close()
+
+
+# ---------------------------------------------------------------------- prompts are cheap
+def count_calls(module: torch.nn.Module) -> list[int]:
+    calls = [0]
+    module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_prompts_reuse_cached_features_and_one_encoder_pass_serves_all(
+    folders: dict[str, pathlib.Path],
+) -> None:
+    backend = build(folders["edgetam"])
+    model = backend.tracker.model
+    encoder = count_calls(model.vision_encoder)
+    attention = count_calls(model.memory_attention)
+    session = SegmentationSession(backend)
+    stream = images(6)
+    session.step(next(stream), stamp_ns=10)
+    assert encoder[0] == 0  # nothing tracked: the idle frame is not encoded (lazy)
+    session.add_prompt(Prompt(points=[[30, 30]], point_labels=[1]))
+    assert encoder[0] == 1  # encoded on demand, once
+    session.add_prompt(Prompt(box=[60, 20, 120, 80]))
+    session.add_prompt(Prompt(points=[[35, 35]], point_labels=[0]), object_id="1")
+    assert encoder[0] == 1 and attention[0] == 0  # decoder side only
+    session.step(next(stream), stamp_ns=20)
+    assert encoder[0] == 2  # one pass for both objects
+    session.add_prompt(Prompt(points=[[80, 50]], point_labels=[1]), object_id="2")
+    assert encoder[0] == 2
+    session.step(next(stream), stamp_ns=30)
+    # A prompt naming an earlier frame re-encodes that frame once, then re-uses it.
+    session.add_prompt(Prompt(points=[[140, 80]], point_labels=[1]), stamp_ns=20)
+    assert encoder[0] == 4
+    session.add_prompt(Prompt(points=[[10, 80]], point_labels=[1]), stamp_ns=20)
+    assert encoder[0] == 4
+    session.add_prompt(Prompt(points=[[10, 10]], point_labels=[1]), stamp_ns=30)
+    assert encoder[0] == 4  # the latest frame's features are still cached
+    # One-shot on the latest frame re-uses its features too; on a new image it encodes.
+    session.segment(Prompt(points=[[50, 50]], point_labels=[1]))
+    assert encoder[0] == 4
+    session.segment(Prompt(points=[[50, 50]], point_labels=[1]), image=next(stream))
+    assert encoder[0] == 5
+    session.close()
+
+
+# ---------------------------------------------------------------------- behaviour
+def test_lost_object_keeps_its_id_and_returns(folders: dict[str, pathlib.Path]) -> None:
+    backend = build(folders["sam2"])
+    session = SegmentationSession(backend)
+    stream = images(20)
+    session.step(next(stream))
+    created = session.add_prompt(Prompt(points=[[40, 40]], point_labels=[1]))
+    model = backend.tracker.model
+    seen = []
+    for t in range(1, 16):
+        # The object-score head decides presence; force "absent" on frames 5..9.
+        bias_object_scores(model, -30.0 if 5 <= t < 10 else 2.0)
+        obj = session.step(next(stream)).get(created.object_id)
+        assert obj is not None  # listed on every frame, visible or not
+        seen.append(obj.visible)
+        if not obj.visible:
+            assert obj.score < 0.5 and obj.area == 0
+        else:
+            assert obj.score > 0.5 and obj.area > 0
+    assert seen == [True] * 4 + [False] * 5 + [True] * 6
+    assert session.object_ids == [created.object_id]
+    session.close()
+
+
+def test_single_click_multimask_candidates_best_first(folders: dict[str, pathlib.Path]) -> None:
+    backend = build(folders["sam2"])
+    session = SegmentationSession(backend)
+    session.step(next(images(1)))
+    result = session.add_prompt(Prompt(points=[[50, 40]], point_labels=[1]), multimask=True)
+    candidates = result.object.candidates
+    assert len(candidates) == 3
+    scores = [c.score for c in candidates]
+    assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
+    assert all(c.mask.shape == (H, W) and c.mask.dtype == bool for c in candidates)
+    assert np.array_equal(result.object.mask, candidates[0].mask)  # the object is the best one
+    assert len({c.mask.tobytes() for c in candidates}) > 1
+    one_shot = session.segment(Prompt(points=[[50, 40]], point_labels=[1]), multimask=True)
+    assert len(one_shot[0].candidates) == 3
+    session.close()
+
+
+def test_segment_leaves_tracking_untouched(folders: dict[str, pathlib.Path]) -> None:
+    def run(with_segment: bool) -> list[np.ndarray]:
+        backend = build(folders["edgetam"])
+        session = SegmentationSession(backend)
+        masks = []
+        stream = images(8, seed=11)
+        session.step(next(stream))
+        session.add_prompt(Prompt(points=[[50, 50]], point_labels=[1]))
+        for image in stream:
+            if with_segment:
+                session.segment(Prompt(box=[10, 10, 90, 70]), multimask=True)
+                mask = np.zeros((H, W), bool)
+                mask[20:60, 30:90] = True
+                session.segment(Prompt(mask=mask), image=image)
+            masks.append(session.step(image).objects[0].mask)
+        session.close()
+        return masks
+
+    plain, interleaved = run(False), run(True)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, interleaved, strict=True))
+    assert any(m.any() for m in plain)
+
+
+def test_session_points_box_mask_refine_remove_and_past_stamps(
+    folders: dict[str, pathlib.Path],
+) -> None:
+    backend = build(folders["sam2"], max_conditioning_frames=2)
+    session = SegmentationSession(backend)
+    stream = images(12, seed=4)
+    first = session.step(next(stream), stamp_ns=100)
+    assert first.objects == ()
+    a = session.add_prompt(Prompt(points=[[30, 40]], point_labels=[1]), label="mug")
+    b = session.add_prompt(Prompt(box=[70, 20, 130, 80]), label="box")
+    painted = np.zeros((H, W), bool)
+    painted[60:90, 10:50] = True
+    c = session.add_prompt(Prompt(mask=painted))
+    assert (a.object_id, b.object_id, c.object_id) == ("1", "2", "3")
+    # A mask prompt is the object's mask on its frame (through the model's 1/4 resolution).
+    overlap = np.count_nonzero(c.object.mask & painted) / np.count_nonzero(c.object.mask | painted)
+    assert overlap > 0.9
+    assert all(p.object.mask.shape == (H, W) for p in (a, b, c))
+    for t in range(1, 6):
+        result = session.step(next(stream), stamp_ns=100 + t)
+        assert [o.object_id for o in result.objects] == ["1", "2", "3"]
+        assert result.get("1") is not None and result.get("1").label == "mug"  # type: ignore[union-attr]
+    refined = session.add_prompt(Prompt(points=[[32, 42]], point_labels=[0]), object_id="1")
+    assert refined.object_id == "1" and refined.frame_index == 5
+    # A stamp still in memory names that frame; an evicted one is refused with the reason.
+    past = session.add_prompt(Prompt(points=[[120, 30]], point_labels=[1]), stamp_ns=103)
+    assert past.frame_index == 3
+    with pytest.raises(PromptError, match="no frame with stamp"):
+        session.add_prompt(Prompt(points=[[1, 1]], point_labels=[1]), stamp_ns=1)
+    session.remove_object("2")
+    for t in range(6, 12):
+        result = session.step(next(stream), stamp_ns=100 + t)
+    assert [o.object_id for o in result.objects] == ["1", "3", "4"]
+    assert all(o.mask.shape == (H, W) and o.mask.dtype == bool for o in result.objects)
+    assert any(o.visible for o in result.objects)
+    # A scribble becomes clicks along its strokes.
+    strokes = np.zeros((H, W), bool)
+    strokes[40, 20:120] = True
+    scribbled = session.add_prompt(Prompt(mask=strokes, scribble=True))
+    assert scribbled.object.mask.shape == (H, W)
+    # Prompted frames per object are bounded: object 1 was prompted on frames 0 and 5.
+    tracker = backend.tracker
+    cond = tracker.session.output_dict_per_obj[tracker._idx(1)]["cond_frame_outputs"]
+    assert sorted(cond) == [0, 5]
+    session.add_prompt(Prompt(points=[[33, 41]], point_labels=[1]), object_id="1")
+    assert sorted(cond) == [5, 11]  # the oldest went
+    session.reset()
+    assert session.object_ids == [] and backend.stats()["frames_in_memory"] == 0
+    session.close()
+    assert backend.stats() == {}
+    session.close()  # idempotent
+
+
+def test_scribble_points_spread_along_strokes() -> None:
+    strokes = np.zeros((50, 80), bool)
+    strokes[10, 5:75] = True
+    points = scribble_points(strokes, 4)
+    assert points.shape == (4, 2)
+    assert all(strokes[int(y), int(x)] for x, y in points)
+    assert points[:, 0].max() - points[:, 0].min() > 50  # both ends of the stroke are used
+
+
+def test_memory_frames_option(folders: dict[str, pathlib.Path]) -> None:
+    backend = build(folders["sam2"], memory_frames=2, options={"prompt_frames": 3})
+    assert backend.tracker.memory_frames == 2 and backend.memory_frames == 3
+    session = SegmentationSession(backend)
+    stream = images(20)
+    session.step(next(stream))
+    session.add_prompt(Prompt(points=[[40, 40]], point_labels=[1]))
+    for image in stream:
+        session.step(image)
+    stats = backend.stats()
+    assert stats["frames_in_memory"] == 3 and stats["max_full_outputs_per_object"] <= 5
+    session.close()
+    with pytest.raises(ModelLoadError, match="memory_frames=9"):
+        build(folders["sam2"], memory_frames=9)
+
+
+# ---------------------------------------------------------------------- input size, loading
+def test_other_input_size_runs_or_is_refused_clearly(folders: dict[str, pathlib.Path]) -> None:
+    backend = build(folders["edgetam"], input_size=256)
+    assert backend.image_size == 256
+    session = SegmentationSession(backend)
+    session.step(next(images(1)))
+    out = session.add_prompt(Prompt(points=[[40, 40]], point_labels=[1]))
+    assert out.object.mask.shape == (H, W)
+    assert session.step(next(images(1, seed=9))).objects[0].mask.shape == (H, W)
+    session.close()
+    big = build(folders["sam2"], input_size=256)  # Hiera interpolates its position embedding
+    assert big.stats()["input_size"] == 256
+    big.close()
+    # 112 px: Hiera's 8-cell windows do not tile its 28-cell first stage.
+    with pytest.raises(ModelLoadError, match="input_size=112"):
+        build(folders["sam2"], input_size=112)
+    with pytest.raises(ModelLoadError, match="input_size=80"):
+        build(folders["sam2"], input_size=80)
+
+
+def test_empty_model_asks_for_seg_ros_download() -> None:
+    with pytest.raises(ModelLoadError, match="seg-ros-download"):
+        build_backend(BackendConfig(backend="sam2", model="", device="cpu"))
+
+
+def test_hub_id_not_in_cache_is_refused_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="seg-ros-download"):
+        build_backend(BackendConfig(backend="sam2", model="nobody/no-such-sam2", device="cpu"))
+
+
+def copy_model(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+    target.mkdir()
+    for item in source.iterdir():
+        (target / item.name).write_bytes(item.read_bytes())
+    return target
+
+
+def test_bad_checkpoints_are_refused_clearly(
+    folders: dict[str, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        build(tmp_path / "missing")
+    no_weights = copy_model(folders["sam2"], tmp_path / "no_weights")
+    (no_weights / "model.safetensors").unlink()
+    (no_weights / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(ModelLoadError, match=r"no \*\.safetensors"):
+        build(no_weights)
+    truncated = copy_model(folders["sam2"], tmp_path / "truncated")
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelLoadError, match="could not load"):
+        build(truncated)
+    corrupt = copy_model(folders["sam2"], tmp_path / "corrupt")
+    (corrupt / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelLoadError, match="could not load"):
+        build(corrupt)
+    wrong = copy_model(folders["sam2"], tmp_path / "wrong")
+    config = json.loads((wrong / "config.json").read_text())
+    config["model_type"] = "sam3_video"
+    (wrong / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="'sam3_video' model; the sam2 backend loads"):
+        build(wrong)
+    with pytest.raises(ValueError, match="unknown sam2 backend options"):
+        build(folders["sam2"], options={"colour": "red"})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_on_gpu(folders: dict[str, pathlib.Path], dtype: str) -> None:
+    before = torch.get_default_dtype()
+    backend = build_backend(
+        BackendConfig(backend="sam2", model=str(folders["sam2"]), device="cuda", dtype=dtype)
+    )
+    session = SegmentationSession(backend)
+    session.step(next(images(1)))
+    session.add_prompt(Prompt(points=[[40, 40]], point_labels=[1]))
+    objects = session.step(next(images(1, seed=3))).objects
+    assert objects[0].mask.shape == (H, W) and 0.0 <= objects[0].score <= 1.0
+    assert torch.get_default_dtype() == before  # no global side effect
+    session.close()
+    assert backend.stats() == {}
+
+
+def test_model_saved_by_another_tool_loads(tmp_path: pathlib.Path) -> None:
+    """A model saved with save_pretrained (sharded or not) loads through the registry."""
+    model = build_model("edgetam", seed=5)
+    folder = save_model(model, tmp_path / "edgetam")
+    backend = build(folder)
+    assert backend.model_type == "edgetam_video"
+    backend.close()
