@@ -575,3 +575,111 @@ def test_model_saved_by_another_tool_loads(tmp_path: pathlib.Path) -> None:
     backend = build(folder)
     assert backend.model_type == "edgetam_video"
     backend.close()
+
+
+# ---------------------------------------------------------------------- seg-ros-download
+def test_download_fetches_no_pickle() -> None:
+    from huggingface_hub.utils import filter_repo_objects
+
+    from seg_ros import download
+
+    repo = [
+        "config.json",
+        "model.safetensors",
+        "model-00001-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "processor_config.json",
+        "tokenizer.json",
+        "merges.txt",
+        "pytorch_model.bin",
+        "sam2.1_hiera_tiny.pt",
+        "checkpoints/model.pth",
+        "weights.pkl",
+        "model.ckpt",
+        "tf_model.h5",
+        "flax_model.msgpack",
+        "README.md",
+    ]
+    fetched = list(
+        filter_repo_objects(
+            repo,
+            allow_patterns=list(download.ALLOW_PATTERNS),
+            ignore_patterns=list(download.IGNORE_PATTERNS),
+        )
+    )
+    assert fetched == repo[:7]
+    assert [n for n in repo if download.is_fetched(n)] == fetched
+
+
+def test_download_supports_what_the_backends_load() -> None:
+    from seg_ros import download
+    from seg_ros.engine.backends import sam2
+
+    assert {t for t, (b, _) in download.SUPPORTED.items() if b == "sam2"} == set(sam2.MODEL_CLASSES)
+
+
+def test_download_writes_verifies_and_reports(
+    folders: dict[str, pathlib.Path],
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    from seg_ros import download
+
+    asked: dict[str, Any] = {}
+    # A hub repository holding the tiny model and, as many do, a pickled copy of the weights.
+    repo = {p.name: p.read_bytes() for p in folders["edgetam"].iterdir()}
+    repo["pytorch_model.bin"] = b"a pickle that must never be fetched"
+
+    def snapshot_download(repo_id: str, **kwargs: Any) -> str:
+        asked.update(kwargs, repo_id=repo_id)
+        local = pathlib.Path(kwargs["local_dir"])
+        names = filter_repo_objects(
+            list(repo),
+            allow_patterns=kwargs["allow_patterns"],
+            ignore_patterns=kwargs["ignore_patterns"],
+        )
+        for name in names:
+            (local / name).write_bytes(repo[name])
+        return str(local)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    out = tmp_path / "edgetam"
+    assert download.main(["someone/edgetam-tiny", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert asked["repo_id"] == "someone/edgetam-tiny" and asked["revision"] is None
+    assert not (out / "pytorch_model.bin").exists()
+    assert "model.safetensors" in printed and "ok: edgetam_video model" in printed
+    assert f"backend:=sam2 model:={out}" in printed
+    build(out).close()  # the folder is what the backend loads
+
+
+def test_download_arguments_and_verification_errors(
+    folders: dict[str, pathlib.Path], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from seg_ros import download
+
+    with pytest.raises(SystemExit) as exc:
+        download.main(["facebook/sam2.1-hiera-tiny"])  # no --out
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        download.main(["./local/folder", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    capsys.readouterr()
+    good = copy_model(folders["sam2"], tmp_path / "good")
+    assert download.main(["a/b", "--out", str(good), "--verify-only"]) == 0
+    assert "ok: sam2_video model" in capsys.readouterr().out
+    truncated = copy_model(folders["sam2"], tmp_path / "truncated")
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    assert download.main(["a/b", "--out", str(truncated), "--verify-only", "--no-load"]) == 1
+    assert "model.safetensors is truncated" in capsys.readouterr().err
+    wrong = copy_model(folders["sam2"], tmp_path / "wrong")
+    (wrong / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    assert download.main(["a/b", "--out", str(wrong), "--verify-only"]) == 1
+    assert "'bert' model; supported: sam2_video" in capsys.readouterr().err
+    assert download.main(["a/b", "--out", str(tmp_path / "none"), "--verify-only"]) == 1
+    assert "is not a folder" in capsys.readouterr().err
