@@ -104,6 +104,8 @@ class StatsSnapshot:
     seconds_since_input: float
     seconds_since_processed: float
     seconds_since_first_input: float = math.inf
+    #: Median input-stamp-to-publish age (ms) of the frames in the window whose age was known.
+    age_ms_median: float = math.nan
 
 
 class NodeStats:
@@ -124,6 +126,7 @@ class NodeStats:
         self._processed = RateStats(window_s, clock, max_samples)
         self._bad = RateStats(window_s, clock, max_samples)
         self._latencies: deque[tuple[float, float]] = deque(maxlen=max_samples)
+        self._ages: deque[tuple[float, float]] = deque(maxlen=max_samples)
         self.window_s = float(window_s)
         self._dropped = 0
         self._first_input: float | None = None
@@ -135,12 +138,20 @@ class NodeStats:
             if self._first_input is None:
                 self._first_input = t
 
-    def frame_processed(self, latency_s: float) -> None:
-        """A frame was processed and published; `latency_s` from arrival (or stamp) to publish."""
+    def frame_processed(self, latency_s: float, age_s: float | None = None) -> None:
+        """A frame was processed and published.
+
+        Args:
+            latency_s: arrival (or stamp) to publish, seconds.
+            age_s: the input's header stamp to publish on the node's clock, seconds; None when
+                the stamps are not on that clock (then only `latency_s` is reported).
+        """
         with self._lock:
             t = self._processed.tick()
             if math.isfinite(latency_s):
                 self._latencies.append((t, float(latency_s)))
+            if age_s is not None and math.isfinite(age_s):
+                self._ages.append((t, float(age_s)))
 
     def frame_dropped(self, count: int = 1) -> None:
         """Frames replaced by newer ones before being processed."""
@@ -155,8 +166,10 @@ class NodeStats:
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
             now = self._clock()
-            while self._latencies and self._latencies[0][0] < now - self.window_s:
-                self._latencies.popleft()
+            for samples in (self._latencies, self._ages):
+                while samples and samples[0][0] < now - self.window_s:
+                    samples.popleft()
+            ages = [v for _, v in self._ages]
             lat = np.array([v for _, v in self._latencies], dtype=np.float64) * 1000.0
             median, p95 = (
                 (float(np.percentile(lat, 50)), float(np.percentile(lat, 95)))
@@ -176,6 +189,7 @@ class NodeStats:
                 seconds_since_input=_since(now, self._input.last_time),
                 seconds_since_processed=_since(now, self._processed.last_time),
                 seconds_since_first_input=_since(now, self._first_input),
+                age_ms_median=float(np.median(ages)) * 1000.0 if ages else math.nan,
             )
 
 
@@ -273,6 +287,8 @@ def build_diagnostic_status(
         "objects_tracked": str(info.objects_tracked),
         "model_loaded": "true" if info.model_loaded else "false",
     }
+    if math.isfinite(stats.age_ms_median):  # only when input stamps are on the node's clock
+        values["input_age_ms_median"] = f"{stats.age_ms_median:.1f}"
     return DiagnosticStatus(
         level=_LEVEL_BYTES[level],
         name=f"seg_ros: {info.node_name}",
