@@ -81,6 +81,33 @@ SPECS: dict[str, _Spec] = {
         "Input image QoS history depth (the node keeps only the newest frame anyway)",
         int_range=(1, 100, 1),
     ),
+    "use_depth": _Spec(
+        False,
+        "Also subscribe to depth (registered to image) and camera_info, approximately synchronised "
+        "with image, and fill the instances' 3D centroid / extent",
+    ),
+    "sync_slop_s": _Spec(
+        0.05,
+        "Largest stamp difference within one image + depth + camera_info set (seconds)",
+        float_range=(0.0, 1.0),
+    ),
+    "sync_queue_size": _Spec(
+        10, "Messages kept per input while waiting for the other inputs", int_range=(1, 100, 1)
+    ),
+    "publish_markers": _Spec(
+        True, "Publish ~/markers (RViz): a box + 'id: label score' per object with 3D"
+    ),
+    "publish_points": _Spec(
+        True, "Publish ~/points, the masked depth points (use_depth; built only when subscribed)"
+    ),
+    "points_max_per_object": _Spec(
+        5000,
+        "Most points per object in ~/points (evenly strided); 0 = all",
+        int_range=(0, 1_000_000, 1),
+    ),
+    "diagnostics_period_s": _Spec(
+        1.0, "Period of the /diagnostics status in seconds; 0 = off", float_range=(0.0, 60.0)
+    ),
 }
 
 
@@ -105,6 +132,13 @@ class NodeParams:
     overlay_alpha: float = 0.5
     qos_reliability: str = "best_effort"
     qos_depth: int = 1
+    use_depth: bool = False
+    sync_slop_s: float = 0.05
+    sync_queue_size: int = 10
+    publish_markers: bool = True
+    publish_points: bool = True
+    points_max_per_object: int = 5000
+    diagnostics_period_s: float = 1.0
 
     def backend_config(self) -> BackendConfig:
         return BackendConfig(
