@@ -18,27 +18,45 @@ Structure: `load_model` / `release_model` (weights), `open_io` / `close_io` (top
 worker), `process_frame` (message -> ProcessedFrame) and `publish`, which calls every callable in
 `outputs` with the ProcessedFrame: further outputs join that list, and `locate` is the hook
 that fills the instances' 3D fields.
+
+Robot-side outputs. With `use_depth`, `image` + `depth` + `camera_info` are approximately
+synchronised (seg_ros.sync: message_filters when installed) and the *set* goes through the same
+one-slot buffer. Each frame then carries a lazy `FrameDepth` (seg_ros.rgbd): depth is converted
+and each visible object's geometry computed only when an output asks for 3D (instances, markers,
+points, detections with a subscriber), once per frame and object. `~/markers` (RViz boxes +
+labels, DELETE / DELETEALL), `~/points` (PointCloud2 with an instance field), `~/detections`
+(+ `~/detections_3d`, when vision_msgs is installed) and `/diagnostics` (a timer over NodeStats)
+are further entries of `outputs` / timers made in `open_io`. seg_ros.lifecycle_node runs the same
+class as a managed node: configure = load_model, activate = open_io, deactivate = close_io,
+cleanup = release_model.
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 
+from seg_ros import detections
 from seg_ros.conversions import (
     ConversionError,
     Locate3D,
@@ -53,19 +71,27 @@ from seg_ros.conversions import (
     numpy_to_image,
     stamp_to_ns,
 )
+from seg_ros.diagnostics import NodeInfo, NodeStats, build_diagnostic_array
 from seg_ros.engine import FrameResult, Prompt, SegmentationSession, SegRosError
 from seg_ros.engine.errors import NoFrameError
 from seg_ros.engine.registry import build_backend
+from seg_ros.markers import MarkerPublisherState
 from seg_ros.msg import InstanceArray
 from seg_ros.node_params import NodeParams, ParameterError, declare_parameters
 from seg_ros.overlay import render_overlay
+from seg_ros.pointcloud import build_pointcloud2
+from seg_ros.rgbd import FrameDepth, RgbdInput
 from seg_ros.srv import AddBox, AddMask, AddPoints, AddText, RemoveObject, SegmentImage
+from seg_ros.sync import SyncHandle, make_synchronizer
 
 NODE_NAME = "segmentation_node"
 #: Outputs are reliable; a short history is enough (a late reader wants the newest frame).
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 #: Bad frames and missing models are logged at most this often (seconds).
 LOG_THROTTLE_S = 5.0
+#: An input stamp older than this on the node's clock (or in its future) is taken to come from
+#: another clock: its age is then not reported in /diagnostics (seconds).
+MAX_SENSIBLE_AGE_S = 60.0
 
 Msg = TypeVar("Msg")
 
@@ -78,6 +104,13 @@ class ProcessedFrame:
     rgb: RgbImage  # RGB uint8 (H, W, 3), the frame the model saw
     result: FrameResult
     received_at: float  # time.monotonic() when the message arrived (latency = now - this)
+    locate: Locate3D | None = None  # 3D of an object on this frame (None: NaN)
+    depth: FrameDepth | None = None  # this frame's depth (use_depth), converted on first use
+
+    @cached_property
+    def instance_array(self) -> InstanceArray:
+        """The frame's InstanceArray (with 3D through `locate`), built once for every output."""
+        return frame_to_msg(self.result, self.header, self.locate)
 
 
 @dataclass
@@ -86,6 +119,7 @@ class FrameStats:
     dropped: int = 0  # replaced by a newer message before the worker took them
     processed: int = 0  # went through the model and were published
     failed: int = 0  # refused (bad message, model error, no model)
+    bad_depth: int = 0  # processed, but their depth was unusable (no 3D)
 
 
 class LatestSlot(Generic[Msg]):
@@ -97,14 +131,17 @@ class LatestSlot(Generic[Msg]):
         self._closed = False
         self._stats = stats
 
-    def put(self, msg: Msg) -> None:
+    def put(self, msg: Msg) -> bool:
+        """Offer the newest message; True when it replaced one the worker never took."""
         now = time.monotonic()
         with self._cond:
             self._stats.received += 1
-            if self._item is not None:
+            replaced = self._item is not None
+            if replaced:
                 self._stats.dropped += 1
             self._item = (msg, now)
             self._cond.notify()
+        return replaced
 
     def take(self) -> tuple[Msg, float] | None:
         """(newest message, its monotonic arrival time), waiting for one; None once closed."""
@@ -153,29 +190,43 @@ class RequestsFirst:
 class SegmentationNode(Node):
     """Segments and tracks prompted objects on the `image` stream (see the module docstring).
 
-    Raises ParameterError at construction for an invalid parameter value. Other constructor
-    arguments go to rclpy's Node (context, parameter_overrides, cli_args, namespace, ...).
+    Raises ParameterError at construction for an invalid parameter value. `start=False` only
+    declares the parameters (the lifecycle node loads and opens in its transitions). Other
+    constructor arguments go to rclpy's Node (context, parameter_overrides, cli_args, ...).
     """
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+    def __init__(self, node_name: str = NODE_NAME, *, start: bool = True, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self.params: NodeParams = declare_parameters(self)
         self.session: SegmentationSession | None = None
         self.load_error = "the model is not loaded"
+        self.device = ""  # where the model runs ("cuda:0", "cpu"), once loaded
         self.stats = FrameStats()
+        #: Rates, latencies and drops for /diagnostics (fed alongside `stats`).
+        self.health = NodeStats()
+        self.markers = MarkerPublisherState()
+        self._marker_header = Header()  # of the last markers published (for DELETEALL)
+        self._pub_markers: Any = None  # ~/markers while open (with use_depth)
+        #: The image + depth + camera_info synchroniser while open with use_depth.
+        self.sync: SyncHandle | None = None
+        self._vision_msgs = detections.available()
+        if not self._vision_msgs:
+            self.get_logger().info("vision_msgs is not installed: no ~/detections output")
         #: Called in turn with every ProcessedFrame (from the worker thread).
         self.outputs: list[Callable[[ProcessedFrame], None]] = []
         #: 3D centroid / extent of an object (None: NaN in the instances).
         self.locate: Locate3D | None = None
         self._latest: ProcessedFrame | None = None
-        self._slot: LatestSlot[Image | CompressedImage] = LatestSlot(self.stats)
+        self._slot: LatestSlot[Image | CompressedImage | RgbdInput] = LatestSlot(self.stats)
         self._requests = RequestsFirst()
         self._worker: threading.Thread | None = None
         self._entities: list[tuple[str, Any]] = []  # (kind, entity) made by open_io
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
-        self.load_model()
-        self.open_io()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        if start:
+            self.load_model()
+            self.open_io()
 
     # ------------------------------------------------------------------ model
     def load_model(self) -> bool:
@@ -195,17 +246,23 @@ class SegmentationNode(Node):
             score_threshold=self.params.score_threshold,
         )
         self.load_error = ""
+        device = getattr(backend, "device", None)  # backends without one run on the CPU
+        self.device = str(device) if device is not None else "cpu"
         model = config.model or "default model"
-        self.get_logger().info(f"backend '{backend.name}' loaded ({model}, device {config.device})")
+        self.get_logger().info(f"backend '{backend.name}' loaded ({model}, device {self.device})")
         return True
 
     def release_model(self) -> None:
-        """Close the session (frees the model / GPU memory). Idempotent."""
+        """Close the session and give the model's memory back (GPU included). Idempotent."""
         session, self.session = self.session, None
         self._latest = None
         if session is not None:
             session.close()
             self.load_error = "the model was released"
+            gc.collect()  # model tensors in reference cycles would keep their GPU blocks
+            torch = sys.modules.get("torch")  # never import torch just to free nothing
+            if torch is not None and torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ I/O
     def open_io(self) -> None:
@@ -213,23 +270,43 @@ class SegmentationNode(Node):
         if self._worker is not None:
             return
         params = self.params
-        self._slot = LatestSlot(self.stats)
+        slot: LatestSlot[Image | CompressedImage | RgbdInput] = LatestSlot(self.stats)
+        self._slot = slot
+        image_type: type = Image
+        image_topic = "image"
         if params.input_compressed:
             # `-r image:=/cam/image` must move image/compressed too, as image_transport does.
-            topic = self.resolve_topic_name("image") + "/compressed"
-            sub = self.create_subscription(
+            image_type, image_topic = (
                 CompressedImage,
-                topic,
-                self._slot.put,
+                self.resolve_topic_name("image") + "/compressed",
+            )
+        if params.use_depth:
+            # The synchronised set takes the image's place in the slot: newest set wins.
+            sync = make_synchronizer(
+                self,
+                [(image_type, image_topic), (Image, "depth"), (CameraInfo, "camera_info")],
+                lambda image, depth, info: self._offer(slot, RgbdInput(image, depth, info)),
+                slop_s=params.sync_slop_s,
+                queue_size=params.sync_queue_size,
+                qos_profile=params.input_qos(),
+                callback_group=self._input_group,
+            )
+            self.sync = sync
+            self._entities = [("sync", sync)]
+            names = [self.resolve_topic_name(t) for t in (image_topic, "depth", "camera_info")]
+            inputs = " + ".join(names) + f" ({sync.backend} approximate-time sync)"
+        else:
+            sub = self.create_subscription(
+                image_type,
+                image_topic,
+                lambda msg: self._offer(slot, msg),
                 params.input_qos(),
                 callback_group=self._input_group,
             )
-        else:
-            sub = self.create_subscription(
-                Image, "image", self._slot.put, params.input_qos(), callback_group=self._input_group
-            )
+            self._entities = [("subscription", sub)]
+            inputs = sub.topic_name
         self._pub_instances = self.create_publisher(InstanceArray, "~/instances", OUTPUT_QOS)
-        self._entities = [("subscription", sub), ("publisher", self._pub_instances)]
+        self._entities.append(("publisher", self._pub_instances))
         self.outputs = [self._publish_instances]
         if params.publish_mask:
             self._pub_mask = self.create_publisher(Image, "~/mask", OUTPUT_QOS)
@@ -239,6 +316,7 @@ class SegmentationNode(Node):
             self._pub_overlay = self.create_publisher(Image, "~/overlay", OUTPUT_QOS)
             self._entities.append(("publisher", self._pub_overlay))
             self.outputs.append(self._publish_overlay)
+        self._open_robot_outputs()
         services: list[tuple[Any, str, Callable[[Any, Any], Any]]] = [
             (AddPoints, "~/add_points", self._on_add_points),
             (AddBox, "~/add_box", self._on_add_box),
@@ -257,7 +335,42 @@ class SegmentationNode(Node):
             target=self._run_worker, args=(self._slot,), name="segmentation_worker", daemon=True
         )
         self._worker.start()
-        self.get_logger().info(f"segmenting {sub.topic_name}")
+        self.get_logger().info(f"segmenting {inputs}")
+
+    def _open_robot_outputs(self) -> None:
+        """3D, RViz, vision_msgs and diagnostics outputs (part of `open_io`)."""
+        params = self.params
+        if params.use_depth and params.publish_markers:
+            self._pub_markers = self.create_publisher(MarkerArray, "~/markers", OUTPUT_QOS)
+            self._entities.append(("publisher", self._pub_markers))
+            self.outputs.append(self._publish_markers)
+        if params.use_depth and params.publish_points:
+            self._pub_points = self.create_publisher(PointCloud2, "~/points", OUTPUT_QOS)
+            self._entities.append(("publisher", self._pub_points))
+            self.outputs.append(self._publish_points)
+        if self._vision_msgs:
+            vision = importlib.import_module("vision_msgs.msg")
+            self._pub_det2d = self.create_publisher(
+                vision.Detection2DArray, "~/detections", OUTPUT_QOS
+            )
+            self._entities.append(("publisher", self._pub_det2d))
+            self.outputs.append(self._publish_detections)
+            if params.use_depth:
+                self._pub_det3d = self.create_publisher(
+                    vision.Detection3DArray, "~/detections_3d", OUTPUT_QOS
+                )
+                self._entities.append(("publisher", self._pub_det3d))
+                self.outputs.append(self._publish_detections_3d)
+        if params.diagnostics_period_s > 0:
+            self._pub_diagnostics = self.create_publisher(
+                DiagnosticArray, "/diagnostics", OUTPUT_QOS
+            )
+            timer = self.create_timer(
+                params.diagnostics_period_s,
+                self._publish_diagnostics,
+                callback_group=self._timer_group,
+            )
+            self._entities += [("publisher", self._pub_diagnostics), ("timer", timer)]
 
     def close_io(self) -> None:
         """Stop the worker (after its current frame) and destroy topics and services."""
@@ -268,7 +381,17 @@ class SegmentationNode(Node):
         worker.join(timeout=30.0)
         if worker.is_alive():
             self.get_logger().warning("the worker is still in a frame; leaving it behind")
-        destroy = {"subscription": self.destroy_subscription, "publisher": self.destroy_publisher}
+        # Deactivated or shut down: take this node's boxes off RViz rather than freeze them there.
+        cleared = self.markers.reset(self._marker_header)
+        if self._pub_markers is not None and self._pub_markers.get_subscription_count():
+            self._pub_markers.publish(cleared)
+        self._pub_markers = self.sync = None
+        destroy: dict[str, Callable[[Any], Any]] = {
+            "subscription": self.destroy_subscription,
+            "publisher": self.destroy_publisher,
+            "timer": self.destroy_timer,
+            "sync": lambda handle: handle.destroy(self),
+        }
         for kind, entity in self._entities:
             destroy.get(kind, self.destroy_service)(entity)
         self._entities = []
@@ -280,37 +403,57 @@ class SegmentationNode(Node):
         super().destroy_node()
 
     # ------------------------------------------------------------------ frames
-    def _run_worker(self, slot: LatestSlot[Image | CompressedImage]) -> None:
+    def _offer(self, slot: LatestSlot[Image | CompressedImage | RgbdInput], msg: Any) -> None:
+        """Input callback: the message (or synchronised set) replaces what was not taken yet."""
+        replaced = slot.put(msg)
+        self.health.frame_received()
+        if replaced:
+            self.health.frame_dropped()
+
+    def _run_worker(self, slot: LatestSlot[Image | CompressedImage | RgbdInput]) -> None:
         while (item := slot.take()) is not None:
             try:
                 frame = self.process_frame(*item)
                 if frame is not None:
                     self.publish(frame)
+                    self.health.frame_processed(
+                        time.monotonic() - frame.received_at, self._age_s(frame.header)
+                    )
             except Exception:  # the worker must survive anything a frame does
-                # e.g. torch.cuda.OutOfMemoryError from the model: a dropped frame like any other
-                self.stats.failed += 1
-                self._warn(f"frame dropped ({self.stats.failed} so far): {traceback.format_exc()}")
+                self._warn(f"frame failed: {traceback.format_exc()}")
 
     def process_frame(
-        self, msg: Image | CompressedImage, received_at: float | None = None
+        self, msg: Image | CompressedImage | RgbdInput, received_at: float | None = None
     ) -> ProcessedFrame | None:
-        """Convert and segment one message; None (logged, counted) when it cannot be."""
+        """Convert and segment one message (or RGB-D set); None (logged, counted) when it cannot be.
+
+        The depth of an RGB-D set is not touched here: `FrameDepth` converts it when an output
+        first asks for 3D.
+        """
         session = self.session
         if session is None:
             self.stats.failed += 1
             self._warn(f"frame dropped: {self.load_error}")
             return None
+        image = msg.image if isinstance(msg, RgbdInput) else msg
         try:
-            compressed = isinstance(msg, CompressedImage)
-            rgb = compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
+            compressed = isinstance(image, CompressedImage)
+            rgb = compressed_to_rgb(image) if compressed else image_to_rgb(image)
             self._requests.wait_for_requests()
-            result = session.step(rgb, stamp_to_ns(msg.header.stamp))
+            result = session.step(rgb, stamp_to_ns(image.header.stamp))
         except (ConversionError, SegRosError) as exc:
             self.stats.failed += 1
+            self.health.bad_frame()
             self._warn(f"frame dropped ({self.stats.failed} so far): {exc}")
             return None
         arrival = time.monotonic() if received_at is None else received_at
-        frame = ProcessedFrame(msg.header, rgb, result, arrival)
+        depth = (
+            FrameDepth(msg.depth, msg.info, on_error=self._on_bad_depth)
+            if isinstance(msg, RgbdInput)
+            else None
+        )
+        locate = depth.locate if depth is not None else self.locate
+        frame = ProcessedFrame(image.header, rgb, result, arrival, locate, depth)
         self._latest = frame
         self.stats.processed += 1
         return frame
@@ -325,7 +468,7 @@ class SegmentationNode(Node):
 
     def _publish_instances(self, frame: ProcessedFrame) -> None:
         if self._pub_instances.get_subscription_count():
-            self._pub_instances.publish(frame_to_msg(frame.result, frame.header, self.locate))
+            self._pub_instances.publish(frame.instance_array)
 
     def _publish_mask(self, frame: ProcessedFrame) -> None:
         if self._pub_mask.get_subscription_count():
@@ -336,6 +479,62 @@ class SegmentationNode(Node):
         if self._pub_overlay.get_subscription_count():
             bgr = render_overlay(frame.rgb, frame.result.objects, self.params.overlay_alpha)
             self._pub_overlay.publish(numpy_to_image(bgr, "bgr8", frame.header))
+
+    def _publish_markers(self, frame: ProcessedFrame) -> None:
+        if self._pub_markers.get_subscription_count():
+            markers = self.markers.update(frame.header, frame.instance_array.instances)
+            self._marker_header = frame.header
+            self._pub_markers.publish(markers)
+
+    def _publish_points(self, frame: ProcessedFrame) -> None:
+        if frame.depth is not None and self._pub_points.get_subscription_count():
+            max_points = self.params.points_max_per_object
+            clouds = frame.depth.clouds(frame.result.objects, max_points)
+            self._pub_points.publish(build_pointcloud2(frame.header, clouds))
+
+    def _publish_detections(self, frame: ProcessedFrame) -> None:
+        if self._pub_det2d.get_subscription_count():
+            instances = frame.instance_array.instances
+            self._pub_det2d.publish(detections.build_detection2d_array(frame.header, instances))
+
+    def _publish_detections_3d(self, frame: ProcessedFrame) -> None:
+        if self._pub_det3d.get_subscription_count():
+            instances = frame.instance_array.instances
+            self._pub_det3d.publish(detections.build_detection3d_array(frame.header, instances))
+
+    def _publish_diagnostics(self) -> None:
+        """Timer: one DiagnosticStatus from `health` and what the node knows about its model."""
+        session = self.session
+        info = NodeInfo(
+            node_name=self.get_fully_qualified_name(),
+            backend=self.params.backend,
+            model=self.params.model or "default",
+            device=self.device or self.params.device,
+            model_loaded=session is not None,
+            load_error=self.load_error,
+            objects_tracked=len(session.object_ids) if session is not None else 0,
+        )
+        stamp = self.get_clock().now().to_msg()
+        self._pub_diagnostics.publish(build_diagnostic_array(stamp, self.health.snapshot(), info))
+
+    def _on_bad_depth(self, text: str) -> None:
+        """A processed frame's depth could not be used: counted, warned, its objects get NaN."""
+        self.stats.bad_depth += 1
+        self.health.bad_frame()
+        self._warn(f"{text} ({self.stats.bad_depth} such frames so far)")
+
+    def _age_s(self, header: Header) -> float | None:
+        """Input stamp to now on the node's clock (s); None when the stamp is on another clock."""
+        stamp_ns = stamp_to_ns(header.stamp)
+        age = (self.get_clock().now().nanoseconds - stamp_ns) / 1e9
+        return age if stamp_ns and 0.0 <= age <= MAX_SENSIBLE_AGE_S else None
+
+    def _locate_at(self, stamp_ns: int) -> Locate3D | None:
+        """3D for an answer about the frame with this stamp: the latest frame's depth, if it is."""
+        latest = self._latest
+        if latest is not None and stamp_to_ns(latest.header.stamp) == stamp_ns:
+            return latest.locate
+        return self.locate
 
     def _warn(self, text: str) -> None:
         self.get_logger().warning(text, throttle_duration_sec=LOG_THROTTLE_S)
@@ -378,8 +577,9 @@ class SegmentationNode(Node):
             multimask=multimask,
         )
         header = self._header_at(out.stamp_ns)
+        locate = self._locate_at(out.stamp_ns)
         response = srv_type.Response(
-            object_id=out.object_id, instance=instance_to_msg(out.object, header, self.locate)
+            object_id=out.object_id, instance=instance_to_msg(out.object, header, locate)
         )
         if multimask:
             response.candidates = candidate_instances(out.object, header)
@@ -427,11 +627,12 @@ class SegmentationNode(Node):
                 req.text, score_threshold=float(req.score_threshold), max_objects=req.max_objects
             )
             latest = session.latest
-            header = self._header_at(latest.stamp_ns if latest is not None else 0)
+            stamp_ns = latest.stamp_ns if latest is not None else 0
+            header, locate = self._header_at(stamp_ns), self._locate_at(stamp_ns)
             return AddText.Response(
                 message=f"{len(objects)} object(s) found for '{req.text.strip()}'",
                 object_ids=[o.object_id for o in objects],
-                instances=[instance_to_msg(o, header, self.locate) for o in objects],
+                instances=[instance_to_msg(o, header, locate) for o in objects],
             )
 
         return self._serve(AddText, run)
@@ -447,6 +648,9 @@ class SegmentationNode(Node):
         def run(session: SegmentationSession) -> Trigger.Response:
             session.reset()
             self._latest = None
+            cleared = self.markers.reset(self._marker_header)  # DELETEALL: RViz forgets them too
+            if self._pub_markers is not None:
+                self._pub_markers.publish(cleared)
             return Trigger.Response(message="forgot every object and frame")
 
         return self._serve(Trigger, run)
@@ -491,9 +695,17 @@ class SegmentationNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until Ctrl-C; exit code 2 for an invalid parameter."""
+    return run(SegmentationNode, args)
+
+
+def run(make_node: Callable[[], SegmentationNode], args: list[str] | None = None) -> int:
+    """Create the node with `make_node` and spin it until Ctrl-C (shared by the lifecycle node).
+
+    Returns the process exit code: 0, or 2 for an invalid parameter.
+    """
     rclpy.init(args=args)
     try:
-        node = SegmentationNode()
+        node = make_node()
     except ParameterError as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
         rclpy.try_shutdown()
