@@ -2,20 +2,31 @@
 
     ros2 launch seg_ros segment.launch.py image:=/camera/color/image_raw backend:=sam2 \\
         model:=/opt/models/sam2.1-hiera-tiny device:=cuda
+    # with 3D (RealSense: depth aligned to colour), RViz, as a managed node:
+    ros2 launch seg_ros segment.launch.py image:=/camera/color/image_raw \\
+        depth:=/camera/aligned_depth_to_color/image_raw rviz:=true lifecycle:=true
 
 Arguments: namespace, image (input topic), use_compressed (subscribe to <image>/compressed),
 params_file (default share/seg_ros/config/seg_ros.yaml), backend / model / device (override the
-params file when not empty), depth and camera_info (topics for 3D), rviz (start RViz with
-config/seg_ros.rviz).
+params file when not empty), depth and camera_info (topics for 3D; camera_info defaults to the
+one beside image, as image_transport pairs them), use_depth (empty = true when depth is given,
+else the params file's), rviz (start RViz with config/seg_ros.rviz), lifecycle (run the managed
+node seg_ros.lifecycle_node) and autostart (with lifecycle: configure and activate it at launch;
+false leaves it to a lifecycle manager).
 """
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.action import Action
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.conditions import IfCondition
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import Transition
 
 ARGUMENTS = (
     ("namespace", "", "Namespace of the node (its topics and services move with it)"),
@@ -25,42 +36,79 @@ ARGUMENTS = (
     ("backend", "", "classic | sam2 | sam3 | fake; empty = the params file's"),
     ("model", "", "Model folder or hub id; empty = the params file's"),
     ("device", "", "auto | cuda | cuda:N | cpu; empty = the params file's"),
-    ("depth", "depth", "Depth image topic, aligned with image (16UC1 mm or 32FC1 m)"),
-    ("camera_info", "camera_info", "CameraInfo topic of the image stream"),
+    ("depth", "", "Depth topic registered to image (16UC1 mm or 32FC1 m); enables 3D"),
+    ("camera_info", "", "CameraInfo topic of image; empty = <image's namespace>/camera_info"),
+    ("use_depth", "", "true | false; empty = true when depth is given, else the params file's"),
     ("rviz", "false", "Start RViz with config/seg_ros.rviz"),
+    ("lifecycle", "false", "Run the managed (lifecycle) node"),
+    ("autostart", "true", "With lifecycle: configure and activate at launch"),
 )
 
 
-def _segmentation_node(context: LaunchContext) -> list[Node]:
+def _true(text: str) -> bool:
+    return text.strip().lower() in ("true", "1", "yes", "on")
+
+
+def _arg(context: LaunchContext, name: str) -> str:
+    return LaunchConfiguration(name).perform(context)
+
+
+def _segmentation_node(context: LaunchContext) -> list[Action]:
     """The node, with only the overrides that were given (an empty one keeps the file's)."""
     share = get_package_share_directory("seg_ros")
-    params_file = LaunchConfiguration("params_file").perform(context) or (
-        f"{share}/config/seg_ros.yaml"
-    )
-    overrides: dict[str, object] = {
-        "input_compressed": LaunchConfiguration("use_compressed").perform(context).lower()
-        in ("true", "1", "yes"),
-    }
+    params_file = _arg(context, "params_file") or f"{share}/config/seg_ros.yaml"
+    overrides: dict[str, object] = {"input_compressed": _true(_arg(context, "use_compressed"))}
     for name in ("backend", "model", "device"):
-        value = LaunchConfiguration(name).perform(context)
+        value = _arg(context, name)
         if value:
             overrides[name] = value
+    image, depth = _arg(context, "image"), _arg(context, "depth")
+    use_depth = _arg(context, "use_depth")
+    if use_depth or depth:
+        overrides["use_depth"] = _true(use_depth) if use_depth else True
+    # image/compressed follows the `image` remap inside the node (as image_transport).
+    remappings = [("image", image)]
+    if depth:
+        remappings.append(("depth", depth))
+    camera_info = _arg(context, "camera_info")
+    if not camera_info and "/" in image.strip("/"):
+        camera_info = image.rsplit("/", 1)[0] + "/camera_info"  # beside the image topic
+    if camera_info:
+        remappings.append(("camera_info", camera_info))
+    common = {
+        "package": "seg_ros",
+        "name": "segmentation_node",
+        "namespace": LaunchConfiguration("namespace"),
+        "output": "screen",
+        "emulate_tty": True,
+        "parameters": [params_file, overrides],
+        "remappings": remappings,
+    }
+    if not _true(_arg(context, "lifecycle")):
+        return [Node(executable="segmentation_node", **common)]
+    node = LifecycleNode(executable="segmentation_lifecycle_node", **common)
+    if not _true(_arg(context, "autostart")):
+        return [node]
+    configure = ChangeState(
+        lifecycle_node_matcher=matches_action(node), transition_id=Transition.TRANSITION_CONFIGURE
+    )
+    activate = ChangeState(
+        lifecycle_node_matcher=matches_action(node), transition_id=Transition.TRANSITION_ACTIVATE
+    )
     return [
-        Node(
-            package="seg_ros",
-            executable="segmentation_node",
-            name="segmentation_node",
-            namespace=LaunchConfiguration("namespace"),
-            output="screen",
-            emulate_tty=True,
-            parameters=[params_file, overrides],
-            # image/compressed follows the `image` remap inside the node (as image_transport).
-            remappings=[
-                ("image", LaunchConfiguration("image")),
-                ("depth", LaunchConfiguration("depth")),
-                ("camera_info", LaunchConfiguration("camera_info")),
-            ],
-        )
+        node,
+        # Activate once, right after the first successful configure (a failed one stays
+        # unconfigured and logs why; a manager's later transitions are left alone).
+        RegisterEventHandler(
+            OnStateTransition(
+                target_lifecycle_node=node,
+                start_state="configuring",
+                goal_state="inactive",
+                entities=[EmitEvent(event=activate)],
+                handle_once=True,
+            )
+        ),
+        EmitEvent(event=configure),
     ]
 
 
