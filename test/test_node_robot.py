@@ -1,0 +1,437 @@
+"""The node's robot-side outputs over DDS: RGB-D -> 3D, markers, points, diagnostics, lifecycle.
+
+Backend `fake` (a box prompt's mask is exactly the box) and synthetic depth of known geometry: a
+fronto-parallel plane at 1.5 m with a hole (no return) in one corner, seen through a pinhole
+camera with fx = fy = 100 px and the principal point at the image centre. Every expected 3D value
+is worked out here from the pinhole model, not taken from seg_ros.depth.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from conftest import RosGraph, wait_for
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, RegionOfInterest
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import Marker, MarkerArray
+
+from seg_ros.colors import color_rgb, color_rgba_float
+from seg_ros.conversions import numpy_to_image
+from seg_ros.diagnostics import NodeStats
+from seg_ros.engine.errors import FrameError
+from seg_ros.lifecycle_node import SegmentationLifecycleNode
+from seg_ros.msg import InstanceArray
+from seg_ros.pointcloud import pointcloud2_to_array
+from seg_ros.segmentation_node import SegmentationNode
+from seg_ros.srv import AddBox, RemoveObject
+from seg_ros.sync import FALLBACK
+
+pytestmark = pytest.mark.graph
+
+W, H = 160, 120
+F, CX, CY = 100.0, 80.0, 60.0  # pinhole intrinsics, pixels
+PLANE_MM = 1500
+HOLE = (slice(70, 110), slice(100, 150))  # rows, columns without depth
+NODE = "/segmentation_node"
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# Object 1: a box on the plane; object 2: a box inside the hole (no 3D).
+PLANE_BOX = RegionOfInterest(x_offset=40, y_offset=30, width=40, height=30)
+HOLE_BOX = RegionOfInterest(x_offset=110, y_offset=75, width=30, height=20)
+
+
+def start(graph: RosGraph, cls: type = SegmentationNode, **params: Any) -> Any:
+    overrides = [Parameter(k, value=v) for k, v in {"backend": "fake", **params}.items()]
+    return graph.add(cls(context=graph.context, parameter_overrides=overrides))
+
+
+def header(sec: int, nanosec: int = 0) -> Header:
+    return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id="camera_color_optical_frame")
+
+
+def rgbd(sec: int, nanosec: int = 0) -> tuple[Image, Image, CameraInfo]:
+    """A colour frame, its registered 16UC1 depth (plane + hole) and camera info, one stamp."""
+    h = header(sec, nanosec)
+    color = numpy_to_image(np.full((H, W, 3), 90, np.uint8), "rgb8", h)
+    depth_mm = np.full((H, W), PLANE_MM, np.uint16)
+    depth_mm[HOLE] = 0
+    depth = numpy_to_image(depth_mm, "16UC1", h)
+    info = CameraInfo(header=h, width=W, height=H)
+    info.k = [F, 0.0, CX, 0.0, F, CY, 0.0, 0.0, 1.0]
+    return color, depth, info
+
+
+def plane_box_3d(box: RegionOfInterest) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Centroid and extent (m) of a box's pixels on the plane, from the pinhole model.
+
+    Pixel (u, v) sees x = (u - cx) z / fx: the centroid is at the mean pixel centre, and the
+    1..99 % extent spans the outermost pixel centres (1 % of the points is less than one
+    column / row of the box), so (width - 1) and (height - 1) pixels.
+    """
+    z = PLANE_MM / 1000.0
+    u_mean = box.x_offset + (box.width - 1) / 2
+    v_mean = box.y_offset + (box.height - 1) / 2
+    centroid = ((u_mean - CX) * z / F, (v_mean - CY) * z / F, z)
+    extent = ((box.width - 1) * z / F, (box.height - 1) * z / F, 0.0)
+    return centroid, extent
+
+
+class Camera:
+    """The test's RGB-D camera and the node's robot-side outputs, recorded."""
+
+    def __init__(self, graph: RosGraph, outputs: tuple[str, ...] = ()) -> None:
+        self.graph = graph
+        node = graph.node("rgbd_camera")
+        self.node = node
+        self.pubs = [
+            node.create_publisher(Image, "image", RELIABLE),
+            node.create_publisher(Image, "depth", RELIABLE),
+            node.create_publisher(CameraInfo, "camera_info", RELIABLE),
+        ]
+        self.received: dict[str, list[Any]] = {}
+        types = {"instances": InstanceArray, "markers": MarkerArray, "points": PointCloud2}
+        for name in outputs:
+            self.subscribe(name, types[name])
+        self.add_box = node.create_client(AddBox, f"{NODE}/add_box")
+        self.remove = node.create_client(RemoveObject, f"{NODE}/remove_object")
+        self.reset = node.create_client(Trigger, f"{NODE}/reset")
+
+    def subscribe(self, name: str, msg_type: type) -> None:
+        self.received[name] = []
+        self.node.create_subscription(
+            msg_type, f"{NODE}/{name}", self.received[name].append, RELIABLE
+        )
+
+    def connected(self) -> bool:
+        outputs = all(self.node.count_publishers(f"{NODE}/{n}") for n in self.received)
+        return outputs and all(p.get_subscription_count() for p in self.pubs)
+
+    def publish(self, sec: int, nanosec: int = 0) -> None:
+        for pub, msg in zip(self.pubs, rgbd(sec, nanosec), strict=True):
+            pub.publish(msg)
+
+    def send_until(self, output: str, sec: int, match: Callable[[Any], bool] = bool) -> Any:
+        """Publish set `sec` (again) until `output` has a message stamped `sec` matching."""
+        found: list[Any] = []
+
+        def arrived() -> bool:
+            found[:] = [m for m in self.received[output] if _stamp_sec(m) == sec and match(m)]
+            if not found:
+                self.publish(sec)
+            return bool(found)
+
+        assert wait_for(arrived, timeout=10.0, period=0.05), f"no {output} for set {sec}"
+        return found[-1]
+
+    def call(self, client: Any, **fields: Any) -> Any:
+        return self.graph.call(client, client.srv_type.Request(**fields))
+
+
+def _stamp_sec(msg: Any) -> int:
+    if isinstance(msg, MarkerArray):
+        return msg.markers[0].header.stamp.sec if msg.markers else -1
+    return int(msg.header.stamp.sec)
+
+
+def by_ns(markers: MarkerArray) -> dict[tuple[str, int], Marker]:
+    return {(m.ns, m.id): m for m in markers.markers}
+
+
+def test_rgbd_stream_gives_exact_3d_markers_and_points(ros_graph: RosGraph) -> None:
+    node = start(ros_graph, use_depth=True, points_max_per_object=500)
+    assert node.sync is not None and node.sync.backend == FALLBACK  # no message_filters here
+    cam = Camera(ros_graph)
+    assert wait_for(cam.connected)
+
+    # Sets are processed only when the three stamps agree within sync_slop_s (0.05 s).
+    first = rgbd(1)
+    cam.pubs[0].publish(first[0])
+    cam.pubs[1].publish(rgbd(1, 300_000_000)[1])  # depth 0.3 s later: no partner
+    cam.pubs[2].publish(first[2])
+    time.sleep(0.3)
+    assert node.stats.received == 0
+    assert wait_for(lambda: (cam.publish(2), node.stats.processed >= 1)[1], period=0.05)
+
+    # A prompt's answer carries its 3D (the latest frame's depth); the hole gives NaN.
+    res = cam.call(cam.add_box, box=PLANE_BOX, label="plane")
+    assert res.success and res.object_id == "1", res.message
+    centroid, extent = plane_box_3d(PLANE_BOX)
+    c, e = res.instance.centroid, res.instance.extent
+    np.testing.assert_allclose([c.x, c.y, c.z], centroid, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose([e.x, e.y, e.z], extent, rtol=1e-6, atol=1e-7)
+    res = cam.call(cam.add_box, box=HOLE_BOX, label="hole")
+    assert res.success and res.object_id == "2", res.message
+    assert math.isnan(res.instance.centroid.x) and math.isnan(res.instance.extent.z)
+
+    # Nobody consumes 3D yet: frames go through without converting depth or computing geometry.
+    done, sets = node.stats.processed, iter(range(3, 10))
+    assert wait_for(lambda: (cam.publish(next(sets)), node.stats.processed > done)[1], period=0.1)
+    latest = node._latest
+    assert latest is not None and latest.depth is not None
+    assert latest.depth.computed == 0 and latest.depth._metres is None
+
+    for name, msg_type in (
+        ("instances", InstanceArray),
+        ("markers", MarkerArray),
+        ("points", PointCloud2),
+    ):
+        cam.subscribe(name, msg_type)
+    assert wait_for(cam.connected)
+    out = cam.send_until("instances", 10)
+    assert out.header.frame_id == "camera_color_optical_frame"
+    plane, hole = out.instances
+    assert (plane.id, plane.label, hole.id, hole.visible) == ("1", "plane", "2", True)
+    c, e = plane.centroid, plane.extent
+    np.testing.assert_allclose([c.x, c.y, c.z], centroid, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose([e.x, e.y, e.z], extent, rtol=1e-6, atol=1e-7)
+    assert all(math.isnan(v) for v in (hole.centroid.x, hole.centroid.y, hole.extent.x))
+    assert node._latest is not None and node._latest.depth is not None
+    assert node._latest.depth.computed == 2  # once per visible object, shared by every output
+
+    # Markers: box + label for the object with 3D only, in its overlay colour, id = mask value.
+    markers = by_ns(cam.send_until("markers", 10))
+    assert set(markers) == {("seg_ros/boxes", 1), ("seg_ros/labels", 1)}
+    box, text = markers["seg_ros/boxes", 1], markers["seg_ros/labels", 1]
+    assert (box.type, box.action, text.type) == (Marker.CUBE, Marker.ADD, Marker.TEXT_VIEW_FACING)
+    assert (box.header.frame_id, box.header.stamp.sec) == ("camera_color_optical_frame", 10)
+    p = box.pose.position
+    np.testing.assert_allclose([p.x, p.y, p.z], centroid, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose([box.scale.x, box.scale.y], extent[:2], rtol=1e-6)
+    assert box.scale.z == pytest.approx(0.01)  # a flat object gets the smallest visible depth
+    r, g, b, _ = color_rgba_float(1)
+    for m in (box, text):
+        assert (m.color.r, m.color.g, m.color.b) == pytest.approx((r, g, b))
+    assert text.text == "1: plane 1.00"
+
+    # Points: the plane object's points only, evenly thinned to points_max_per_object.
+    cloud = pointcloud2_to_array(cam.send_until("points", 10))
+    assert cloud.shape == (500,)
+    assert set(cloud["instance"].tolist()) == {1}
+    np.testing.assert_allclose(cloud["z"], PLANE_MM / 1000.0)
+    xs = (np.arange(PLANE_BOX.x_offset, PLANE_BOX.x_offset + PLANE_BOX.width) - CX) * 1.5 / F
+    assert cloud["x"].min() >= xs.min() - 1e-6 and cloud["x"].max() <= xs.max() + 1e-6
+    r8, g8, b8 = color_rgb(1)
+    packed = np.ascontiguousarray(cloud["rgb"]).view(np.uint32)  # PCL: the float's bits
+    assert set(packed.tolist()) == {(r8 << 16) | (g8 << 8) | b8}
+
+    # remove_object: the next frame deletes its markers; reset: DELETEALL at once.
+    assert cam.call(cam.remove, object_id="1").success
+    gone = by_ns(cam.send_until("markers", 11))
+    assert {k: m.action for k, m in gone.items()} == {
+        ("seg_ros/boxes", 1): Marker.DELETE,
+        ("seg_ros/labels", 1): Marker.DELETE,
+    }
+    cleared = len(cam.received["markers"])
+    assert cam.call(cam.reset).success
+    assert wait_for(lambda: len(cam.received["markers"]) > cleared)
+    actions = [(m.ns, m.action) for m in cam.received["markers"][-1].markers]
+    assert actions == [("seg_ros/boxes", Marker.DELETEALL), ("seg_ros/labels", Marker.DELETEALL)]
+    assert node.stats.bad_depth == 0
+
+
+def test_unusable_depth_keeps_2d_tracking_and_is_counted(ros_graph: RosGraph) -> None:
+    node = start(ros_graph, use_depth=True)
+    cam = Camera(ros_graph, ("instances",))
+    assert wait_for(cam.connected)
+    cam.send_until("instances", 1)
+    assert cam.call(cam.add_box, box=PLANE_BOX).success
+    # An uncalibrated camera (K all zero): the frame is processed, its objects get NaN.
+    color, depth, info = rgbd(5)
+    info.k = [0.0] * 9
+
+    def sent() -> bool:
+        for pub, msg in zip(cam.pubs, (color, depth, info), strict=True):
+            pub.publish(msg)
+        return any(_stamp_sec(m) == 5 for m in cam.received["instances"])
+
+    assert wait_for(sent, period=0.05)
+    out = next(m for m in cam.received["instances"] if _stamp_sec(m) == 5)
+    assert out.instances[0].visible and math.isnan(out.instances[0].centroid.z)
+    assert node.stats.bad_depth >= 1 and node.stats.failed == 0
+    assert node.health.snapshot().bad_frames >= 1
+    # The next good set has 3D again.
+    again = cam.send_until("instances", 6)
+    assert again.instances[0].centroid.z == pytest.approx(1.5)
+
+
+def test_diagnostics_ok_while_running_and_error_without_a_model(ros_graph: RosGraph) -> None:
+    node = start(ros_graph, diagnostics_period_s=0.1)
+    broken = ros_graph.add(
+        SegmentationNode(
+            "broken_node",
+            context=ros_graph.context,
+            parameter_overrides=[
+                Parameter("backend", value="fake"),
+                Parameter("backend_options", value='{"no_such_option": 1}'),
+                Parameter("diagnostics_period_s", value=0.1),
+            ],
+        )
+    )
+    assert broken.session is None
+    client = ros_graph.node("diagnostics_client")
+    statuses: list[DiagnosticStatus] = []
+    client.create_subscription(
+        DiagnosticArray, "/diagnostics", lambda m: statuses.extend(m.status), RELIABLE
+    )
+    image = client.create_publisher(Image, "image", RELIABLE)
+    add_box = client.create_client(AddBox, f"{NODE}/add_box")
+    assert wait_for(lambda: image.get_subscription_count() >= 2)
+
+    def stream_until(predicate: Callable[[], bool]) -> bool:
+        def step() -> bool:
+            stamp = node.get_clock().now().to_msg()  # stamped on the node's clock: age known
+            h = Header(stamp=stamp, frame_id="cam")
+            image.publish(numpy_to_image(np.zeros((H, W, 3), np.uint8), "rgb8", h))
+            return predicate()
+
+        return wait_for(step, timeout=10.0, period=0.03)
+
+    def latest(name: str) -> dict[str, Any] | None:
+        mine = [s for s in statuses if s.name == f"seg_ros: {name}"]
+        if not mine:
+            return None
+        s = mine[-1]
+        return {"level": s.level, "message": s.message, **{kv.key: kv.value for kv in s.values}}
+
+    assert stream_until(lambda: node.stats.processed >= 1)
+    res = ros_graph.call(add_box, AddBox.Request(box=PLANE_BOX))
+    assert res.success, res.message
+
+    def running() -> bool:
+        status = latest(NODE)
+        return bool(
+            status
+            and status["objects_tracked"] == "1"
+            and int(status["frames_processed"]) >= 5
+            and status["level"] == DiagnosticStatus.OK
+        )
+
+    assert stream_until(running), latest(NODE)
+    status = latest(NODE)
+    assert status is not None
+    assert status["message"] == "ok"
+    assert (status["backend"], status["device"], status["model"]) == ("fake", "cpu", "default")
+    assert status["model_loaded"] == "true"
+    assert float(status["input_hz"]) > 0 and float(status["processed_hz"]) > 0
+    assert 0 <= float(status["latency_ms_median"]) < 1000
+    assert 0 <= float(status["input_age_ms_median"]) < 1000
+    processed, received = int(status["frames_processed"]), int(status["frames_received"])
+    assert processed + int(status["frames_dropped"]) <= received
+
+    error = latest("/broken_node")
+    assert error is not None, [s.name for s in statuses]
+    assert error["level"] == DiagnosticStatus.ERROR and error["model_loaded"] == "false"
+    assert (
+        "backend 'fake' failed to load" in error["message"] and "no_such_option" in error["message"]
+    )
+
+
+def test_input_age_is_reported_only_for_stamps_on_the_node_clock() -> None:
+    stats = NodeStats()
+    stats.frame_processed(0.02, age_s=None)
+    assert math.isnan(stats.snapshot().age_ms_median)
+    stats.frame_processed(0.02, age_s=0.05)
+    stats.frame_processed(0.02, age_s=0.07)
+    assert stats.snapshot().age_ms_median == pytest.approx(60.0)
+
+
+def services(node: Any) -> set[str]:
+    """The node's services as the ROS graph lists them."""
+    names = node.get_service_names_and_types_by_node(node.get_name(), node.get_namespace())
+    return {name for name, _ in names}
+
+
+class Lifecycle:
+    """ChangeState / GetState clients of the lifecycle node."""
+
+    def __init__(self, graph: RosGraph) -> None:
+        self.graph = graph
+        node = graph.node("lifecycle_client")
+        self.node = node
+        self.change = node.create_client(ChangeState, f"{NODE}/change_state")
+        self.get = node.create_client(GetState, f"{NODE}/get_state")
+
+    def state(self) -> str:
+        return str(self.graph.call(self.get, GetState.Request()).current_state.label)
+
+    def transition(self, transition_id: int) -> bool:
+        request = ChangeState.Request(transition=Transition(id=transition_id))
+        return bool(self.graph.call(self.change, request, timeout=30.0).success)
+
+
+def test_lifecycle_transitions_load_open_close_and_release(ros_graph: RosGraph) -> None:
+    node = start(ros_graph, SegmentationLifecycleNode)
+    life = Lifecycle(ros_graph)
+    client = ros_graph.node("stream_client")
+    instances: list[InstanceArray] = []
+    client.create_subscription(InstanceArray, f"{NODE}/instances", instances.append, RELIABLE)
+    image = client.create_publisher(Image, "image", RELIABLE)
+
+    def frame(sec: int) -> Image:
+        return numpy_to_image(np.zeros((H, W, 3), np.uint8), "rgb8", header(sec))
+
+    def streams(sec: int) -> bool:
+        def step() -> bool:
+            image.publish(frame(sec))
+            return any(m.header.stamp.sec == sec for m in instances)
+
+        return wait_for(step, timeout=10.0, period=0.05)
+
+    assert life.state() == "unconfigured"
+    assert node.session is None and node.count_subscribers("image") == 0
+
+    assert life.transition(Transition.TRANSITION_CONFIGURE)
+    assert life.state() == "inactive" and node.session is not None
+    assert node.count_publishers(f"{NODE}/instances") == 0  # no I/O before activate
+
+    assert life.transition(Transition.TRANSITION_ACTIVATE)
+    assert life.state() == "active"
+    assert wait_for(lambda: image.get_subscription_count() > 0)
+    assert streams(1)
+
+    assert life.transition(Transition.TRANSITION_DEACTIVATE)
+    assert life.state() == "inactive"
+    assert wait_for(lambda: image.get_subscription_count() == 0)
+    processed, count = node.stats.processed, len(instances)
+    for sec in range(2, 6):
+        image.publish(frame(sec))
+    time.sleep(0.3)
+    assert node.stats.processed == processed and len(instances) == count
+    assert wait_for(lambda: f"{NODE}/add_box" not in services(node))
+
+    session = node.session
+    assert life.transition(Transition.TRANSITION_CLEANUP)
+    assert life.state() == "unconfigured" and node.session is None
+    with pytest.raises(FrameError, match="closed"):  # the model was released
+        session.step(np.zeros((H, W, 3), np.uint8))
+
+    assert life.transition(Transition.TRANSITION_CONFIGURE)
+    assert life.transition(Transition.TRANSITION_ACTIVATE)
+    assert wait_for(lambda: image.get_subscription_count() > 0)
+    assert streams(7)
+
+    assert life.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
+    assert life.state() == "finalized" and node.session is None
+    assert wait_for(lambda: image.get_subscription_count() == 0)
+
+
+def test_lifecycle_configure_fails_cleanly_without_a_model(ros_graph: RosGraph) -> None:
+    node = start(ros_graph, SegmentationLifecycleNode, backend_options='{"no_such_option": 1}')
+    life = Lifecycle(ros_graph)
+    assert not life.transition(Transition.TRANSITION_CONFIGURE)
+    assert life.state() == "unconfigured"
+    assert node.session is None and "no_such_option" in node.load_error
+    assert not life.transition(Transition.TRANSITION_ACTIVATE)  # not from unconfigured
+    assert life.state() == "unconfigured"
+    assert f"{NODE}/add_box" not in services(node)
