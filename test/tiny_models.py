@@ -1,9 +1,9 @@
-"""Tiny random-weight SAM 2.1 / EdgeTAM video models for tests and quick benchmarks.
+"""Tiny random-weight SAM 2.1 / EdgeTAM video models for tests (configs in seg_ros.bench).
 
-The configs keep the real architectures (Hiera or RepViT backbone, FPN, memory attention with
-RoPE, memory encoder, EdgeTAM's perceiver resampler) with small widths and few layers, so a frame
-takes milliseconds on a CPU. Nothing is downloaded: timm builds `repvit_m1` from code with
-`pretrained=False`.
+The configs (`seg_ros.bench.sam2_bench.tiny_sam2_config` / `tiny_edgetam_config`) keep the real
+architectures (Hiera or RepViT backbone, FPN, memory attention with RoPE, memory encoder,
+EdgeTAM's perceiver resampler) with small widths and few layers, so a frame takes milliseconds on
+a CPU. Nothing is downloaded: timm builds `repvit_m1` from code with `pretrained=False`.
 
 Random weights usually make the object-score head say "no object", which fills every mask with
 -1024 and makes comparisons vacuous; `bias_object_scores` shifts that head so objects are present.
@@ -14,153 +14,35 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-#: Side of the tiny models' square input (pixels). Features: 32, 16 and 8 cells a side.
-TINY_IMAGE_SIZE = 128
+from seg_ros.bench.sam2_bench import (
+    TINY_IMAGE_SIZE,
+    bias_object_scores,
+    random_model,
+    tiny_edgetam_config,
+    tiny_sam2_config,
+)
 
-
-def _memory_kwargs(image_size: int, hidden: int) -> dict[str, Any]:
-    """Memory attention / encoder sizes shared by the two tiny configs."""
-    return {
-        "image_size": image_size,
-        "memory_attention_hidden_size": hidden,
-        "memory_attention_num_layers": 2,
-        "memory_attention_rope_feat_sizes": [image_size // 16, image_size // 16],
-        "memory_encoder_hidden_size": hidden,
-        "mask_downsampler_embed_dim": hidden,
-        "memory_fuser_embed_dim": hidden,
-        "memory_fuser_intermediate_dim": 2 * hidden,
-        # Dropout would make two runs differ if a test forgot eval(); keep it off anyway.
-        "memory_attention_dropout": 0.0,
-        "memory_attention_rope_dropout": 0.0,
-    }
-
-
-def tiny_sam2_config(image_size: int = TINY_IMAGE_SIZE, hidden: int = 128) -> Any:
-    """A `Sam2VideoConfig`: 4-stage Hiera of widths 16..128, 128-wide heads.
-
-    The heads must be wider than the library's fixed 64-wide memory (it splits object pointers
-    into 64-wide tokens; equal widths crash in transformers 5.23).
-    """
-    from transformers import Sam2VideoConfig
-    from transformers.models.sam2.configuration_sam2 import Sam2HieraDetConfig, Sam2VisionConfig
-    from transformers.models.sam2_video.configuration_sam2_video import (
-        Sam2VideoMaskDecoderConfig,
-        Sam2VideoPromptEncoderConfig,
-    )
-
-    widths = [16, 32, 64, 128]
-    backbone = Sam2HieraDetConfig(
-        hidden_size=widths[0],
-        embed_dim_per_stage=widths,
-        blocks_per_stage=[1, 1, 2, 1],
-        num_attention_heads_per_stage=[1, 1, 2, 2],
-        window_size_per_stage=[8, 4, 4, 2],
-        global_attention_blocks=[3],
-        window_positional_embedding_background_size=[4, 4],
-        image_size=[image_size, image_size],
-    )
-    s = image_size
-    vision = Sam2VisionConfig(
-        backbone_config=backbone,
-        backbone_channel_list=widths[::-1],
-        backbone_feature_sizes=[[s // 4, s // 4], [s // 8, s // 8], [s // 16, s // 16]],
-        fpn_hidden_size=hidden,
-    )
-    return Sam2VideoConfig(
-        vision_config=vision,
-        prompt_encoder_config=Sam2VideoPromptEncoderConfig(
-            hidden_size=hidden, image_size=image_size, patch_size=16
-        ),
-        mask_decoder_config=Sam2VideoMaskDecoderConfig(
-            hidden_size=hidden, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=hidden
-        ),
-        memory_attention_feed_forward_hidden_size=64,
-        **_memory_kwargs(image_size, hidden),
-    )
-
-
-def tiny_edgetam_config(image_size: int = TINY_IMAGE_SIZE, hidden: int = 128) -> Any:
-    """An `EdgeTamVideoConfig` with a 4-stage RepViT (timm `repvit_m1`, widths 8..64, depth 1)."""
-    from transformers import EdgeTamVideoConfig, TimmWrapperConfig
-    from transformers.models.edgetam.configuration_edgetam import EdgeTamVisionConfig
-    from transformers.models.edgetam_video.configuration_edgetam_video import (
-        EdgeTamVideoMaskDecoderConfig,
-        EdgeTamVideoPromptEncoderConfig,
-    )
-
-    widths = [8, 16, 32, 64]
-    backbone = TimmWrapperConfig(
-        architecture="repvit_m1",
-        model_args={
-            "in_chans": 3,
-            "features_only": True,
-            "out_indices": [0, 1, 2, 3],
-            "embed_dim": tuple(widths),
-            "depth": (1, 1, 1, 1),
-        },
-    )
-    s = image_size
-    vision = EdgeTamVisionConfig(
-        backbone_config=backbone,
-        backbone_channel_list=widths[::-1],
-        backbone_feature_sizes=[[s // 4, s // 4], [s // 8, s // 8], [s // 16, s // 16]],
-        fpn_hidden_size=hidden,
-    )
-    return EdgeTamVideoConfig(
-        vision_config=vision,
-        prompt_encoder_config=EdgeTamVideoPromptEncoderConfig(
-            hidden_size=hidden, image_size=image_size, patch_size=16
-        ),
-        mask_decoder_config=EdgeTamVideoMaskDecoderConfig(
-            hidden_size=hidden, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=hidden
-        ),
-        memory_attention_mlp_hidden_size=64,
-        # 16 1-D latents + a 4x4 grid of 2-D latents per memory frame.
-        perceiver_resampler_num_latents=16,
-        perceiver_resampler_num_latents_2d=16,
-        perceiver_resampler_hidden_size=64,
-        perceiver_resampler_mlp_intermediate_size=64,
-        perceiver_resampler_num_layers=1,
-        memory_attention_rope_k_sizes=[4, 4],
-        **_memory_kwargs(image_size, hidden),
-    )
+__all__ = [
+    "TINY_IMAGE_SIZE",
+    "bias_object_scores",
+    "build_model",
+    "save_model",
+    "save_tiny",
+    "tiny_edgetam_config",
+    "tiny_sam2_config",
+]
 
 
 def build_model(kind: str, seed: int = 0, object_bias: float = 2.0, init_range: float = 0.1) -> Any:
-    """A random-weight video model ("sam2" or "edgetam") in eval mode.
+    """A tiny random-weight video model ("sam2" or "edgetam") in eval mode.
 
     `init_range` is the weights' std: the library's 0.02 gives logits ~1e-3 (comparisons at
     atol 1e-5 would mean little); 0.1 gives O(1) logits, 0.2 O(10) and objects that come and go.
     `object_bias` is added to the object-score logit (see `bias_object_scores`).
     """
-    import torch
-    from transformers import EdgeTamVideoModel, Sam2VideoModel
-
-    torch.manual_seed(seed)
-    if kind == "sam2":
-        config = tiny_sam2_config()
-        config.initializer_range = init_range
-        model = Sam2VideoModel(config)
-    elif kind == "edgetam":
-        config = tiny_edgetam_config()
-        config.initializer_range = init_range
-        model = EdgeTamVideoModel(config)
-    else:
+    if kind not in ("sam2", "edgetam"):
         raise ValueError(f"unknown tiny model kind '{kind}'")
-    bias_object_scores(model, object_bias)
-    return model.eval()
-
-
-def bias_object_scores(model: Any, bias: float) -> None:
-    """Shift the object-score head so random weights report objects present (logit ~ +bias).
-
-    The head's last layer bias feeds the object score logit directly; without this, random
-    weights give logits around 0 and masks often filled with the -1024 "no object" value.
-    """
-    import torch
-
-    with torch.no_grad():
-        model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(bias)
+    return random_model(f"tiny-{kind}", seed=seed, init_range=init_range, object_bias=object_bias)
 
 
 def save_model(model: Any, folder: pathlib.Path) -> pathlib.Path:

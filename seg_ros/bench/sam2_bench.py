@@ -1,0 +1,432 @@
+"""SAM 2.1 / EdgeTAM backend timings, and the random-weight models they (and the tests) use.
+
+No weights can be downloaded here: models are built from configs with random weights. Timings
+depend on the architecture and sizes only (not on the weight values), except that the object-score
+head is biased so objects are "present" and every stage runs as with a real checkpoint.
+
+Rows (one JSON object each, medians in milliseconds):
+- per model and input size: image encoder, prompt on a processed frame (decoder side only, a new
+  object and a refinement), full tracking step with 1 / 4 / 8 objects (steady state: every
+  object's memory window full), fps with one object, peak CUDA memory on a GPU;
+- memory: RSS growth of the bounded tracker over >= 1000 frames next to the library's own
+  unbounded session over the same frames (tiny config at 128 px so it fits the CPU budget).
+
+    python -m seg_ros.bench --only sam2 [--quick]
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+#: Side of the tiny models' square input (pixels). Features: 32, 16 and 8 cells a side.
+TINY_IMAGE_SIZE = 128
+
+
+def _memory_kwargs(image_size: int, hidden: int) -> dict[str, Any]:
+    """Memory attention / encoder sizes shared by the two tiny configs."""
+    return {
+        "image_size": image_size,
+        "memory_attention_hidden_size": hidden,
+        "memory_attention_num_layers": 2,
+        "memory_attention_rope_feat_sizes": [image_size // 16, image_size // 16],
+        "memory_encoder_hidden_size": hidden,
+        "mask_downsampler_embed_dim": hidden,
+        "memory_fuser_embed_dim": hidden,
+        "memory_fuser_intermediate_dim": 2 * hidden,
+        # Dropout would make two runs differ if a test forgot eval(); keep it off anyway.
+        "memory_attention_dropout": 0.0,
+        "memory_attention_rope_dropout": 0.0,
+    }
+
+
+def tiny_sam2_config(image_size: int = TINY_IMAGE_SIZE, hidden: int = 128) -> Any:
+    """A `Sam2VideoConfig`: 4-stage Hiera of widths 16..128, 128-wide heads.
+
+    The heads must be wider than the library's fixed 64-wide memory (it splits object pointers
+    into 64-wide tokens; equal widths crash in transformers 5.23).
+    """
+    from transformers import Sam2VideoConfig
+    from transformers.models.sam2.configuration_sam2 import Sam2HieraDetConfig, Sam2VisionConfig
+    from transformers.models.sam2_video.configuration_sam2_video import (
+        Sam2VideoMaskDecoderConfig,
+        Sam2VideoPromptEncoderConfig,
+    )
+
+    widths = [16, 32, 64, 128]
+    backbone = Sam2HieraDetConfig(
+        hidden_size=widths[0],
+        embed_dim_per_stage=widths,
+        blocks_per_stage=[1, 1, 2, 1],
+        num_attention_heads_per_stage=[1, 1, 2, 2],
+        window_size_per_stage=[8, 4, 4, 2],
+        global_attention_blocks=[3],
+        window_positional_embedding_background_size=[4, 4],
+        image_size=[image_size, image_size],
+    )
+    s = image_size
+    vision = Sam2VisionConfig(
+        backbone_config=backbone,
+        backbone_channel_list=widths[::-1],
+        backbone_feature_sizes=[[s // 4, s // 4], [s // 8, s // 8], [s // 16, s // 16]],
+        fpn_hidden_size=hidden,
+    )
+    return Sam2VideoConfig(
+        vision_config=vision,
+        prompt_encoder_config=Sam2VideoPromptEncoderConfig(
+            hidden_size=hidden, image_size=image_size, patch_size=16
+        ),
+        mask_decoder_config=Sam2VideoMaskDecoderConfig(
+            hidden_size=hidden, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=hidden
+        ),
+        memory_attention_feed_forward_hidden_size=64,
+        **_memory_kwargs(image_size, hidden),
+    )
+
+
+def tiny_edgetam_config(image_size: int = TINY_IMAGE_SIZE, hidden: int = 128) -> Any:
+    """An `EdgeTamVideoConfig` with a 4-stage RepViT (timm `repvit_m1`, widths 8..64, depth 1)."""
+    from transformers import EdgeTamVideoConfig, TimmWrapperConfig
+    from transformers.models.edgetam.configuration_edgetam import EdgeTamVisionConfig
+    from transformers.models.edgetam_video.configuration_edgetam_video import (
+        EdgeTamVideoMaskDecoderConfig,
+        EdgeTamVideoPromptEncoderConfig,
+    )
+
+    widths = [8, 16, 32, 64]
+    backbone = TimmWrapperConfig(
+        architecture="repvit_m1",
+        model_args={
+            "in_chans": 3,
+            "features_only": True,
+            "out_indices": [0, 1, 2, 3],
+            "embed_dim": tuple(widths),
+            "depth": (1, 1, 1, 1),
+        },
+    )
+    s = image_size
+    vision = EdgeTamVisionConfig(
+        backbone_config=backbone,
+        backbone_channel_list=widths[::-1],
+        backbone_feature_sizes=[[s // 4, s // 4], [s // 8, s // 8], [s // 16, s // 16]],
+        fpn_hidden_size=hidden,
+    )
+    return EdgeTamVideoConfig(
+        vision_config=vision,
+        prompt_encoder_config=EdgeTamVideoPromptEncoderConfig(
+            hidden_size=hidden, image_size=image_size, patch_size=16
+        ),
+        mask_decoder_config=EdgeTamVideoMaskDecoderConfig(
+            hidden_size=hidden, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=hidden
+        ),
+        memory_attention_mlp_hidden_size=64,
+        # 16 1-D latents + a 4x4 grid of 2-D latents per memory frame.
+        perceiver_resampler_num_latents=16,
+        perceiver_resampler_num_latents_2d=16,
+        perceiver_resampler_hidden_size=64,
+        perceiver_resampler_mlp_intermediate_size=64,
+        perceiver_resampler_num_layers=1,
+        memory_attention_rope_k_sizes=[4, 4],
+        **_memory_kwargs(image_size, hidden),
+    )
+
+
+def sam21_tiny_config() -> Any:
+    """SAM 2.1 hiera-tiny's architecture (transformers' Sam2VideoConfig defaults), 1024 px."""
+    from transformers import Sam2VideoConfig
+
+    return Sam2VideoConfig()
+
+
+def edgetam_config() -> Any:
+    """EdgeTAM's architecture (RepViT-M1 backbone through timm), 1024 px.
+
+    `EdgeTamVideoConfig()` alone builds a ResNet-50 backbone (a typo in its default timm
+    arguments), so the RepViT-M1 backbone is named explicitly.
+    """
+    from transformers import EdgeTamVideoConfig, TimmWrapperConfig
+    from transformers.models.edgetam.configuration_edgetam import EdgeTamVisionConfig
+
+    backbone = TimmWrapperConfig(
+        architecture="repvit_m1",
+        model_args={"in_chans": 3, "features_only": True, "out_indices": [0, 1, 2, 3]},
+    )
+    return EdgeTamVideoConfig(vision_config=EdgeTamVisionConfig(backbone_config=backbone))
+
+
+#: model name -> config builder (its own input size).
+CONFIGS: dict[str, Callable[[], Any]] = {
+    "tiny-sam2": tiny_sam2_config,
+    "tiny-edgetam": tiny_edgetam_config,
+    "sam2.1-tiny": sam21_tiny_config,
+    "edgetam": edgetam_config,
+}
+
+
+def bias_object_scores(model: Any, bias: float) -> None:
+    """Shift the object-score head so random weights report objects present (logit ~ +bias).
+
+    The head's last layer bias feeds the object score logit directly; without this, random
+    weights give logits around 0 and masks often filled with the -1024 "no object" value.
+    """
+    import torch
+
+    with torch.no_grad():
+        model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(bias)
+
+
+def random_model(
+    name: str,
+    input_size: int = 0,
+    *,
+    seed: int = 0,
+    init_range: float | None = None,
+    object_bias: float = 2.0,
+) -> Any:
+    """A random-weight video model from `CONFIGS`, resized to `input_size` (0 = its own), eval.
+
+    `init_range` overrides the weights' std (the library's 0.02 gives logits ~1e-3).
+    """
+    import torch
+    from transformers import EdgeTamVideoModel, Sam2VideoModel
+
+    from seg_ros.engine.backends.sam2 import resized_config
+
+    config = CONFIGS[name]()
+    if input_size and input_size != int(config.image_size):
+        config = resized_config(config, input_size)
+    if init_range is not None:
+        config.initializer_range = init_range
+    torch.manual_seed(seed)
+    model_cls = EdgeTamVideoModel if config.model_type == "edgetam_video" else Sam2VideoModel
+    model = model_cls(config)
+    bias_object_scores(model, object_bias)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------- measurements
+SOURCE_HEIGHT, SOURCE_WIDTH = 480, 640  # camera frames: preprocessing and mask upsampling count
+
+
+def _median_ms(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1000.0, 2)
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(device: Any, fn: Callable[[], Any]) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _fill_memory(backend: Any, source: int, targets: list[int]) -> None:
+    """Give `targets` the tracked-frame memory of object `source` (bench-only shortcut).
+
+    Step cost depends on the memory's size, not its content; copying a full window avoids
+    paying warm-up frames for every object (minutes per model on a CPU).
+    """
+    tracker = backend.tracker
+    outputs = tracker.session.output_dict_per_obj
+    src = outputs[tracker._idx(source)]["non_cond_frame_outputs"]
+    for obj in targets:
+        outputs[tracker._idx(obj)]["non_cond_frame_outputs"] = {k: dict(v) for k, v in src.items()}
+        tracker._tracked[obj] = set(tracker._tracked.get(source, set()))
+
+
+def bench_model(
+    name: str, input_size: int, device: str, repeats: int, batch_objects: bool | None = None
+) -> dict[str, Any]:
+    """Encoder, prompt and step timings of one random-weight model at one input size."""
+    import torch
+
+    from seg_ros.engine.backends.sam2 import Sam2Backend, Sam2Options
+    from seg_ros.engine.config import BackendConfig
+    from seg_ros.engine.hf_common import resolve_device
+    from seg_ros.engine.prompts import Prompt
+
+    dev = resolve_device(device)
+    model = random_model(name, input_size).to(dev)
+    config = BackendConfig(backend="sam2", device=str(dev))
+    backend = Sam2Backend(model, config, Sam2Options(batch_objects=batch_objects))
+    tracker = backend.tracker
+    rng = np.random.default_rng(0)
+
+    def image() -> np.ndarray:
+        return rng.integers(0, 256, (SOURCE_HEIGHT, SOURCE_WIDTH, 3), dtype=np.uint8)
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    size = tracker.image_size
+    pixels = torch.randn(1, 3, size, size, device=dev, dtype=tracker.dtype)
+    encode = model.get_image_features
+    with torch.inference_mode():
+        encode(pixels)  # warm-up
+        encoder = [_timed(dev, lambda: encode(pixels)) for _ in range(repeats)]
+    frame = 0
+    backend.step(frame, image())
+    click = Prompt(points=[[320.0, 240.0]], point_labels=[1])
+    backend.add_prompt(frame, 1, click)
+    # Fill object 1's memory window (num_maskmem - 1 frames) so steps are in steady state.
+    for _ in range(tracker.memory_frames + 1):
+        frame += 1
+        backend.step(frame, image())
+    steps = {}
+    one = []
+    for _ in range(repeats):
+        frame += 1
+        one.append(_timed(dev, lambda f=frame: backend.step(f, image())))
+    steps[1] = one
+    # Prompts on the frame just processed: a new object (no memory) and a refinement (memory).
+    prompt_new, prompt_refine = [], []
+    refine = Prompt(points=[[330.0, 250.0]], point_labels=[0])
+    for k in range(repeats):
+        obj = 100 + k
+        prompt_new.append(_timed(dev, lambda o=obj: backend.add_prompt(frame, o, click)))
+        backend.remove_object(obj)
+        prompt_refine.append(_timed(dev, lambda: backend.add_prompt(frame, 1, refine)))
+    for count in (4, 8):
+        new = [o for o in range(2, count + 1) if o not in tracker.object_ids]
+        for obj in new:
+            xy = [float(40 + 60 * obj % SOURCE_WIDTH), float(30 + 50 * obj % SOURCE_HEIGHT)]
+            backend.add_prompt(frame, obj, Prompt(points=[xy], point_labels=[1]))
+        _fill_memory(backend, 1, new)
+        frame += 1
+        backend.step(frame, image())  # settles the new objects' layout
+        timings = []
+        for _ in range(repeats):
+            frame += 1
+            timings.append(_timed(dev, lambda f=frame: backend.step(f, image())))
+        steps[count] = timings
+    row: dict[str, Any] = {
+        "model": f"{name} (random weights)",
+        "input_size": size,
+        "device": dev.type,
+        "threads": torch.get_num_threads(),
+        "batch_objects": tracker.batch_objects,
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+        "encoder_ms": _median_ms(encoder),
+        "prompt_ms": _median_ms(prompt_new),
+        "prompt_refine_ms": _median_ms(prompt_refine),
+        "step_ms_1obj": _median_ms(steps[1]),
+        "step_ms_4obj": _median_ms(steps[4]),
+        "step_ms_8obj": _median_ms(steps[8]),
+        "fps_1obj": round(1.0 / statistics.median(steps[1]), 2),
+        "source_size": f"{SOURCE_WIDTH}x{SOURCE_HEIGHT}",
+        "repeats": repeats,
+    }
+    if dev.type == "cuda":
+        row["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
+    backend.close()
+    gc.collect()
+    return row
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
+def bench_memory(name: str, frames: int, objects: int, device: str) -> dict[str, Any]:
+    """RSS growth over `frames` frames: the bounded tracker vs the library's unbounded session."""
+    import torch
+
+    from seg_ros.engine.backends.hf_stream import StreamingVideoTracker, session_class_for
+    from seg_ros.engine.hf_common import resolve_device
+
+    dev = resolve_device(device)
+    model = random_model(name).to(dev)
+    size = int(model.config.image_size)
+    generator = torch.Generator().manual_seed(0)
+    warm = min(100, frames // 4)
+
+    def pixels() -> torch.Tensor:
+        return torch.randn(1, 3, size, size, generator=generator).to(dev)
+
+    def clicks() -> list[tuple[float, float]]:
+        return [(size * (k + 1) / (objects + 1), size / 2) for k in range(objects)]
+
+    tracker = StreamingVideoTracker(model)
+    tracker.step(0, pixels())
+    for obj, xy in enumerate(clicks(), start=1):
+        tracker.add_prompt(0, obj, points=[xy], labels=[1])
+    base = 0.0
+    start = time.perf_counter()
+    for t in range(1, frames):
+        tracker.step(t, pixels())
+        if t == warm:
+            gc.collect()
+            base = _rss_mb()
+    gc.collect()
+    bounded = _rss_mb() - base
+    seconds = time.perf_counter() - start
+    stats = tracker.stats()
+    tracker.reset()
+    # The library's own streaming session on the same kind of frames, as its docs drive it.
+    session = session_class_for(model)(inference_device=dev, dtype=torch.float32)
+    for obj, xy in enumerate(clicks(), start=1):
+        idx = session.obj_id_to_idx(obj)
+        session.add_point_inputs(
+            idx,
+            0,
+            {
+                "point_coords": torch.tensor([[[xy]]], dtype=torch.float32),
+                "point_labels": torch.tensor([[[1]]], dtype=torch.int32),
+            },
+        )
+    session.obj_with_new_inputs = list(range(1, objects + 1))
+    library_base = 0.0
+    with torch.inference_mode():
+        for t in range(frames):
+            model(session, frame=pixels()[0], frame_idx=t)
+            if t == warm:
+                gc.collect()
+                library_base = _rss_mb()
+    gc.collect()
+    library = _rss_mb() - library_base
+    del session
+    gc.collect()
+    return {
+        "model": f"{name} (random weights)",
+        "input_size": size,
+        "device": dev.type,
+        "objects": objects,
+        "rss_frames": frames,
+        "rss_growth_mb": round(bounded, 1),
+        "library_rss_growth_mb": round(library, 1),
+        "frames_in_memory": stats["frames_in_memory"],
+        "max_pointer_outputs_per_object": stats["max_pointer_outputs_per_object"],
+        "bounded_ms_per_frame": round(seconds / (frames - 1) * 1000.0, 2),
+        "note": f"growth after frame {warm}; tiny config to fit the CPU time budget",
+    }
+
+
+def run(quick: bool = False, device: str = "auto") -> list[dict[str, Any]]:
+    """Every row of this suite. Full: SAM 2.1-tiny and EdgeTAM shapes at 512 and 1024 px."""
+    rows: list[dict[str, Any]] = []
+    if quick:
+        for name in ("tiny-sam2", "tiny-edgetam"):
+            for size in (128, 256):
+                rows.append(bench_model(name, size, device, repeats=3))
+        rows.append(bench_memory("tiny-sam2", frames=300, objects=2, device=device))
+        return rows
+    for name in ("edgetam", "sam2.1-tiny"):
+        for size in (512, 1024):
+            rows.append(bench_model(name, size, device, repeats=3 if size == 512 else 2))
+    rows.append(bench_model("tiny-sam2", 128, device, repeats=5))
+    rows.append(bench_memory("tiny-sam2", frames=1000, objects=2, device=device))
+    rows.append(bench_memory("tiny-edgetam", frames=1000, objects=2, device=device))
+    return rows
