@@ -1,6 +1,6 @@
 """`make bench`: every benchmark this machine can run, one JSON object per line on stdout.
 
-    python -m seg_ros.bench [--quick] [--only node,quality,sam2,sam3]
+    python -m seg_ros.bench [--quick] [--only node,robot,quality,sam2,sam3]
 
 Each suite runs in turn; one that fails prints a row with "error" and the others still run.
 Timings are medians in milliseconds; rss growth in MB.
@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-SUITES = ("node", "quality", "sam2", "sam3")
+SUITES = ("node", "robot", "quality", "sam2", "sam3")
 
 
 def _suite(name: str, quick: bool) -> Callable[[], list[dict[str, Any]]]:
@@ -26,6 +26,9 @@ def _suite(name: str, quick: bool) -> Callable[[], list[dict[str, Any]]]:
         mod = importlib.import_module("seg_ros.bench.node_bench")
         frames = 100 if quick else 300
         return lambda: mod.run(backend="fake", width=1280, height=720, frames=frames)
+    if name == "robot":
+        mod = importlib.import_module("seg_ros.bench.robot_bench")
+        return lambda: mod.run(width=640, height=480, frames=50 if quick else 200)
     if name == "quality":
         mod = importlib.import_module("seg_ros.bench.quality")
         return lambda: mod.run(backends=["classic"], quick=quick)
