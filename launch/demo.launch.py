@@ -33,7 +33,12 @@ def generate_launch_description() -> LaunchDescription:
         package="seg_ros",
         executable="segmentation_node",
         name="segmentation_node",
-        parameters=[params_file, {"backend": LaunchConfiguration("backend")}],
+        # Reliable input: camera and node share the host, where best-effort 640x480 frames over
+        # loopback UDP are often lost in fragments (see seg_ros/demo.py).
+        parameters=[
+            params_file,
+            {"backend": LaunchConfiguration("backend"), "qos_reliability": "reliable"},
+        ],
         remappings=[("image", "/demo_camera/image")],
     )
     client = Node(

@@ -1,6 +1,6 @@
 """A camera that plays the demo clip: three toys on a tiled floor (seg_ros.synthetic).
 
-Publishes `~/image` (sensor_msgs/Image, rgb8, sensor-data QoS) at `fps`, stamped with the
+Publishes `~/image` (sensor_msgs/Image, rgb8, reliable depth 1) at `fps`, stamped with the
 time of publication, frame_id `frame_id`, looping the clip. The clip starts when the first
 subscriber appears, so a node that starts late still sees the still opening where the demo's
 prompts (`demo_plan`) land on their objects.
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.node import Node
-    from rclpy.qos import qos_profile_sensor_data
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
     from seg_ros.conversions import numpy_to_image
@@ -84,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             self.frame_id = str(self.get_parameter("frame_id").value)
             self.wait = bool(self.get_parameter("wait_for_subscriber").value)
             self.seq = make_sequence("demo", width, height, int(self.get_parameter("frames").value))
-            self.pub = self.create_publisher(Image, "~/image", qos_profile_sensor_data)
+            # Reliable, depth 1: matches best-effort (sensor data) and reliable subscribers alike,
+            # and never queues more than the newest frame.
+            qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+            self.pub = self.create_publisher(Image, "~/image", qos)
             self.index = 0
             self.period = 1.0 / fps
             self.get_logger().info(
