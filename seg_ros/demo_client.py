@@ -238,12 +238,8 @@ class DemoClient(Node):
             req.point_labels = [1]
             res = self._call(self.segment, req)
             areas = [int(np.count_nonzero(image_to_numpy(i.mask))) for i in res.instances]
-            self._event(
-                stage,
-                "segment",
-                res.success,
-                res.message or f"{len(res.instances)} instance(s), mask pixels {areas}",
-            )
+            detail = f"{len(res.instances)} instance(s), mask pixels {areas}"
+            self._event(stage, "segment", res.success, f"{res.message} ({detail})".strip())
 
     def _event(
         self,
