@@ -9,14 +9,19 @@ is worked out here from the pinhole model, not taken from seg_ros.depth.
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+import test_detections
 from builtin_interfaces.msg import Time
-from conftest import RosGraph, wait_for
+from conftest import DOMAIN_ID, RosGraph, wait_for
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
@@ -27,6 +32,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
+from seg_ros import detections
 from seg_ros.colors import color_rgb, color_rgba_float
 from seg_ros.conversions import numpy_to_image
 from seg_ros.diagnostics import NodeStats
@@ -51,9 +57,14 @@ PLANE_BOX = RegionOfInterest(x_offset=40, y_offset=30, width=40, height=30)
 HOLE_BOX = RegionOfInterest(x_offset=110, y_offset=75, width=30, height=20)
 
 
-def start(graph: RosGraph, cls: type = SegmentationNode, **params: Any) -> Any:
+#: The slotted vision_msgs 4.x stand-in of test_detections, as a fixture here too.
+fake_vision_msgs = test_detections.fake_vision_msgs
+
+
+def start(graph: RosGraph, cls: type = SegmentationNode, start: bool = True, **params: Any) -> Any:
     overrides = [Parameter(k, value=v) for k, v in {"backend": "fake", **params}.items()]
-    return graph.add(cls(context=graph.context, parameter_overrides=overrides))
+    kwargs = {} if start else {"start": False}
+    return graph.add(cls(context=graph.context, parameter_overrides=overrides, **kwargs))
 
 
 def header(sec: int, nanosec: int = 0) -> Header:
@@ -153,6 +164,7 @@ def test_rgbd_stream_gives_exact_3d_markers_and_points(ros_graph: RosGraph) -> N
     assert node.sync is not None and node.sync.backend == FALLBACK  # no message_filters here
     cam = Camera(ros_graph)
     assert wait_for(cam.connected)
+    assert not cam.node.count_publishers(f"{NODE}/detections")  # vision_msgs is not installed
 
     # Sets are processed only when the three stamps agree within sync_slop_s (0.05 s).
     first = rgbd(1)
@@ -352,15 +364,67 @@ def services(node: Any) -> set[str]:
     return {name for name, _ in names}
 
 
-class Lifecycle:
-    """ChangeState / GetState clients of the lifecycle node."""
+class Recorder:
+    """Stands in for a publisher of a message type this install lacks (vision_msgs)."""
 
-    def __init__(self, graph: RosGraph) -> None:
+    def __init__(self) -> None:
+        self.msgs: list[Any] = []
+
+    def get_subscription_count(self) -> int:
+        return 1
+
+    def publish(self, msg: Any) -> None:
+        self.msgs.append(msg)
+
+
+def test_vision_msgs_detections_when_installed(
+    ros_graph: RosGraph, fake_vision_msgs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert detections.available()
+    node = start(ros_graph, start=False, use_depth=True)
+    recorders: dict[str, Recorder] = {}
+    create_publisher = node.create_publisher
+
+    def publisher(msg_type: Any, topic: str, *args: Any, **kwargs: Any) -> Any:
+        if msg_type in (fake_vision_msgs.Detection2DArray, fake_vision_msgs.Detection3DArray):
+            return recorders.setdefault(topic, Recorder())
+        return create_publisher(msg_type, topic, *args, **kwargs)
+
+    monkeypatch.setattr(node, "create_publisher", publisher)
+    assert node.load_model()
+    node.open_io()
+    assert set(recorders) == {"~/detections", "~/detections_3d"}
+    cam = Camera(ros_graph, ("instances",))
+    assert wait_for(cam.connected)
+    cam.send_until("instances", 1)
+    for box, label in ((PLANE_BOX, "plane"), (HOLE_BOX, "hole")):
+        assert cam.call(cam.add_box, box=box, label=label).success
+    cam.send_until("instances", 2, lambda m: len(m.instances) == 2)
+    assert wait_for(lambda: any(_stamp_sec(m) == 2 for m in recorders["~/detections_3d"].msgs))
+    flat = next(m for m in recorders["~/detections"].msgs if _stamp_sec(m) == 2)
+    assert [(d.id, d.results[0].hypothesis.class_id) for d in flat.detections] == [
+        ("1", "plane"),
+        ("2", "hole"),
+    ]
+    b = flat.detections[0].bbox
+    assert (b.center.position.x, b.center.position.y, b.size_x, b.size_y) == (60.0, 45.0, 40, 30)
+    (solid,) = next(m for m in recorders["~/detections_3d"].msgs if _stamp_sec(m) == 2).detections
+    centroid, extent = plane_box_3d(PLANE_BOX)
+    c, size = solid.bbox.center.position, solid.bbox.size
+    assert solid.id == "1" and solid.header.frame_id == "camera_color_optical_frame"
+    np.testing.assert_allclose([c.x, c.y, c.z], centroid, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose([size.x, size.y, size.z], extent, rtol=1e-6, atol=1e-7)
+
+
+class Lifecycle:
+    """ChangeState / GetState clients of a lifecycle node."""
+
+    def __init__(self, graph: RosGraph, name: str = NODE) -> None:
         self.graph = graph
         node = graph.node("lifecycle_client")
         self.node = node
-        self.change = node.create_client(ChangeState, f"{NODE}/change_state")
-        self.get = node.create_client(GetState, f"{NODE}/get_state")
+        self.change = node.create_client(ChangeState, f"{name}/change_state")
+        self.get = node.create_client(GetState, f"{name}/get_state")
 
     def state(self) -> str:
         return str(self.graph.call(self.get, GetState.Request()).current_state.label)
@@ -435,3 +499,25 @@ def test_lifecycle_configure_fails_cleanly_without_a_model(ros_graph: RosGraph) 
     assert not life.transition(Transition.TRANSITION_ACTIVATE)  # not from unconfigured
     assert life.state() == "unconfigured"
     assert f"{NODE}/add_box" not in services(node)
+
+
+def test_lifecycle_node_runs_from_the_command_line(ros_graph: RosGraph) -> None:
+    env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "seg_ros.lifecycle_node", "--ros-args", "-r", "__node:=seg_lc"]
+    proc = subprocess.Popen(
+        [*cmd, "-p", "backend:=fake"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        life = Lifecycle(ros_graph, "/seg_lc")
+        assert life.state() == "unconfigured"
+        assert life.transition(Transition.TRANSITION_CONFIGURE)
+        assert life.transition(Transition.TRANSITION_ACTIVATE)
+        assert life.state() == "active"
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "backend 'fake' loaded" in output and "segmenting /image" in output, output
+    assert "Traceback" not in output, output
