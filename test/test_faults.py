@@ -18,6 +18,8 @@ import json
 import pathlib
 import pickle
 import shutil
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -502,3 +504,194 @@ def test_classic_backend_restarts_with_a_new_resolution_after_reset() -> None:
     result = session.step(scene(192, 256, 61))
     assert [(o.object_id, o.label) for o in result.objects] == [("1", "red")]
     assert result.objects[0].mask.shape == (192, 256)
+
+
+# ==================================================================================== security
+REPO = pathlib.Path(__file__).resolve().parent.parent
+#: Where the shipped code lives (tests may use pickle, e.g. to plant one above).
+SHIPPED = ("seg_ros", "scripts", "launch", "tools")
+#: from_pretrained receivers that read configs / tokenizers, never weights.
+NO_WEIGHTS = ("Config", "config_class", "Tokenizer", "Processor")
+UNSAFE_MODULES = {
+    "pickle",
+    "cPickle",
+    "_pickle",
+    "dill",
+    "cloudpickle",
+    "joblib",
+    "marshal",
+    "shelve",
+}
+
+
+def shipped_python() -> list[pathlib.Path]:
+    files = []
+    for top in SHIPPED:
+        for path in sorted((REPO / top).rglob("*")):
+            if "__pycache__" in path.parts or not path.is_file():
+                continue
+            head = path.read_bytes()[:64]
+            if path.suffix == ".py" or (head.startswith(b"#!") and b"python" in head):
+                files.append(path)
+    return files
+
+
+def unsafe_calls(path: pathlib.Path, root: pathlib.Path = REPO) -> list[str]:
+    """Every place in one file that could unpickle, evaluate or trust remote code."""
+    import ast
+
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+
+    def kw(call: ast.Call, name: str) -> Any:
+        for keyword in call.keywords:
+            if keyword.arg == name and isinstance(keyword.value, ast.Constant):
+                return keyword.value.value
+        return None
+
+    for node in ast.walk(tree):
+        where = f"{path.relative_to(root)}:{getattr(node, 'lineno', 0)}"
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+            for name in names:
+                if name and name.split(".")[0] in UNSAFE_MODULES:
+                    found.append(f"{where} imports {name}")
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        text = ast.unparse(func)
+        if isinstance(func, ast.Name) and func.id in ("eval", "exec", "compile", "__import__"):
+            found.append(f"{where} calls {func.id}()")
+        if text == "torch.load" and kw(node, "weights_only") is not True:
+            found.append(f"{where} torch.load without weights_only=True")
+        if text.endswith(("np.load", "numpy.load")) and kw(node, "allow_pickle"):
+            found.append(f"{where} np.load(allow_pickle=True)")
+        if text in ("yaml.load", "yaml.unsafe_load", "yaml.full_load"):
+            found.append(f"{where} {text} (use yaml.safe_load)")
+        if kw(node, "trust_remote_code"):
+            found.append(f"{where} trust_remote_code=True")
+        if kw(node, "shell"):
+            found.append(f"{where} shell=True")
+        if isinstance(func, ast.Attribute) and func.attr == "from_pretrained":
+            receiver = ast.unparse(func.value)
+            if not any(part in receiver for part in NO_WEIGHTS) and (
+                kw(node, "use_safetensors") is not True
+            ):
+                found.append(f"{where} {receiver}.from_pretrained without use_safetensors=True")
+    return found
+
+
+def test_no_code_path_unpickles_evaluates_or_trusts_remote_code() -> None:
+    files = shipped_python()
+    assert len(files) > 20 and any(f.name == "hf_common.py" for f in files)
+    problems = [p for f in files for p in unsafe_calls(f)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_checker_finds_what_it_looks_for(tmp_path: pathlib.Path) -> None:
+    """The control: each unsafe pattern in a file is reported (so a clean tree means clean)."""
+    bad = tmp_path / "probe.py"
+    bad.write_text(
+        "import pickle\nimport torch, yaml, numpy as np\n"
+        "torch.load('w.pt')\ntorch.load('w.pt', weights_only=False)\n"
+        "np.load('a.npy', allow_pickle=True)\nyaml.load(open('c'))\neval('1')\n"
+        "Model.from_pretrained('m')\nAutoModel.from_pretrained('m', trust_remote_code=True)\n"
+        "AutoConfig.from_pretrained('m')\ntorch.load('w.pt', weights_only=True)\n"
+    )
+    problems = unsafe_calls(bad, tmp_path)
+    kinds = [p.split(" ", 1)[1] for p in problems]
+    assert kinds == [
+        "imports pickle",
+        "torch.load without weights_only=True",
+        "torch.load without weights_only=True",
+        "np.load(allow_pickle=True)",
+        "yaml.load (use yaml.safe_load)",
+        "calls eval()",
+        "Model.from_pretrained without use_safetensors=True",
+        "trust_remote_code=True",
+        "AutoModel.from_pretrained without use_safetensors=True",
+    ], kinds
+
+
+MODEL_PARAM_CASES = {
+    "nonexistent folder": (lambda tmp: str(tmp / "nope"), "does not exist"),
+    "a file": (lambda tmp: (tmp / "f.json").write_text("{}") and str(tmp / "f.json"), "is a file"),
+    "relative escape": (lambda tmp: "../../../../etc", "config.json"),
+    "home-relative missing": (lambda tmp: "~/no_such_seg_ros_model", "does not exist"),
+}
+
+
+@pytest.mark.parametrize("backend", ["sam2", "sam3"])
+@pytest.mark.parametrize("case", list(MODEL_PARAM_CASES))
+def test_model_parameter_is_validated(backend: str, case: str, tmp_path: pathlib.Path) -> None:
+    make, expected = MODEL_PARAM_CASES[case]
+    with pytest.raises(ModelLoadError) as info:
+        build_backend(BackendConfig(backend=backend, model=make(tmp_path), device="cpu"))
+    assert expected in str(info.value), str(info.value)
+
+
+INJECTED = "SEGROS_INJECTED_7f3a"
+
+
+@pytest.mark.graph
+def test_nothing_from_a_message_is_used_as_a_path_or_evaluated(ros_graph: RosGraph) -> None:
+    """An audit hook watches every file open, directory listing, compile / exec and process
+    start in this process while requests full of path- and code-like strings are served."""
+    events: list[tuple[str, str]] = []
+    watching = threading.Event()
+    watched = (
+        "open",
+        "os.listdir",
+        "os.scandir",
+        "exec",
+        "compile",
+        "subprocess.Popen",
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+        "shutil.rmtree",
+        "os.remove",
+    )
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if watching.is_set() and event.startswith(watched):
+            text = repr(args)
+            if INJECTED in text:
+                events.append((event, text[:200]))
+
+    sys.addaudithook(hook)  # cannot be removed; inert once `watching` is cleared
+    nut = start_node_under_test(ros_graph)
+    nut.send_until_output(1)
+    paths = [
+        f"/tmp/{INJECTED}",
+        f"../../{INJECTED}/etc/passwd",
+        f"~/{INJECTED}",
+        f"file:///{INJECTED}",
+        f"__import__('os').system('touch /tmp/{INJECTED}')",
+        f"{{{INJECTED}}}",
+        f"$(touch /tmp/{INJECTED})",
+    ]
+    watching.set()
+    try:
+        for text in paths:
+            point = [Point(x=5.0, y=5.0)]
+            for res in (
+                nut.call("add_points", points=point, label=text),
+                nut.call("add_points", object_id=text, points=point),
+                nut.call("add_text", text=text),
+                nut.call("remove_object", object_id=text),
+                nut.call("segment", points=point, text=text),
+            ):
+                assert res.message  # answered, whatever the answer
+            frame = good_frame(2)
+            frame.header.frame_id = text
+            frame.encoding = text
+            nut.image.publish(frame)
+        assert wait_for(lambda: nut.node.stats.failed >= len(paths))
+        session = nut.node.session
+        assert session is not None  # labels are kept, as plain text
+        assert paths[0] in [session.label_of(i) for i in session.object_ids]
+    finally:
+        watching.clear()
+    assert not events, events
+    assert not list(pathlib.Path("/tmp").glob(f"{INJECTED}*"))
