@@ -119,7 +119,7 @@ class FrameDepth:
             if prepared is None:
                 return None
             try:
-                geometry = object_geometry(*prepared, obj.mask, self.params)
+                geometry = object_geometry(*_crop(*prepared, obj), self.params)
             except ValueError as exc:  # e.g. colour and depth with different aspect ratios
                 self._fail(exc)
                 return None
@@ -148,3 +148,28 @@ class FrameDepth:
             if geometry is not None and geometry.known:
                 out[obj.mask_value] = subsample(geometry.points, max_per_object)
         return out
+
+
+def _crop(
+    depth_m: npt.NDArray[np.float32], intrinsics: Intrinsics, obj: ObjectMask
+) -> tuple[npt.NDArray[np.float32], Intrinsics, npt.NDArray[np.bool_]]:
+    """Depth, intrinsics and mask cut to the object's box when depth has the mask's resolution.
+
+    The same pixels project to the same points (the principal point moves with the window), but
+    the projection scans the box instead of the whole frame (~0.7 ms per object at 640x480).
+    Depth or camera_info at another resolution is left whole (seg_ros.depth checks and rescales).
+    """
+    box = obj.bbox
+    same_size = (intrinsics.height, intrinsics.width) == depth_m.shape == obj.mask.shape
+    if box is None or not same_size:
+        return depth_m, intrinsics, obj.mask
+    x0, y0, x1, y1 = box
+    window = Intrinsics(
+        fx=intrinsics.fx,
+        fy=intrinsics.fy,
+        cx=intrinsics.cx - x0,
+        cy=intrinsics.cy - y0,
+        width=x1 - x0,
+        height=y1 - y0,
+    )
+    return depth_m[y0:y1, x0:x1], window, obj.mask[y0:y1, x0:x1]

@@ -521,3 +521,32 @@ def test_lifecycle_node_runs_from_the_command_line(ros_graph: RosGraph) -> None:
     assert proc.returncode == 0, output
     assert "backend 'fake' loaded" in output and "segmenting /image" in output, output
     assert "Traceback" not in output, output
+
+
+def test_geometry_on_the_object_box_equals_the_whole_frame() -> None:
+    """FrameDepth projects only the object's box; the points and values are the same."""
+    from seg_ros.depth import DepthParams, Intrinsics, object_geometry
+    from seg_ros.engine.results import ObjectMask
+    from seg_ros.rgbd import FrameDepth
+
+    rng = np.random.default_rng(3)
+    depth_mm = (1200 + 400 * rng.random((H, W))).astype(np.uint16)
+    depth_mm[rng.random((H, W)) < 0.05] = 0
+    depth = numpy_to_image(depth_mm, "16UC1", header(1))
+    info = CameraInfo(width=W, height=H)
+    info.k = [97.3, 0.0, 81.37, 0.0, 101.9, 58.61, 0.0, 0.0, 1.0]
+    metres = depth_mm.astype(np.float32) / np.float32(1000.0)
+    metres[depth_mm == 0] = np.nan
+    whole_k = Intrinsics.from_camera_info(info)
+    for i in range(10):
+        mask = np.zeros((H, W), bool)
+        x0, y0 = int(rng.integers(0, W - 10)), int(rng.integers(0, H - 10))
+        mask[y0 : y0 + int(rng.integers(3, 60)), x0 : x0 + int(rng.integers(3, 80))] = True
+        mask &= rng.random((H, W)) < 0.8
+        obj = ObjectMask(str(i + 1), i + 1, "", 1.0, True, mask)
+        cropped = FrameDepth(depth, info).geometry(obj)
+        whole = object_geometry(metres, whole_k, mask, DepthParams())
+        assert cropped is not None and cropped.num_valid == whole.num_valid
+        np.testing.assert_array_equal(cropped.points, whole.points)
+        np.testing.assert_allclose(cropped.centroid, whole.centroid, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(cropped.extent, whole.extent, rtol=1e-12, atol=1e-12)
