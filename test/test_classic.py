@@ -138,6 +138,11 @@ def test_scribble_seeds_the_object_and_full_mask_is_taken_as_is(
     full = session.add_prompt(Prompt(mask=distinct.masks[1]))
     np.testing.assert_array_equal(full.object.mask, distinct.masks[1])
     assert full.object.score == 1.0
+    # A rough mask with a click is a first guess that the image corrects.
+    star = distinct.masks[1]
+    rough = cv2.dilate(star.astype(np.uint8), np.ones((21, 21), np.uint8)).astype(bool)
+    fixed = session.add_prompt(Prompt(mask=rough, points=[interior_point(star)]))
+    assert jaccard(rough, star) < 0.7 and jaccard(fixed.object.mask, star) > 0.93
 
 
 def test_background_point_refines_and_foreground_points_join(pair: SyntheticFrame) -> None:

@@ -42,7 +42,7 @@ import numpy as np
 from seg_ros.engine.backends import classic_ops as ops
 from seg_ros.engine.backends.base import Backend, BoolArray, Capabilities, MaskOutput, RgbImage
 from seg_ros.engine.config import BackendConfig
-from seg_ros.engine.errors import PromptError
+from seg_ros.engine.errors import BackendError, PromptError
 from seg_ros.engine.prompts import Prompt
 
 _FLOW_PRESETS = {
@@ -180,6 +180,12 @@ class ClassicBackend(Backend):
         return _Frame(small, gray, ops.color_bins(small), height, width)
 
     def step(self, frame_index: int, image: RgbImage) -> dict[int, MaskOutput]:
+        try:
+            return self._step(frame_index, image)
+        except cv2.error as exc:  # OpenCV refusing odd data: drop this frame, keep the objects
+            raise BackendError(f"classic backend failed on frame {frame_index}: {exc}") from exc
+
+    def _step(self, frame_index: int, image: RgbImage) -> dict[int, MaskOutput]:
         frame = self._prepare(image)
         prev = self._frame
         self._frame, self._frame_index = frame, frame_index
@@ -223,7 +229,10 @@ class ClassicBackend(Backend):
                 "latest frame"
             )
         track = self._tracks.get(obj)
-        mask, full_mask, confidence = self._segment_prompt(frame, prompt, track, frame_index)
+        try:
+            mask, full_mask, confidence = self._segment_prompt(frame, prompt, track, frame_index)
+        except cv2.error as exc:
+            raise BackendError(f"classic backend failed on the prompt: {exc}") from exc
         self._tracks[obj] = self._new_track(frame, mask, confidence, track, prompt, frame_index)
         self._tracks[obj].full_mask = full_mask
         return self._output(self._tracks[obj], frame)
@@ -246,19 +255,24 @@ class ClassicBackend(Backend):
                 seeds.fg | self._downscale(prompt.mask, frame, any_pixel=True), seeds.bg
             )
         iterations = self.config.grabcut_iterations
+        box: ops.Box | None = None
         if prompt.box is not None:
             x0, y0, x1, y1 = (float(v) * s for v in prompt.box.tolist())
             box = (int(math.floor(x0)), int(math.floor(y0)), int(math.ceil(x1)), int(math.ceil(y1)))
+        if box is not None and not full_mask_prompt:
             mask = ops.segment_box(frame.rgb, box, seeds, iterations)
-            if not mask.any():  # GrabCut found nothing: the inscribed ellipse, low confidence
+            if not mask.any():
+                # GrabCut found nothing (no colour difference at all): the ellipse inscribed in
+                # the box, at the lost threshold, so that the user sees what was taken.
                 canvas = np.zeros((height, width), np.uint8)
                 cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
                 axes = (max(1, (box[2] - box[0]) // 2), max(1, (box[3] - box[1]) // 2))
                 cv2.ellipse(canvas, (cx, cy), axes, 0, 0, 360, 1, -1)
-                return canvas.astype(bool), None, 0.3
+                return canvas.astype(bool), None, self.config.lost_confidence
             return mask, None, self._prompt_confidence(frame, mask)
         prior: BoolArray | None = None
         if full_mask_prompt:
+            # A mask with points (or a box): the mask is the first guess, the points correct it.
             assert prompt.mask is not None
             prior = self._downscale(prompt.mask, frame, any_pixel=False)
         elif track is not None and not track.lost and track.mask.any():
@@ -272,6 +286,10 @@ class ClassicBackend(Backend):
         mask = ops.segment_seeds(frame.rgb, frame.bins, seeds, iterations, prior)
         mask |= seeds.fg
         mask &= ~seeds.bg
+        if box is not None:
+            inside = np.zeros_like(mask)
+            inside[max(0, box[1]) : box[3], max(0, box[0]) : box[2]] = True
+            mask &= inside
         return mask, None, self._prompt_confidence(frame, mask)
 
     def _prompt_confidence(self, frame: _Frame, mask: BoolArray) -> float:
@@ -338,7 +356,10 @@ class ClassicBackend(Backend):
         if not prompt.has_geometry:
             return super().segment(image, prompt, multimask, score_threshold)
         frame = self._prepare(image)
-        mask, full_mask, confidence = self._segment_prompt(frame, prompt, None, -1)
+        try:
+            mask, full_mask, confidence = self._segment_prompt(frame, prompt, None, -1)
+        except cv2.error as exc:
+            raise BackendError(f"classic backend failed on the prompt: {exc}") from exc
         track = self._new_track(frame, mask, confidence, None, prompt, -1)
         track.full_mask = full_mask
         return [self._output(track, frame)]
