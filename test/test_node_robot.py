@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from conftest import DOMAIN_ID, RosGraph, wait_for
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, RegionOfInterest
@@ -550,3 +552,33 @@ def test_geometry_on_the_object_box_equals_the_whole_frame() -> None:
         np.testing.assert_array_equal(cropped.points, whole.points)
         np.testing.assert_allclose(cropped.centroid, whole.centroid, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(cropped.extent, whole.extent, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_lifecycle_cleanup_releases_a_real_model(
+    ros_graph: RosGraph, tmp_path: pathlib.Path, device: str
+) -> None:
+    """A tiny random-weight SAM 2.1 through configure / cleanup; on CUDA its memory comes back."""
+    torch = pytest.importorskip("torch")
+    cuda = device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from tiny_models import save_tiny
+
+    folder = save_tiny("sam2", tmp_path / "sam2")
+    if cuda:
+        allocated, reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+    node = start(
+        ros_graph, SegmentationLifecycleNode, backend="sam2", model=str(folder), device=device
+    )
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node.load_error
+    backend = node.session.backend
+    assert node.device.startswith(device) and backend.stats()  # a loaded model reports stats
+    if cuda:
+        assert torch.cuda.memory_allocated() > allocated
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert node.session is None and backend.stats() == {}  # the backend let its model go
+    if cuda:
+        assert torch.cuda.memory_allocated() == allocated  # every tensor of the model freed
+        assert torch.cuda.memory_reserved() <= reserved  # and the cache handed back
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS  # loads again
