@@ -649,8 +649,9 @@ class SegmentationNode(Node):
             session.reset()
             self._latest = None
             cleared = self.markers.reset(self._marker_header)  # DELETEALL: RViz forgets them too
-            if self._pub_markers is not None:
-                self._pub_markers.publish(cleared)
+            markers = self._pub_markers  # None once close_io ran
+            if markers is not None:
+                markers.publish(cleared)
             return Trigger.Response(message="forgot every object and frame")
 
         return self._serve(Trigger, run)
