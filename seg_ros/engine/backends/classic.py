@@ -33,6 +33,7 @@ Only the latest frame is kept (memory_frames = 1): prompts apply to the latest f
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -122,6 +123,11 @@ class _Frame:
     def scale(self) -> float:
         """Working pixels per source pixel."""
         return float(self.bins.shape[1]) / self.full_width
+
+    @functools.cached_property
+    def counts_all(self) -> ops.FloatArray:
+        """Colour bin counts of the whole frame (computed once, shared by every object)."""
+        return ops.counts(self.bins)
 
 
 @dataclass
@@ -420,9 +426,9 @@ class ClassicBackend(Backend):
             return predicted
         shift = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
         moved = ops.warp_mask(predicted, ops.Motion(shift, 1.0))
-        full_ev = np.zeros((height, width), np.float32)
-        full_ev[y0:y1, x0:x1] = evidence
-        if ops.mean_over(full_ev, moved) > ops.mean_over(full_ev, predicted) + 0.02:
+        # Both masks lie in the ROI (mean shift keeps its window inside the image it searches).
+        sl = np.s_[y0:y1, x0:x1]
+        if ops.mean_over(evidence, moved[sl]) > ops.mean_over(evidence, predicted[sl]) + 0.02:
             return moved
         return predicted
 
@@ -465,7 +471,7 @@ class ClassicBackend(Backend):
     def _confidence(self, track: _Track, frame: _Frame, mask: BoolArray) -> float:
         """Colour fit to the object's model, relative to the prompt's, times an area factor."""
         lut = ops.ratio_lut(track.fg, track.bg)
-        fit = ops.mean_over(lut[frame.bins], mask) / track.ref_fit
+        fit = ops.mean_evidence(lut, frame.bins, mask) / track.ref_fit
         q = float(np.count_nonzero(mask)) / track.ref_area
         area_factor = min(1.0, q / 0.5) if q < 1.0 else min(1.0, 2.5 / q)
         return float(np.clip(fit, 0.0, 1.0) * math.sqrt(max(area_factor, 0.0)))
@@ -474,11 +480,11 @@ class ClassicBackend(Backend):
         self, track: _Track, frame: _Frame, mask: BoolArray, roi: ops.Box, confidence: float
     ) -> None:
         """Follow slow changes of look and size while the track is confident."""
-        ys, xs = np.nonzero(mask)
-        track.last_center = (float(xs.mean()), float(ys.mean()))
         x0, y0, x1, y1 = roi
         sl = np.s_[y0:y1, x0:x1]
         local = mask[sl]
+        ys, xs = np.nonzero(local)
+        track.last_center = (float(xs.mean()) + x0, float(ys.mean()) + y0)
         band = ops.dilate(local, 6) & ~ops.dilate(local, 2)
         track.local_bg = ops.histogram(frame.bins[sl], band)
         area = float(np.count_nonzero(mask))
@@ -490,7 +496,9 @@ class ClassicBackend(Backend):
         track.fg = (1 - a) * track.fg + a * ops.histogram(
             frame.bins[sl], inner if inner.any() else local
         )
-        track.bg = (1 - a) * track.bg + a * ops.histogram(frame.bins, ~ops.dilate(mask, 2))
+        # The rest of the frame: all of it minus the object (and its edge), counted in the ROI.
+        rest = frame.counts_all - ops.counts(frame.bins[sl], ops.dilate(local, 2))
+        track.bg = (1 - a) * track.bg + a * ops.normalize(np.maximum(rest, 0.0))
         track.ref_area = (1 - a / 2) * track.ref_area + a / 2 * area
 
     def _lose(self, track: _Track) -> None:

@@ -54,17 +54,34 @@ def _smooth(hist: FloatArray) -> FloatArray:
     return out.reshape(-1).astype(np.float32)
 
 
+def counts(bins: BinImage, where: BoolArray | None = None) -> FloatArray:
+    """Raw bin counts (float32, N_BINS) of the pixels `where` is True (all when None)."""
+    sample = bins.reshape(-1) if where is None else bins[where]
+    out: FloatArray = np.bincount(sample, minlength=N_BINS).astype(np.float32)
+    return out
+
+
+def normalize(raw: FloatArray) -> FloatArray:
+    """Counts -> a smoothed histogram summing to 1 (uniform when there is no count)."""
+    total = float(raw.sum())
+    if total <= 0:
+        return np.full(N_BINS, 1.0 / N_BINS, np.float32)
+    smooth = _smooth(raw) + 1e-3 / N_BINS * total
+    out: FloatArray = (smooth / smooth.sum()).astype(np.float32)
+    return out
+
+
 def histogram(bins: BinImage, where: BoolArray | None = None) -> FloatArray:
     """Normalised, smoothed colour histogram of the pixels `where` is True (all when None).
 
     An empty selection gives the uniform histogram (no information)."""
-    sample = bins.reshape(-1) if where is None else bins[where]
-    if sample.size == 0:
-        return np.full(N_BINS, 1.0 / N_BINS, np.float32)
-    counts = np.bincount(sample, minlength=N_BINS).astype(np.float32)
-    counts = _smooth(counts) + 1e-3 / N_BINS * counts.sum()
-    out: FloatArray = (counts / counts.sum()).astype(np.float32)
-    return out
+    return normalize(counts(bins, where))
+
+
+def mean_evidence(lut: FloatArray, bins: BinImage, mask: BoolArray) -> float:
+    """Mean per-bin evidence `lut` over the pixels of `mask` (0 when empty)."""
+    sample = bins[mask]
+    return float(lut[sample].mean()) if sample.size else 0.0
 
 
 def ratio_lut(fg: FloatArray, bg: FloatArray) -> FloatArray:
@@ -356,14 +373,18 @@ def estimate_motion(mask: BoolArray, flow: FloatArray, max_points: int = 400) ->
     Samples come from the mask's interior (one pixel in), where flow is not smeared across the
     object's edge. With too few samples or no consensus the median flow is a translation.
     """
-    core = erode(mask, 1)
+    identity = Motion(np.array([[1, 0, 0], [0, 1, 0]], np.float32), 0.0)
+    box = mask_box(mask)
+    if box is None:
+        return identity
+    x0, y0, x1, y1 = box
+    local = mask[y0:y1, x0:x1]
+    core = erode(local, 1)
     if np.count_nonzero(core) < 12:
-        core = mask
+        core = local
     ys, xs = np.nonzero(core)
-    if ys.size == 0:
-        return Motion(np.array([[1, 0, 0], [0, 1, 0]], np.float32), 0.0)
     step = max(1, ys.size // max_points)
-    ys, xs = ys[::step], xs[::step]
+    ys, xs = ys[::step] + y0, xs[::step] + x0
     d = flow[ys, xs]
     src = np.stack([xs, ys], axis=1).astype(np.float32)
     dst = src + d
@@ -385,16 +406,33 @@ def estimate_motion(mask: BoolArray, flow: FloatArray, max_points: int = 400) ->
 
 
 def warp_mask(mask: BoolArray, motion: Motion) -> BoolArray:
+    """`mask` moved by `motion` (bilinear, re-thresholded), computed only where it lands."""
     height, width = mask.shape
-    out = cv2.warpAffine(
-        mask.astype(np.uint8) * 255,
-        motion.matrix,
-        (width, height),
+    out = np.zeros((height, width), bool)
+    box = mask_box(mask)
+    if box is None:
+        return out
+    x0, y0, x1, y1 = box
+    m = motion.matrix.astype(np.float64)
+    corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], np.float64) @ m.T
+    dx0, dy0 = np.floor(corners.min(axis=0)).astype(int) - 2
+    dx1, dy1 = np.ceil(corners.max(axis=0)).astype(int) + 2
+    dx0, dy0, dx1, dy1 = clip_box((int(dx0), int(dy0), int(dx1), int(dy1)), width, height)
+    if dx1 <= dx0 or dy1 <= dy0:
+        return out  # moved off the frame
+    # Source patch at (x0, y0), destination patch at (dx0, dy0): shift the transform to match.
+    shifted = m.copy()
+    shifted[:, 2] += m[:, 0] * x0 + m[:, 1] * y0 - np.array([dx0, dy0], np.float64)
+    patch = cv2.warpAffine(
+        mask[y0:y1, x0:x1].astype(np.uint8) * 255,
+        shifted.astype(np.float32),
+        (dx1 - dx0, dy1 - dy0),
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
-    return out > 127
+    out[dy0:dy1, dx0:dx1] = patch > 127
+    return out
 
 
 def signed_distance(mask: BoolArray) -> FloatArray:
