@@ -583,10 +583,15 @@ class StreamingVideoTracker:
             return self._result(out, 0, candidates=multimask)
 
     def latest_features(self) -> list[torch.Tensor] | None:
-        """The latest frame's cached image features (for `segment` on that frame)."""
+        """The latest frame's image features (for `segment` on that frame), encoded on demand.
+
+        None before the first frame, or when the latest frame was given as features only.
+        """
         if self._latest is None:
             return None
-        return self._features.get(self._latest)
+        if self._latest not in self._features and self._latest not in self._frames:
+            return None
+        return self._features_of(self._latest)
 
     # ------------------------------------------------------------------ memory bound
     def _prune(self) -> None:

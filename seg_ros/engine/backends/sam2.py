@@ -1,7 +1,8 @@
 """The `sam2` backend: SAM 2.1 (`Sam2VideoModel`) or EdgeTAM (`EdgeTamVideoModel`) via transformers.
 
 The checkpoint's model_type picks the model ("sam2_video" or "edgetam_video"). Tracking runs on
-`StreamingVideoTracker` (hf_stream.py), which bounds the video memory: this module converts
+`StreamingVideoTracker` (hf_stream.py): that is where the tracking memory is bounded
+(`StreamingVideoTracker._prune`, after every frame). This module converts
 between the engine's world (RGB uint8 frames of any size, prompts in source pixels, bool masks at
 the source resolution) and the model's square input frame.
 
@@ -147,7 +148,13 @@ class Sam2Backend(Backend):
             raise
         except (RuntimeError, ValueError) as exc:
             raise BackendError(f"the sam2 model failed on a prompt: {exc}") from exc
-        return self._output(out, height, width)
+        result = self._output(out, height, width)
+        if "mask" in kwargs and not kwargs["points"] and "box" not in kwargs:
+            # A mask alone IS the object on its frame (the tracker keeps it at 1/4 of its input
+            # size): answer with the mask given rather than its resampled copy.
+            assert prompt.mask is not None
+            return MaskOutput(prompt.mask.copy(), result.score, result.visible)
+        return result
 
     def remove_object(self, obj: int) -> None:
         self.tracker.remove_object(obj)
@@ -165,7 +172,7 @@ class Sam2Backend(Backend):
         height, width = int(image.shape[0]), int(image.shape[1])
         kwargs = self._prompt_kwargs(prompt, height, width)
         try:
-            # The latest frame's features are cached (unless encoding was lazy): re-use them.
+            # The latest frame's features are cached (or encoded once, then cached): re-use them.
             features = self.tracker.latest_features() if image is self._latest_image else None
             pixels = (
                 None if features is not None else preprocess(image, self.image_size, self.device)
