@@ -104,3 +104,19 @@ def test_sequence_score_means_over_frames_then_objects() -> None:
     assert seq.objects[2].j == pytest.approx(0.5) and seq.objects[2].f == pytest.approx(0.5)
     assert seq.j == pytest.approx(0.75) and seq.f == pytest.approx(0.75)
     assert seq.jf == pytest.approx(0.75)
+
+
+def test_quality_benchmark_rows_and_skips() -> None:
+    from seg_ros.bench.quality import SEQUENCES, run
+
+    rows = run(["sam2"], quick=True, width=160, height=120)
+    assert rows[0] == {"bench": "quality", "backend": "sam2", "skipped": "no model given (--model)"}
+    fake = [r for r in rows if r.get("backend") == "fake" and r["bench"] == "quality"]
+    assert {r["sequence"] for r in fake} == set(SEQUENCES)
+    assert {r["prompt"] for r in fake} == {"box", "point"}
+    for r in fake:
+        assert 0.0 <= r["J"] <= 1.0 and 0.0 <= r["F"] <= 1.0
+        assert r["JF"] == pytest.approx((r["J"] + r["F"]) / 2, abs=1e-3)
+        assert r["frames"] == 30 and r["input"] == "160x120"
+    means = [r for r in rows if r["bench"] == "quality_mean"]
+    assert len(means) == 2 and not any(r["bench"] == "speed" for r in rows)
