@@ -682,3 +682,36 @@ def test_download_arguments_and_verification_errors(
     assert "'bert' model; supported: sam2_video" in capsys.readouterr().err
     assert download.main(["a/b", "--out", str(tmp_path / "none"), "--verify-only"]) == 1
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_compile_option_compiles_the_heavy_modules(folders: dict[str, pathlib.Path]) -> None:
+    backend = build(folders["sam2"], compile=True)  # compiled lazily, on the first call
+    model = backend.tracker.model
+    for name in ("vision_encoder", "memory_attention", "mask_decoder"):
+        assert getattr(model, name)._compiled_call_impl is not None, name
+    assert build(folders["sam2"]).tracker.model.vision_encoder._compiled_call_impl is None
+    backend.close()
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_model_gives_the_same_masks(folders: dict[str, pathlib.Path]) -> None:
+    """torch.compile of the heavy modules: same masks (minutes of compilation on a CPU)."""
+
+    def run(compile_: bool) -> list[np.ndarray]:
+        backend = build_backend(
+            BackendConfig(backend="sam2", model=str(folders["sam2"]), compile=compile_)
+        )
+        session = SegmentationSession(backend)
+        stream = images(8, seed=6)
+        session.step(next(stream))
+        session.add_prompt(Prompt(points=[[50, 40]], point_labels=[1]))
+        session.add_prompt(Prompt(box=[90, 20, 150, 70]))
+        masks = [np.stack([o.mask for o in session.step(image).objects]) for image in stream]
+        session.close()
+        return masks
+
+    eager, compiled = run(False), run(True)
+    agreement = np.mean([(a == b).mean() for a, b in zip(eager, compiled, strict=True)])
+    assert agreement > 0.999
