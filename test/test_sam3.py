@@ -77,6 +77,9 @@ def test_loads_a_checkpoint_with_the_layout_of_facebook_sam3(checkpoint: pathlib
     assert backend.memory_frames >= 1
     # The checkpoint's own NMS threshold is used unless the option overrides it.
     assert backend.nms_iou == pytest.approx(0.1)
+    backend.close()
+    backend.close()  # idempotent
+    assert backend.stats() == {}
 
 
 def test_missing_tokenizer_files_are_named(
