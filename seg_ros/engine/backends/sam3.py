@@ -8,8 +8,8 @@ CLIP tokenizer files) holds two models on ONE vision backbone:
   own): points / box / mask prompts and frame-to-frame tracking with a memory bank, driven here by
   the generic bounded-memory `StreamingVideoTracker` (hf_stream.py).
 
-The ViT backbone (most of the compute: ~35 s a frame for the 840M checkpoint on a laptop CPU) runs
-at most ONCE per frame. Each stored frame's backbone output is memoised (`BackboneCache`); the
+The ViT backbone (most of the compute: 35-70 s a frame for the 840M checkpoint on a 2-core CPU)
+runs at most ONCE per frame. Each stored frame's backbone output is memoised (`BackboneCache`); the
 detector reads it through its own FPN neck, and the tracker through `SharedVisionEncoder`, which
 stands in for the tracker's missing vision encoder (the checkpoint's `tracker_neck` on the shared
 backbone, exactly as `Sam3VideoModel.get_vision_features_for_tracker`). While nothing is tracked,
