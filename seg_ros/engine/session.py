@@ -248,12 +248,15 @@ class SegmentationSession:
                 )
 
     def reset(self) -> None:
-        """Forget every object and frame; the next frame starts a new stream."""
+        """Forget every object and frame; the next frame starts a new stream.
+
+        Ids keep counting: an object created after a reset never takes the id of one from
+        before it, so a consumer holding an old id cannot mistake a new object for it.
+        """
         with self._lock:
             self._check_open()
             self._clear_stream()
             self._tracks.clear()
-            self._next_value = 1
 
     def segment(
         self,
