@@ -420,7 +420,10 @@ class SegmentationNode(Node):
                         time.monotonic() - frame.received_at, self._age_s(frame.header)
                     )
             except Exception:  # the worker must survive anything a frame does
-                self._warn(f"frame failed: {traceback.format_exc()}")
+                # e.g. torch.cuda.OutOfMemoryError from the model: a dropped frame like any other
+                self.stats.failed += 1
+                self.health.bad_frame()
+                self._warn(f"frame dropped ({self.stats.failed} so far): {traceback.format_exc()}")
 
     def process_frame(
         self, msg: Image | CompressedImage | RgbdInput, received_at: float | None = None

@@ -240,7 +240,9 @@ def test_callers_with_resets_while_frames_stream_end_consistent(ros_graph: RosGr
     assert not log.errors, log.errors
     assert log.answers == 4 * 80 and log.resets > 3
     created = set(log.created)
-    for msg in nut.received:  # ids restart after a reset, but an (id, label) pair is never mixed
+    ids = [i for i, _ in log.created]
+    assert len(ids) == len(set(ids))  # ids are never reused, not even across resets
+    for msg in nut.received:  # and an (id, label) pair is never mixed
         for inst in msg.instances:
             assert (inst.id, inst.label) in created, (inst.id, inst.label)
     assert resetter.call("reset").success
@@ -248,7 +250,7 @@ def test_callers_with_resets_while_frames_stream_end_consistent(ros_graph: RosGr
     last = nut.send_until_output(99_999)
     assert last.instances == []
     res = resetter.call("add_points", points=[Point(x=5.0, y=5.0)], label="after")
-    assert res.success and res.object_id == "1", res.message
+    assert res.success and res.object_id not in {i for i, _ in log.created}, res.message
     assert set(log.refined) <= created  # a refine answered an existing (id, label) pair
     print(
         f"\n4 callers + resets: {log.answers} answers, {len(log.created)} created, "
@@ -334,6 +336,7 @@ def test_session_resets_from_another_thread_never_leave_a_half_state() -> None:
     frame = np.zeros((H, W, 3), np.uint8)
     session.step(frame)
     errors: list[str] = []
+    created_ids: list[str] = []
     stop = threading.Event()
 
     def reset_loop() -> None:
@@ -351,6 +354,7 @@ def test_session_resets_from_another_thread_never_leave_a_half_state() -> None:
                         errors.append("duplicate id in one frame")
                 else:
                     out = session.add_prompt(Prompt(points=[[5, 5]]), label=f"w{index}")
+                    created_ids.append(out.object_id)
                     if out.object.label != f"w{index}":
                         errors.append(f"label mix-up: {out.object.label} for w{index}")
             except SegRosError as exc:  # no frame yet after a reset, or full: both legitimate
@@ -366,7 +370,9 @@ def test_session_resets_from_another_thread_never_leave_a_half_state() -> None:
     resetter.join(timeout=10.0)
     assert not stuck and not resetter.is_alive(), "deadlock"
     assert not errors, errors[:5]
+    assert len(created_ids) == len(set(created_ids))  # never reused, even across resets
     session.reset()
     assert session.object_ids == [] and session.latest is None
     session.step(frame)
-    assert session.add_prompt(Prompt(points=[[5, 5]])).object_id == "1"
+    before = {int(i) for i in created_ids}
+    assert int(session.add_prompt(Prompt(points=[[5, 5]])).object_id) > max(before, default=0)

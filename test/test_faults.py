@@ -472,11 +472,12 @@ def test_camera_pause_then_restart_with_a_new_resolution(tracked_node: NodeUnder
     assert nut.call("reset").success
     publish_and_wait(nut, 12, width=2 * W, height=2 * H)
     res = nut.call("add_points", points=[Point(x=2.0 * W - 5, y=2.0 * H - 5)], label="new")
-    assert res.success and res.object_id == "1", res.message  # a new stream numbers from 1
+    # A new stream, but ids are never reused: the objects from before the reset had 1 and 2.
+    assert res.success and res.object_id == "3", res.message
     publish_and_wait(nut, 13, width=2 * W, height=2 * H)
     out = output_of(nut, 13)
     assert (out.width, out.height) == (2 * W, 2 * H)
-    assert [(i.id, i.label, i.visible) for i in out.instances] == [("1", "new", True)]
+    assert [(i.id, i.label, i.visible) for i in out.instances] == [("3", "new", True)]
     # ... and back to the old resolution the same way.
     assert nut.call("reset").success
     publish_and_wait(nut, 14)
@@ -505,9 +506,9 @@ def test_classic_backend_restarts_with_a_new_resolution_after_reset() -> None:
     result = session.step(scene(192, 256, 60))
     assert (result.height, result.width, result.objects) == (192, 256, ())
     out = session.add_prompt(Prompt(box=[58, 62, 82, 86]), label="red")
-    assert out.object_id == "1" and out.object.visible
+    assert out.object_id == "2" and out.object.visible  # "1" was the object before the reset
     result = session.step(scene(192, 256, 61))
-    assert [(o.object_id, o.label) for o in result.objects] == [("1", "red")]
+    assert [(o.object_id, o.label) for o in result.objects] == [("2", "red")]
     assert result.objects[0].mask.shape == (192, 256)
 
 

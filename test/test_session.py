@@ -275,3 +275,20 @@ def test_label_image_higher_score_wins() -> None:
         ),
     )
     assert result.label_image()[:, 0].tolist() == [1, 1, 2, 2]
+
+
+def test_a_failed_creation_uses_up_no_id_and_leaves_nothing_behind() -> None:
+    from seg_ros.bench.fault_injection import FaultyBackend
+
+    inner = FakeBackend(FakeConfig(memory_frames=3))
+    backend = FaultyBackend(inner)
+    session = SegmentationSession(backend, max_objects=3)
+    session.step(frame())
+    assert session.add_prompt(Prompt(points=[[3, 3]])).object_id == "1"
+    backend.fail_next("add_prompt")
+    with pytest.raises(BackendError):
+        session.add_prompt(Prompt(points=[[30, 30]]))
+    assert session.object_ids == ["1"]
+    assert set(inner._masks) == {1}  # the backend holds nothing for the failed object
+    # The id the failed request would have had goes to the next object.
+    assert session.add_prompt(Prompt(points=[[30, 30]])).object_id == "2"

@@ -8,6 +8,7 @@ every tracked object as it was.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -186,9 +187,11 @@ class SegmentationSession:
                 track = _Track(value, label)
                 new = True
             geometry = self._compose_text(index, prompt) if prompt.text else prompt
-            output = self.backend.add_prompt(index, value, geometry, multimask)
             if new:
+                output = self._create(index, value, geometry, multimask)
                 self._tracks[value] = track
+            else:
+                output = self.backend.add_prompt(index, value, geometry, multimask)
             if label:
                 track.label = label
             elif not track.label and prompt.text:
@@ -220,15 +223,23 @@ class SegmentationSession:
                 raise CapacityError(f"already tracking max_objects={self.max_objects} objects")
             limit = room if max_objects == 0 else min(room, max_objects)
             detections = self.backend.detect(index, text, threshold, limit)[:limit]
-            added: list[ObjectMask] = []
-            for det in detections:
-                value = self._allocate()
-                output = self.backend.add_prompt(index, value, Prompt(mask=det.mask))
-                self._tracks[value] = _Track(value, text)
-                # A mask prompt is certain of itself: the detection's score is the confidence.
-                obj = self._object(value, replace(output, score=min(output.score, det.score)))
+            created: list[tuple[int, MaskOutput]] = []
+            try:
+                for det in detections:
+                    value = self._allocate()
+                    output = self._create(index, value, Prompt(mask=det.mask), False)
+                    self._tracks[value] = _Track(value, text)
+                    # A mask prompt is certain of itself: the detection's score is the confidence.
+                    created.append((value, replace(output, score=min(output.score, det.score))))
+            except BaseException:
+                # All or nothing: a failure on the k-th match takes back the k-1 before it.
+                for value, _ in created:
+                    self.backend.remove_object(value)
+                    del self._tracks[value]
+                raise
+            added = [self._object(value, output) for value, output in created]
+            for obj in added:
                 self._update_latest(index, obj)
-                added.append(obj)
             return added
 
     def remove_object(self, object_id: str) -> None:
@@ -338,6 +349,7 @@ class SegmentationSession:
         return value, track
 
     def _allocate(self) -> int:
+        """The id the next new object gets; it is only used up once `_create` succeeds."""
         if len(self._tracks) >= self.max_objects:
             raise CapacityError(
                 f"already tracking max_objects={self.max_objects} objects; remove one first"
@@ -347,8 +359,19 @@ class SegmentationSession:
         value = self._next_value
         while value in self._tracks:
             value = value % MAX_MASK_VALUE + 1
-        self._next_value = value % MAX_MASK_VALUE + 1
         return value
+
+    def _create(self, index: int, value: int, prompt: Prompt, multimask: bool) -> MaskOutput:
+        """Give new object `value` to the backend. On failure the backend forgets it and the id
+        stays free for the next object."""
+        try:
+            output = self.backend.add_prompt(index, value, prompt, multimask)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the original error is the one to report
+                self.backend.remove_object(value)
+            raise
+        self._next_value = value % MAX_MASK_VALUE + 1
+        return output
 
     def _resolve_stamp(self, stamp_ns: int) -> tuple[int, int]:
         if not self._stamps:
