@@ -1,6 +1,6 @@
 """`make bench`: every benchmark this machine can run, one JSON object per line on stdout.
 
-    python -m seg_ros.bench [--quick] [--only node,robot,quality,sam2,sam3]
+    python -m seg_ros.bench [--quick] [--only node,robot,quality,soak,sam2,sam3]
 
 Each suite runs in turn; one that fails prints a row with "error" and the others still run.
 Timings are medians in milliseconds; rss growth in MB.
@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-SUITES = ("node", "robot", "quality", "sam2", "sam3")
+SUITES = ("node", "robot", "quality", "soak", "sam2", "sam3")
 
 
 def _suite(name: str, quick: bool) -> Callable[[], list[dict[str, Any]]]:
@@ -32,6 +32,14 @@ def _suite(name: str, quick: bool) -> Callable[[], list[dict[str, Any]]]:
     if name == "quality":
         mod = importlib.import_module("seg_ros.bench.quality")
         return lambda: mod.run(backends=["classic"], quick=quick)
+    if name == "soak":
+        mod = importlib.import_module("seg_ros.bench.soak")
+        return lambda: [
+            mod.run_soak(backend="fake", frames=2_000 if quick else 20_000).row(),
+            mod.run_soak(
+                backend="classic", frames=300 if quick else 3_000, width=160, height=120
+            ).row(),
+        ]
     if name == "sam2":
         mod = importlib.import_module("seg_ros.bench.sam2_bench")
         return lambda: mod.run(quick=quick)
