@@ -17,7 +17,9 @@ Rows (one JSON object each, medians in milliseconds):
 from __future__ import annotations
 
 import gc
+import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -232,12 +234,26 @@ def _timed(device: Any, fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def _fill_memory(backend: Any, source: int, targets: list[int]) -> None:
-    """Give `targets` the tracked-frame memory of object `source` (bench-only shortcut).
+def _fill_window(backend: Any, obj: int, frame: int) -> int:
+    """Fill `obj`'s memory window with copies of its output on `frame` (bench-only shortcut).
 
-    Step cost depends on the memory's size, not its content; copying a full window avoids
-    paying warm-up frames for every object (minutes per model on a CPU).
+    A step's cost depends on how much memory each object attends to, not on its content: copying
+    one tracked frame into the whole window reaches the steady state without paying
+    num_maskmem - 1 warm-up steps (minutes per model on a CPU). Returns the next frame index.
     """
+    tracker = backend.tracker
+    tracked = tracker.session.output_dict_per_obj[tracker._idx(obj)]["non_cond_frame_outputs"]
+    window = max(tracker.memory_frames, tracker.pointer_frames)
+    entry = tracked[frame]
+    # Renumber: the real frame becomes the newest of a full window of identical frames.
+    for k in range(1, window + 1):
+        tracked[frame + k] = dict(entry)
+        tracker._tracked.setdefault(obj, set()).add(frame + k)
+    return frame + window + 1
+
+
+def _copy_memory(backend: Any, source: int, targets: list[int]) -> None:
+    """Give `targets` the tracked-frame memory of `source` (same shortcut, more objects)."""
     tracker = backend.tracker
     outputs = tracker.session.output_dict_per_obj
     src = outputs[tracker._idx(source)]["non_cond_frame_outputs"]
@@ -279,10 +295,9 @@ def bench_model(
     backend.step(frame, image())
     click = Prompt(points=[[320.0, 240.0]], point_labels=[1])
     backend.add_prompt(frame, 1, click)
-    # Fill object 1's memory window (num_maskmem - 1 frames) so steps are in steady state.
-    for _ in range(tracker.memory_frames + 1):
-        frame += 1
-        backend.step(frame, image())
+    frame += 1
+    backend.step(frame, image())  # one real tracked frame, then a full window of its copies
+    frame = _fill_window(backend, 1, frame) - 1
     steps = {}
     one = []
     for _ in range(repeats):
@@ -302,9 +317,7 @@ def bench_model(
         for obj in new:
             xy = [float(40 + 60 * obj % SOURCE_WIDTH), float(30 + 50 * obj % SOURCE_HEIGHT)]
             backend.add_prompt(frame, obj, Prompt(points=[xy], point_labels=[1]))
-        _fill_memory(backend, 1, new)
-        frame += 1
-        backend.step(frame, image())  # settles the new objects' layout
+        _copy_memory(backend, 1, new)
         timings = []
         for _ in range(repeats):
             frame += 1
@@ -426,6 +439,7 @@ def run(quick: bool = False, device: str = "auto") -> list[dict[str, Any]]:
     for name in ("edgetam", "sam2.1-tiny"):
         for size in (512, 1024):
             rows.append(bench_model(name, size, device, repeats=3 if size == 512 else 2))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
     rows.append(bench_model("tiny-sam2", 128, device, repeats=5))
     rows.append(bench_memory("tiny-sam2", frames=1000, objects=2, device=device))
     rows.append(bench_memory("tiny-edgetam", frames=1000, objects=2, device=device))

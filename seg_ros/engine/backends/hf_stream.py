@@ -148,8 +148,10 @@ class StreamingVideoTracker:
     Args:
         model: a loaded video model in eval mode, on its device and dtype.
         session_cls: the model's inference-session class; None = found from the model's class.
-        memory_frames: recent tracked frames each object attends to (0 = the model's own,
-            num_maskmem - 1). Smaller bounds memory and cost; larger than the model's is refused.
+        memory_frames: recent tracked frames whose spatial memory each object attends to (0 = the
+            model's own, num_maskmem - 1). Smaller bounds memory and cost; larger than the
+            model's is refused. Object pointers (one vector a frame) keep the model's longer
+            window (max_object_pointers_in_encoder - 1 frames).
         max_conditioning_frames: prompted frames kept per object (oldest dropped beyond).
         prompt_frames: recent frames a prompt may name (0 = memory_frames). Each costs one stored
             input frame; a prompt on a past frame re-runs the image encoder on it.
