@@ -114,6 +114,27 @@ def session_class_for(model: Any) -> Any:
     return session_cls
 
 
+def tensor_bytes(*roots: Any) -> int:
+    """Bytes of the tensor storages reachable through dicts / lists / tuples (each once)."""
+    import torch
+
+    seen: set[int] = set()
+    total = 0
+    stack = list(roots)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return total
+
+
 class StreamingVideoTracker:
     """Live multi-object tracker with a bounded memory, generic over SAM 2-family video models.
 
@@ -637,6 +658,16 @@ class StreamingVideoTracker:
         while len(conditioning) > self.max_conditioning_frames:
             del conditioning[min(conditioning)]
 
+    def held_bytes(self) -> int:
+        """Bytes of tensor storage the tracker holds: frames, features, per-object outputs.
+
+        Counted from the tensors themselves, so unlike RSS it does not depend on what the
+        allocator keeps; the model's weights are not included.
+        """
+        return tensor_bytes(
+            self._frames, self._features, self.session.output_dict_per_obj, self._pos
+        )
+
     def stats(self) -> dict[str, float]:
         """What the tracker holds now (frames, features, outputs) and its work counters."""
         cond = full = pointer = 0
@@ -655,6 +686,7 @@ class StreamingVideoTracker:
             "max_pointer_outputs_per_object": float(pointer),
             "memory_frames": float(self.memory_frames),
             "prompt_frames": float(self.prompt_frames),
+            "held_mb": self.held_bytes() / 2**20,
         }
         stats.update({k: float(v) for k, v in self.counters.items()})
         return stats
