@@ -328,7 +328,9 @@ def test_session_from_many_threads_stays_consistent() -> None:
     assert all(session.label_of(i) == label for i, label in alive.items())
     result = session.step(frame, stamp_ns=10**12)
     assert {(o.object_id, o.label) for o in result.objects} == set(alive.items())
-    assert steps[0] > 10 and len(created) > 300
+    # The run did real work: how many adds succeed depends on the schedule (capacity refusals),
+    # 270-600 seen; 100 is far above what a stalled session would reach.
+    assert steps[0] > 10 and len(created) > 100
 
 
 def test_session_resets_from_another_thread_never_leave_a_half_state() -> None:
