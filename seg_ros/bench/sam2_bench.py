@@ -263,9 +263,32 @@ def _copy_memory(backend: Any, source: int, targets: list[int]) -> None:
 
 
 def bench_model(
-    name: str, input_size: int, device: str, repeats: int, batch_objects: bool | None = None
+    name: str,
+    input_size: int,
+    device: str,
+    repeats: int,
+    batch_objects: bool | None = None,
+    threads: int = 0,
 ) -> dict[str, Any]:
-    """Encoder, prompt and step timings of one random-weight model at one input size."""
+    """Encoder, prompt and step timings of one random-weight model at one input size.
+
+    `threads` > 0 sets torch's CPU threads for this row (restored after): tiny models spend
+    more in thread hand-offs than in maths, 5x more on a busy 2-core machine.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _bench_model(name, input_size, device, repeats, batch_objects)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _bench_model(
+    name: str, input_size: int, device: str, repeats: int, batch_objects: bool | None
+) -> dict[str, Any]:
     import torch
 
     from seg_ros.engine.backends.sam2 import Sam2Backend, Sam2Options
@@ -477,10 +500,21 @@ def run(quick: bool = False, device: str = "auto") -> list[dict[str, Any]]:
     if quick:
         for name in ("tiny-sam2", "tiny-edgetam"):
             for size in (128, 256):
-                rows.append(bench_model(name, size, device, repeats=3))
-        rows.append(bench_model("tiny-sam2", 128, device, repeats=3, batch_objects=True))
+                rows.append(bench_model(name, size, device, repeats=3, threads=1))
+        rows.append(bench_model("tiny-sam2", 128, device, repeats=3, batch_objects=True, threads=1))
         rows.append(bench_memory("tiny-sam2", frames=300, objects=2, device=device))
         return rows
+    for name in ("edgetam", "sam2.1-tiny"):
+        for size in (512, 1024):
+            rows.append(bench_model(name, size, device, repeats=3 if size == 512 else 2))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
+    # Objects batched through one memory-attention + decoder call (the CUDA default) vs one by one.
+    rows.append(bench_model("edgetam", 512, device, repeats=3, batch_objects=True))
+    rows.append(bench_model("sam2.1-tiny", 512, device, repeats=3, batch_objects=True))
+    rows.append(bench_model("tiny-sam2", 128, device, repeats=5, threads=1))
+    rows.append(bench_memory("tiny-sam2", frames=1000, objects=2, device=device))
+    rows.append(bench_memory("tiny-edgetam", frames=1000, objects=2, device=device))
+    return rows
     for name in ("edgetam", "sam2.1-tiny"):
         for size in (512, 1024):
             rows.append(bench_model(name, size, device, repeats=3 if size == 512 else 2))
