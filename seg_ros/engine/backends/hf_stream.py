@@ -395,7 +395,7 @@ class StreamingVideoTracker:
                     self.counters["batched_objects"] += batch
                 for i, (obj_id, _, _) in enumerate(members):
                     decoded[obj_id] = (out, i)
-            # One memory-encoder pass for every object tracked on this frame.
+            # Memory encoder: one batched pass for every object when batching (and the model) allow.
             order = list(decoded)
             masks = torch.cat([decoded[o][0].high_res[decoded[o][1]][None] for o in order])
             scores = torch.cat(
