@@ -201,11 +201,6 @@ def test_the_good_checkpoint_loads(tiny_sam2: pathlib.Path) -> None:
     session.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hf_common.load_pretrained accepts a checkpoint with missing tensors (transformers "
-    "initialises them at random and only logs); a strict key check would refuse it",
-)
 def test_checkpoint_missing_half_its_tensors_is_refused(
     tiny_sam2: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:

@@ -107,11 +107,12 @@ def load_pretrained(
         )
     extra: dict[str, Any] = {} if config is None else {"config": config}
     try:
-        model = model_cls.from_pretrained(
+        model, info = model_cls.from_pretrained(
             str(path) if path.exists() else source,
             dtype=dtype,
             use_safetensors=True,
             local_files_only=offline,
+            output_loading_info=True,
             **extra,
         )
     except ModelLoadError:
@@ -128,6 +129,17 @@ def load_pretrained(
     if loaded_type not in model_types:
         raise ModelLoadError(
             f"'{source}' loaded as '{loaded_type}'; this backend needs {', '.join(model_types)}"
+        )
+    # transformers fills tensors a checkpoint lacks with random values and only logs it: a
+    # partial or mismatched checkpoint would then "work" and segment garbage. Refuse it.
+    missing = sorted((info or {}).get("missing_keys") or ())
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f", ... ({len(missing)} in all)" if len(missing) > 5 else ""
+        )
+        raise ModelLoadError(
+            f"'{source}' lacks weights the model needs ({shown}): an incomplete checkpoint or one "
+            "of another variant; fetch it again with seg-ros-download"
         )
     return model.to(device).eval()
 
