@@ -156,7 +156,10 @@ def preprocess(image: npt.NDArray[np.uint8], size: int, device: torch.device) ->
     tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device)
     tensor = tensor.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
     if tensor.shape[-2:] != (size, size):
-        tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)
+        # antialias as the processors (torchvision resize) do: a shrunk frame matches them
+        tensor = F.interpolate(
+            tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     return (tensor - mean) / std
