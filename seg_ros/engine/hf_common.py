@@ -144,11 +144,18 @@ def load_pretrained(
     return model.to(device).eval()
 
 
-def preprocess(image: npt.NDArray[np.uint8], size: int, device: torch.device) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> float32 (1, 3, size, size), resized, /255, ImageNet-normalised.
+def preprocess(
+    image: npt.NDArray[np.uint8],
+    size: int,
+    device: torch.device,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> float32 (1, 3, size, size), resized, /255, normalised.
 
-    Matches the transformers SAM 2 / SAM 3 image processors (bilinear resize to a square, no
-    padding), without needing torchvision at run time.
+    Matches the transformers SAM 2 image processor (antialiased bilinear resize to a square, no
+    padding, ImageNet mean / std), without needing torchvision at run time; SAM 3 passes its own
+    mean / std.
     """
     import torch
     import torch.nn.functional as F
@@ -160,9 +167,9 @@ def preprocess(image: npt.NDArray[np.uint8], size: int, device: torch.device) ->
         tensor = F.interpolate(
             tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True
         )
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return (tensor - mean) / std
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return (tensor - mean_t) / std_t
 
 
 def model_type_of(source: str, offline: bool = True) -> str:

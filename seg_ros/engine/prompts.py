@@ -142,6 +142,27 @@ class Prompt:
                 f"{width}x{height}"
             )
 
+    def agreement(self, mask: BoolArray) -> float:
+        """How well a candidate mask fits this prompt's geometry (higher is better, <= 0 none):
+        +1 per point on the right side of the mask, -1 per point on the wrong side, plus
+        2 x IoU with the box and with the mask. Used to pick, among a text's matches, the one
+        the geometry designates."""
+        score = 0.0
+        for (x, y), lab in zip(self.points.tolist(), self.point_labels.tolist(), strict=True):
+            score += 1.0 if bool(mask[int(y), int(x)]) == bool(lab) else -1.0
+        regions: list[BoolArray] = []
+        if self.box is not None:
+            x0, y0, x1, y1 = (int(round(v)) for v in self.box.tolist())
+            box = np.zeros(mask.shape, dtype=bool)
+            box[y0:y1, x0:x1] = True
+            regions.append(box)
+        if self.mask is not None:
+            regions.append(self.mask)
+        for region in regions:
+            union = np.count_nonzero(mask | region)
+            score += 2.0 * np.count_nonzero(mask & region) / union if union else 0.0
+        return score
+
     def geometry_only(self) -> Prompt:
         """The same prompt without its text (what a tracker that has no text takes)."""
         return Prompt(

@@ -397,8 +397,8 @@ class SegmentationSession:
         matches = self.backend.detect(index, prompt.text, self.score_threshold, 0, geometry=prompt)
         if not matches:
             return prompt.geometry_only()
-        best = max(matches, key=lambda m: _agreement(m.mask, prompt))
-        if _agreement(best.mask, prompt) <= 0.0:
+        best = max(matches, key=lambda m: prompt.agreement(m.mask))
+        if prompt.agreement(best.mask) <= 0.0:
             return prompt.geometry_only()
         return Prompt(
             points=prompt.points,
@@ -441,21 +441,3 @@ class SegmentationSession:
         self._latest = FrameResult(
             latest.frame_index, latest.stamp_ns, latest.height, latest.width, (*others, obj)
         )
-
-
-def _agreement(mask: npt.NDArray[np.bool_], prompt: Prompt) -> float:
-    """How well a candidate mask matches a prompt's geometry (higher is better, <= 0 none)."""
-    score = 0.0
-    for (x, y), lab in zip(prompt.points.tolist(), prompt.point_labels.tolist(), strict=True):
-        inside = bool(mask[int(y), int(x)])
-        score += 1.0 if inside == bool(lab) else -1.0
-    if prompt.box is not None:
-        x0, y0, x1, y1 = (int(round(v)) for v in prompt.box.tolist())
-        box = np.zeros_like(mask)
-        box[y0:y1, x0:x1] = True
-        union = np.count_nonzero(mask | box)
-        score += 2.0 * np.count_nonzero(mask & box) / union if union else 0.0
-    if prompt.mask is not None:
-        union = np.count_nonzero(mask | prompt.mask)
-        score += 2.0 * np.count_nonzero(mask & prompt.mask) / union if union else 0.0
-    return score

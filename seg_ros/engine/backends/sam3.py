@@ -492,36 +492,12 @@ def _sigmoid(logit: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))
 
 
-def _agreement(mask: BoolArray, prompt: Prompt) -> float:
-    """How well a candidate mask fits a prompt's geometry (higher is better, <= 0 none): +1 per
-    point on the right side, -1 per point on the wrong side, + 2 x IoU with the box / mask."""
-    score = 0.0
-    for (x, y), lab in zip(prompt.points.tolist(), prompt.point_labels.tolist(), strict=True):
-        score += 1.0 if bool(mask[int(y), int(x)]) == bool(lab) else -1.0
-    for region in _regions(prompt, mask.shape):
-        union = np.count_nonzero(mask | region)
-        score += 2.0 * np.count_nonzero(mask & region) / union if union else 0.0
-    return score
-
-
-def _regions(prompt: Prompt, shape: tuple[int, ...]) -> list[BoolArray]:
-    regions = []
-    if prompt.box is not None:
-        x0, y0, x1, y1 = (int(round(v)) for v in prompt.box.tolist())
-        box = np.zeros(shape, dtype=bool)
-        box[y0:y1, x0:x1] = True
-        regions.append(box)
-    if prompt.mask is not None:
-        regions.append(prompt.mask)
-    return regions
-
-
 def _designated(detections: list[Detection], prompt: Prompt) -> Detection | None:
     """The detection the prompt's geometry points at (ties go to the higher score), or None."""
     best: Detection | None = None
     best_fit = 0.0
     for det in detections:
-        fit = _agreement(det.mask, prompt)
+        fit = prompt.agreement(det.mask)
         if fit > best_fit:
             best, best_fit = det, fit
     return best

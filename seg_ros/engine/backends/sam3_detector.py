@@ -21,6 +21,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
+from seg_ros.engine import hf_common
 from seg_ros.engine.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -70,15 +71,7 @@ def preprocess(
 
     Matches `Sam3ImageProcessor` (square resize without padding, mean = std = 0.5).
     """
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device)
-    tensor = tensor.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-    if tensor.shape[-2:] != (size, size):
-        tensor = F.interpolate(
-            tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-        )
-    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    return ((tensor - mean_t) / std_t).to(dtype)
+    return hf_common.preprocess(image, size, device, mean, std).to(dtype)
 
 
 def load_tokenizer(source: str, *, offline: bool = True) -> Any:
