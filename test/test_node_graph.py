@@ -300,8 +300,11 @@ def test_slow_model_drops_stale_frames_instead_of_building_a_backlog(ros_graph: 
         seen = len(client.received["instances"])
     last = index
     assert wait_for(lambda: any(m.header.stamp.sec == last for m in client.received["instances"]))
-    # No queue to drain: the newest frame comes out about one step after it was sent.
-    assert time.monotonic() - sent[last] < 2 * delay + 0.15
+    # No queue to drain: the newest frame comes out about one step after it was sent. A backlog
+    # would hold the ~190 frames sent during the run, ~19 s of model steps. The margin over two
+    # steps is for DDS on a busy 2-core VM, where single deliveries took up to 0.76 s.
+    backlog_free = 1.5
+    assert time.monotonic() - sent[last] < backlog_free
     stats = node.stats
     processed = len(arrivals)
     assert 8 <= processed <= 2.0 / delay + 3, arrivals
@@ -313,7 +316,8 @@ def test_slow_model_drops_stale_frames_instead_of_building_a_backlog(ros_graph: 
     # Each output's frame was at most one model step old when the step started: the output
     # lags its input by <= two steps (waiting one, processed in one), never by a queue.
     lags = [t - sent[sec] for t, sec in arrivals]
-    assert max(lags) < 2 * delay + 0.1, lags
+    assert max(lags) < backlog_free, lags
+    assert sorted(lags)[len(lags) // 2] < 2 * delay + 0.2, lags  # typically within two steps
 
 
 def test_services_answer_while_a_slow_model_streams(ros_graph: RosGraph) -> None:
@@ -337,19 +341,23 @@ def test_services_answer_while_a_slow_model_streams(ros_graph: RosGraph) -> None
     try:
         time.sleep(2 * delay)
         processed = node.stats.processed
-        for i in range(4):
+        quick: list[float] = []
+        waited: list[float] = []
+        for i in range(5):
             t0 = time.monotonic()
             res = client.call("add_points", label="x" * 300, points=[Point(x=5.0, y=5.0)])
-            quick = time.monotonic() - t0
+            quick.append(time.monotonic() - t0)
             assert not res.success and "label is longer" in res.message
-            assert quick < 0.15, quick  # refused on the service thread, mid-frame
             t0 = time.monotonic()
             res = client.call("add_points", points=[Point(x=5.0 + i, y=5.0)])
-            waited = time.monotonic() - t0
+            waited.append(time.monotonic() - t0)
             assert res.success and res.object_id == str(i + 1), res.message
-            # Serialised with frames on the session lock only: at most the rest of one step,
-            # never starved by the next frame that is always ready.
-            assert waited < delay + 0.15, waited
+        # Medians: a single DDS delivery on a busy 2-core VM can take 0.6 s by itself.
+        # A refusal is answered on the service thread, mid-frame.
+        assert sorted(quick)[2] < 0.15, quick
+        # Serialised with frames on the session lock only: at most the rest of one step, never
+        # starved by the next frame that is always ready (starved, it took two steps, 0.5 s).
+        assert sorted(waited)[2] < delay + 0.15, waited
         assert node.stats.processed > processed  # frames kept flowing meanwhile
     finally:
         streaming.clear()
