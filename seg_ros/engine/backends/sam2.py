@@ -15,7 +15,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,9 @@ from seg_ros.engine.hf_common import (
 )
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.results import Candidate
+
+if TYPE_CHECKING:
+    import torch
 
 #: model_type -> transformers class name.
 MODEL_CLASSES = {"sam2_video": "Sam2VideoModel", "edgetam_video": "EdgeTamVideoModel"}
@@ -92,7 +95,6 @@ class Sam2Backend(Backend):
     )
 
     def __init__(self, model: Any, config: BackendConfig, options: Sam2Options) -> None:
-        import torch
 
         self.config = config
         self.options = options
@@ -212,28 +214,9 @@ class Sam2Backend(Backend):
 
     # ------------------------------------------------------------------ conversions
     def _prompt_kwargs(self, prompt: Prompt, height: int, width: int) -> dict[str, Any]:
-        """Prompt in source pixels -> the tracker's arguments in the model's input frame."""
-        size = self.image_size
-        points = prompt.points
-        labels = prompt.point_labels
-        mask = prompt.mask
-        if mask is not None and prompt.scribble:
-            # Strokes on the object, not its extent: clicks spread along them.
-            strokes = scribble_points(mask, self.options.scribble_points)
-            points = np.concatenate([points, strokes]).astype(np.float32)
-            labels = np.concatenate([labels, np.ones(len(strokes), np.int8)])
-            mask = None
-        kwargs: dict[str, Any] = {
-            "points": to_model_xy(points, height, width, size),
-            "labels": [int(v) for v in labels],
-        }
-        if prompt.box is not None:
-            x0, y0, x1, y1 = prompt.box.tolist()
-            sx, sy = size / float(width), size / float(height)
-            kwargs["box"] = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
-        if mask is not None:
-            kwargs["mask"] = mask_to_input(mask, size, self.device)
-        return kwargs
+        return tracker_prompt(
+            prompt, height, width, self.image_size, self.device, self.options.scribble_points
+        )
 
     def _outputs(
         self, tracked: dict[int, TrackedMask], height: int, width: int
@@ -266,6 +249,40 @@ def _mask_output(
     logit = out.object_score_logit
     score = float(1.0 / (1.0 + np.exp(-np.clip(logit, -60.0, 60.0))))
     return MaskOutput(mask=mask, score=score, visible=logit > 0.0, candidates=candidates)
+
+
+def tracker_prompt(
+    prompt: Prompt,
+    height: int,
+    width: int,
+    image_size: int,
+    device: torch.device,
+    scribble_count: int,
+    dtype: torch.dtype | None = None,
+) -> dict[str, Any]:
+    """A prompt in source pixels (`height` x `width`) -> `StreamingVideoTracker.add_prompt`
+    arguments in the model's square input of `image_size` pixels. A scribble becomes
+    `scribble_count` positive clicks spread along its strokes; a full mask is resampled (and
+    cast to `dtype` when given)."""
+    points, labels, mask = prompt.points, prompt.point_labels, prompt.mask
+    if mask is not None and prompt.scribble:
+        # Strokes on the object, not its extent: clicks spread along them.
+        strokes = scribble_points(mask, scribble_count)
+        points = np.concatenate([points, strokes]).astype(np.float32)
+        labels = np.concatenate([labels, np.ones(len(strokes), np.int8)])
+        mask = None
+    kwargs: dict[str, Any] = {
+        "points": to_model_xy(points, height, width, image_size),
+        "labels": [int(v) for v in labels],
+    }
+    if prompt.box is not None:
+        x0, y0, x1, y1 = prompt.box.tolist()
+        sx, sy = image_size / float(width), image_size / float(height)
+        kwargs["box"] = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+    if mask is not None:
+        tensor = mask_to_input(mask, image_size, device)
+        kwargs["mask"] = tensor if dtype is None else tensor.to(dtype)
+    return kwargs
 
 
 def scribble_points(mask: npt.NDArray[np.bool_], count: int) -> npt.NDArray[np.float32]:

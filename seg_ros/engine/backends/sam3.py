@@ -33,7 +33,7 @@ import torch
 
 from seg_ros.engine.backends.base import Backend, BoolArray, Capabilities, MaskOutput, RgbImage
 from seg_ros.engine.backends.hf_stream import StreamingVideoTracker, TrackedMask
-from seg_ros.engine.backends.sam2 import scribble_points
+from seg_ros.engine.backends.sam2 import tracker_prompt
 from seg_ros.engine.backends.sam3_detector import (
     Detection,
     TextEncoder,
@@ -48,11 +48,9 @@ from seg_ros.engine.errors import BackendError, ModelLoadError, PromptError, Seg
 from seg_ros.engine.hf_common import (
     load_pretrained,
     logits_to_masks,
-    mask_to_input,
     model_type_of,
     resolve_device,
     resolve_dtype,
-    to_model_xy,
 )
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.results import Candidate
@@ -446,26 +444,16 @@ class Sam3Backend(Backend):
         )
 
     def _prompt_kwargs(self, prompt: Prompt, size: tuple[int, int]) -> dict[str, Any]:
-        """Prompt in source pixels -> the tracker's arguments in the model's square input."""
         height, width = size
-        points, labels, mask = prompt.points, prompt.point_labels, prompt.mask
-        if mask is not None and prompt.scribble:
-            # Strokes on the object, not its extent: clicks spread along them (as sam2 does).
-            strokes = scribble_points(mask, self.options.scribble_points)
-            points = np.concatenate([points, strokes]).astype(np.float32)
-            labels = np.concatenate([labels, np.ones(len(strokes), np.int8)])
-            mask = None
-        kwargs: dict[str, Any] = {
-            "points": to_model_xy(points, height, width, self.image_size),
-            "labels": [int(v) for v in labels],
-        }
-        if prompt.box is not None:
-            x0, y0, x1, y1 = prompt.box.tolist()
-            sx, sy = self.image_size / float(width), self.image_size / float(height)
-            kwargs["box"] = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
-        if mask is not None:
-            kwargs["mask"] = mask_to_input(mask, self.image_size, self.device).to(self.dtype)
-        return kwargs
+        return tracker_prompt(
+            prompt,
+            height,
+            width,
+            self.image_size,
+            self.device,
+            self.options.scribble_points,
+            self.dtype,
+        )
 
     def _output(self, out: TrackedMask, size: tuple[int, int]) -> MaskOutput:
         mask = logits_to_masks(out.mask_logits[None], *size)[0]
