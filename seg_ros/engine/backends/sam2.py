@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -143,20 +144,16 @@ class Sam2Backend(Backend):
         if self._size is None:
             raise PromptError("no frame processed yet")
         height, width = self._size
-        kwargs = self._prompt_kwargs(prompt, height, width)
-        try:
-            out = self.tracker.add_prompt(frame_index, obj, multimask=multimask, **kwargs)
-        except SegRosError:
-            raise
-        except (RuntimeError, ValueError) as exc:
-            raise BackendError(f"the sam2 model failed on a prompt: {exc}") from exc
-        result = self._output(out, height, width)
-        if "mask" in kwargs and not kwargs["points"] and "box" not in kwargs:
-            # A mask alone IS the object on its frame (the tracker keeps it at 1/4 of its input
-            # size): answer with the mask given rather than its resampled copy.
-            assert prompt.mask is not None
-            return MaskOutput(prompt.mask.copy(), result.score, result.visible)
-        return result
+        return prompt_tracker(
+            self.tracker,
+            frame_index,
+            obj,
+            prompt,
+            self._prompt_kwargs(prompt, height, width),
+            multimask,
+            lambda out: self._output(out, height, width),
+            self.name,
+        )
 
     def remove_object(self, obj: int) -> None:
         self.tracker.remove_object(obj)
@@ -283,6 +280,35 @@ def tracker_prompt(
         tensor = mask_to_input(mask, image_size, device)
         kwargs["mask"] = tensor if dtype is None else tensor.to(dtype)
     return kwargs
+
+
+def prompt_tracker(
+    tracker: StreamingVideoTracker,
+    frame_index: int,
+    obj: int,
+    prompt: Prompt,
+    kwargs: dict[str, Any],
+    multimask: bool,
+    to_output: Callable[[TrackedMask], MaskOutput],
+    backend_name: str,
+) -> MaskOutput:
+    """Give `prompt` (as `tracker_prompt` arguments) to the tracker; its answer as a MaskOutput.
+
+    Model errors (torch raises RuntimeError / ValueError, out of memory included) become
+    BackendError. A mask alone IS the object on its frame (the tracker keeps it at a quarter of
+    its input size): the answer is then the mask given rather than its resampled copy.
+    """
+    try:
+        out = tracker.add_prompt(frame_index, obj, multimask=multimask, **kwargs)
+    except SegRosError:
+        raise
+    except (RuntimeError, ValueError) as exc:
+        raise BackendError(f"the {backend_name} model failed on a prompt: {exc}") from exc
+    result = to_output(out)
+    mask_alone = "mask" in kwargs and not kwargs["points"] and "box" not in kwargs
+    if mask_alone and prompt.mask is not None:
+        return MaskOutput(prompt.mask.copy(), result.score, result.visible)
+    return result
 
 
 def scribble_points(mask: npt.NDArray[np.bool_], count: int) -> npt.NDArray[np.float32]:

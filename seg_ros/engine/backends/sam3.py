@@ -33,7 +33,7 @@ import torch
 
 from seg_ros.engine.backends.base import Backend, BoolArray, Capabilities, MaskOutput, RgbImage
 from seg_ros.engine.backends.hf_stream import StreamingVideoTracker, TrackedMask
-from seg_ros.engine.backends.sam2 import tracker_prompt
+from seg_ros.engine.backends.sam2 import prompt_tracker, tracker_prompt
 from seg_ros.engine.backends.sam3_detector import (
     Detection,
     TextEncoder,
@@ -303,20 +303,16 @@ class Sam3Backend(Backend):
         if prompt.text:
             # The session composes text + geometry (detect(geometry=...) then a dense hint).
             raise PromptError("add_prompt takes points, a box or a mask; compose text with detect")
-        kwargs = self._prompt_kwargs(prompt, frame.size)
-        try:
-            out = self.tracker.add_prompt(frame_index, obj, multimask=multimask, **kwargs)
-        except SegRosError:
-            raise
-        except (RuntimeError, ValueError) as exc:
-            raise BackendError(f"the sam3 model failed on a prompt: {exc}") from exc
-        result = self._output(out, frame.size)
-        if "mask" in kwargs and not kwargs["points"] and "box" not in kwargs:
-            # A mask alone is the object's mask on its frame (the tracker keeps it at its own
-            # resolution): answer with the mask given rather than its resampled copy.
-            assert prompt.mask is not None
-            return MaskOutput(prompt.mask.copy(), result.score, result.visible)
-        return result
+        return prompt_tracker(
+            self.tracker,
+            frame_index,
+            obj,
+            prompt,
+            self._prompt_kwargs(prompt, frame.size),
+            multimask,
+            lambda out: self._output(out, frame.size),
+            self.name,
+        )
 
     def remove_object(self, obj: int) -> None:
         self.tracker.remove_object(obj)
