@@ -314,6 +314,8 @@ class DemoClient(Node):
             if self._video is not None:
                 self._video.release()
                 self._video = None
+            # An overlay arriving after this would open (and truncate) overlay.mp4 again.
+            recorded, self.want_video = self.want_video, False
             st = self.log_state
             span = st.last_t - st.first_t
             fps = (st.frames - 1) / span if st.frames > 1 and span > 0 else 0.0
@@ -326,7 +328,7 @@ class DemoClient(Node):
                 else None,
                 "overlays": st.overlays,
                 "pngs": st.pngs,
-                "video": str(self.out / "overlay.mp4") if st.overlays and self.want_video else "",
+                "video": str(self.out / "overlay.mp4") if st.overlays and recorded else "",
                 "events": list(st.events),
                 "objects": {oid: vars(o) for oid, o in st.objects.items()},
                 "ok": (
