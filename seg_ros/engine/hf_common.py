@@ -151,25 +151,40 @@ def preprocess(
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
 ) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> float32 (1, 3, size, size), resized, /255, normalised.
+    """RGB uint8 (H, W, 3) -> float32 (1, 3, size, size), resized to a square, normalised.
 
-    Matches the transformers SAM 2 image processor (antialiased bilinear resize to a square, no
-    padding, ImageNet mean / std), without needing torchvision at run time; SAM 3 passes its own
-    mean / std.
+    The transformers SAM 2 / SAM 3 image processors' path, step for step, so the result is the
+    processor's to the bit (tested): the uint8 image is resized with antialiased bilinear
+    interpolation IN uint8 (torchvision's native uint8 kernel on a CPU; on a GPU float, rounded
+    back to uint8, as torchvision does there), then normalised with mean and std scaled by 255
+    (the processor's fused rescale + normalise). Resizing in float without the uint8 rounding
+    differed by up to 0.00875 (320x256 -> 256). Needs no torchvision at run time. SAM 3 passes
+    its own mean / std.
     """
     import torch
     import torch.nn.functional as F
 
     tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device)
-    tensor = tensor.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-    if tensor.shape[-2:] != (size, size):
-        # antialias as the processors (torchvision resize) do: a shrunk frame matches them
-        tensor = F.interpolate(
-            tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-        )
-    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    return (tensor - mean_t) / std_t
+    tensor = tensor.permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W) uint8, channels-last strides
+    if tuple(tensor.shape[-2:]) != (size, size):
+        if tensor.device.type == "cpu":
+            tensor = F.interpolate(
+                tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            )
+        else:  # no uint8 kernel: torchvision resizes in float and rounds back to uint8
+            tensor = F.interpolate(
+                tensor.float(),
+                size=(size, size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
+            tensor = tensor.round_().to(torch.uint8)
+    # The processor's rescale factor is 1/255, fused into mean and std as * (1 / (1 / 255)).
+    scale = 1.0 / (1.0 / 255.0)
+    mean_t = (torch.tensor(mean, device=device) * scale).view(1, 3, 1, 1)
+    std_t = (torch.tensor(std, device=device) * scale).view(1, 3, 1, 1)
+    return tensor.to(torch.float32).sub_(mean_t).div_(std_t)
 
 
 def model_type_of(source: str, offline: bool = True) -> str:
