@@ -9,8 +9,35 @@ module drives the same model internals frame by frame and forgets what the model
 attend to. It keeps, per object, the prompted (conditioning) frames and the most recent frames of
 the memory window, and for the whole stream the last few frames a late prompt may still name.
 Everything the model reads is computed by the library's own functions (memory gathering helpers,
-memory attention, mask decoder, memory encoder) in the order it uses them, so a bounded tracker
-gives the same logits as the library's unbounded session (see test/test_sam2.py).
+memory attention, mask decoder, memory encoder) in the order it uses them; the private ones are
+reached only through hf_adapter.py, which checks them against the tested transformers release.
+
+The reference (what the shipped defaults reproduce, bit for bit, tested in test/test_sam2.py):
+transformers' own streaming inference session (`Sam2VideoInferenceSession`, ... ) with ONE
+SESSION PER OBJECT, driven as its documented streaming use: `model(session, frame=pixels)` for
+each frame; a prompt = `processor.add_inputs_to_inference_session(...)` on the frame it names,
+then `model(session, frame_idx=i, frame=pixels_i)`. That is SAM 2.1's per-object independent
+inference (an object's masks depend on its own prompts only) with the library's default prompt
+semantics:
+- a prompt on a frame the object was not tracked on (its first frame, a refinement there, a
+  frame before it existed) is a conditioning frame, decoded without memory;
+- a correction on a tracked frame is decoded with memory and stored as an ordinary tracked
+  frame, which leaves memory with the window (SAM 2's `add_all_frames_to_correct_as_cond=False`);
+- more clicks on the same frame add to the earlier ones (`clear_old_inputs=False`); a box
+  restarts them (the library's box + points).
+The results equal the library's as long as the library's session would read nothing the bound
+evicted: a prompt names one of the last `prompt_frames` frames, and an object keeps at most
+`max_conditioning_frames` prompted frames (beyond that the oldest is forgotten; the library keeps
+all of them as memory and pointers, so results differ from then on).
+
+Options that depart from the reference, each tested against its own reference:
+- `independent_objects=False`: one library session holding every object. Its batched memory
+  encoder takes one `is_mask_from_pts` flag per frame, so a prompt on one object re-tracks every
+  other object on that frame and stores their memory from a binarised mask (SAM 2.1 and SAM 3;
+  EdgeTAM encodes each object with its own flag, so there both are the same).
+- `corrections_as_conditioning=True`: a correction becomes a conditioning frame (SAM 2's
+  `add_all_frames_to_correct_as_cond=True`), kept until `max_conditioning_frames` newer ones
+  replace it; the library has no such mode.
 
 Frames arrive one at a time: `step(frame_index, pixels)` encodes the frame once (one image-encoder
 pass serves every object) and tracks every object, batching objects whose memories have the same
@@ -24,12 +51,12 @@ torch and transformers are imported by the functions that use them: importing th
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from seg_ros.engine.backends import hf_adapter as lib
+from seg_ros.engine.backends.hf_adapter import session_class_for  # noqa: F401 (re-exported)
 from seg_ros.engine.errors import PromptError
 
 if TYPE_CHECKING:
@@ -103,17 +130,6 @@ class _Decoded:
     multimasks: torch.Tensor  # (B, K, h, w) every mask, no-object filled
 
 
-def session_class_for(model: Any) -> Any:
-    """The inference-session class shipped with `model`'s (FooModel -> FooInferenceSession)."""
-    cls = type(model)
-    name = cls.__name__.removesuffix("Model") + "InferenceSession"
-    module = importlib.import_module(cls.__module__)
-    session_cls = getattr(module, name, None)
-    if session_cls is None:
-        raise TypeError(f"{cls.__name__} has no {name} in {cls.__module__}; pass session_cls")
-    return session_cls
-
-
 def tensor_bytes(*roots: Any) -> int:
     """Bytes of the tensor storages reachable through dicts / lists / tuples (each once)."""
     import torch
@@ -176,11 +192,16 @@ class StreamingVideoTracker:
         max_conditioning_frames: prompted frames kept per object (oldest dropped beyond).
         prompt_frames: recent frames a prompt may name (0 = memory_frames). Each costs one stored
             input frame; a prompt on a past frame re-runs the image encoder on it.
-        batch_objects: run objects with equal memory layouts through one batched call.
+        batch_objects: run objects with equal memory layouts through one batched call. The
+            reference equality is bit-exact one object per call; batched kernels round
+            differently (within 1e-5 on the tiny test models).
         corrections_as_conditioning: a prompt on a frame where the object was tracked becomes a
             conditioning frame (kept until `max_conditioning_frames` newer ones replace it), as
-            SAM 2's `add_all_frames_to_correct_as_cond`. False keeps the library default (it is
-            stored as an ordinary tracked frame and leaves memory with the window).
+            SAM 2's `add_all_frames_to_correct_as_cond=True`. False (default, the reference) keeps
+            the library's semantics: an ordinary tracked frame that leaves memory with the window.
+        independent_objects: True (default, the reference): each object's memory is encoded
+            with its own prompt flag, as one library session per object. False: as one library
+            session holding every object (see the module docstring).
     """
 
     def __init__(
@@ -192,7 +213,8 @@ class StreamingVideoTracker:
         max_conditioning_frames: int = 4,
         prompt_frames: int = 0,
         batch_objects: bool = True,
-        corrections_as_conditioning: bool = True,
+        corrections_as_conditioning: bool = False,
+        independent_objects: bool = True,
     ) -> None:
         import torch
 
@@ -210,7 +232,8 @@ class StreamingVideoTracker:
         if prompt_frames < 0:
             raise ValueError("prompt_frames must be >= 0")
         self.model = model
-        self.session_cls = session_cls if session_cls is not None else session_class_for(model)
+        # Every private library call used below exists with the parameters it is called with.
+        self.session_cls = lib.check_library(model, session_cls)
         first = next(model.mask_decoder.parameters())
         self.device: torch.device = first.device
         self.dtype: torch.dtype = first.dtype
@@ -222,17 +245,19 @@ class StreamingVideoTracker:
         self.pointer_frames = max(0, int(config.max_object_pointers_in_encoder) - 1)
         self.batch_objects = batch_objects
         self.corrections_as_conditioning = corrections_as_conditioning
+        self.independent_objects = independent_objects
+        # One library session re-encodes every object of a prompted frame (SAM 2.1, SAM 3).
+        self._shared_prompt_flag = not independent_objects and lib.library_batches_memory_flag(
+            model
+        )
         self.hidden_dim = int(model.hidden_dim)
         self.feature_sizes = [tuple(int(v) for v in s) for s in model.backbone_feature_sizes]
         # EdgeTAM's memory attention needs the count of spatial memory frames (perceiver layout).
-        self._attention_kwargs_spatial = (
-            "num_spatial_memory_tokens"
-            in inspect.signature(model.memory_attention.forward).parameters
-        )
+        self._attention_kwargs_spatial = lib.takes_spatial_count(model)
         # EdgeTAM's memory encoder returns (batch, tokens, C); SAM 2's (tokens, batch, C).
-        self._memory_batch_dim = 0 if hasattr(model, "spatial_perceiver") else 1
+        self._memory_batch_dim = 0 if lib.has_perceiver(model) else 1
         # EdgeTAM's perceiver resampler `view`s an expanded tensor: it only takes one object.
-        self._memory_encoder_batches = not hasattr(model, "spatial_perceiver")
+        self._memory_encoder_batches = not lib.has_perceiver(model)
         with torch.inference_mode():
             self._image_pe = model.get_image_wide_positional_embeddings()
         #: Work counters (tests and benchmarks read them).
@@ -253,11 +278,20 @@ class StreamingVideoTracker:
 
     @property
     def object_ids(self) -> list[int]:
-        return list(self.session.obj_ids)
+        return lib.object_ids(self.session)
 
     @property
     def latest_frame(self) -> int | None:
         return self._latest
+
+    def conditioning_frames(self, obj_id: int) -> list[int]:
+        """Frames kept as prompted (conditioning) frames of `obj_id`, oldest first."""
+        return sorted(lib.conditioning_outputs(self.session, self._idx(obj_id)))
+
+    def tracked_frames(self, obj_id: int, *, spatial: bool = False) -> list[int]:
+        """Tracked frames of `obj_id` with an output kept (`spatial`: with spatial memory)."""
+        outputs = lib.tracked_outputs(self.session, self._idx(obj_id))
+        return sorted(i for i, o in outputs.items() if not spatial or "maskmem_features" in o)
 
     def has_frame(self, frame_index: int) -> bool:
         """Whether a prompt may still name `frame_index`."""
@@ -293,7 +327,7 @@ class StreamingVideoTracker:
                 prompt names it (an idle stream then costs no encoder pass).
         Returns: every object's mask on this frame.
         """
-        self.encode_frame(frame_index, pixel_values, lazy=lazy and not self.session.obj_ids)
+        self.encode_frame(frame_index, pixel_values, lazy=lazy and not self.object_ids)
         try:
             outputs = self.track(frame_index)
         except BaseException:
@@ -346,9 +380,8 @@ class StreamingVideoTracker:
         """Undo `encode_frame` for a frame whose tracking failed (the stream does not advance)."""
         self._frames.pop(frame_index, None)
         self._features.pop(frame_index, None)
-        for idx in range(self.session.get_obj_num()):
-            outputs = self.session.output_dict_per_obj[idx]
-            outputs["non_cond_frame_outputs"].pop(frame_index, None)
+        for idx in range(lib.object_count(self.session)):
+            lib.tracked_outputs(self.session, idx).pop(frame_index, None)
         for tracked in self._tracked.values():
             tracked.discard(frame_index)
         earlier = [i for i in self._frames if i < frame_index]
@@ -360,9 +393,8 @@ class StreamingVideoTracker:
 
         obj_ids = [
             obj_id
-            for obj_id in self.session.obj_ids
-            if frame_index
-            not in self.session.output_dict_per_obj[self._idx(obj_id)]["cond_frame_outputs"]
+            for obj_id in self.object_ids
+            if frame_index not in lib.conditioning_outputs(self.session, self._idx(obj_id))
         ]
         results: dict[int, TrackedMask] = {}
         if not obj_ids:
@@ -383,7 +415,7 @@ class StreamingVideoTracker:
                 groups.setdefault(key, []).append((obj_id, memory, memory_pos))
                 layouts[key] = (n_ptr, n_spatial)
             decoded: dict[int, tuple[_Decoded, int]] = {}
-            multimask = bool(self.model._use_multimask(False, None))
+            multimask = lib.use_multimask(self.model, False, None)
             for key, members in groups.items():
                 memory = torch.cat([m[1] for m in members], dim=1)
                 memory_pos = torch.cat([m[2] for m in members], dim=1)
@@ -401,7 +433,10 @@ class StreamingVideoTracker:
             scores = torch.cat(
                 [decoded[o][0].object_score_logits[decoded[o][1]][None] for o in order]
             )
-            if self.batch_objects and self._memory_encoder_batches:
+            # One library session encodes a frame's objects in one batch (it rounds differently
+            # from one-object calls): so does `independent_objects=False`.
+            batch_memory = self.batch_objects or self._shared_prompt_flag
+            if batch_memory and self._memory_encoder_batches:
                 encoded = [self._encode_memory(feats, masks, scores, from_prompt=False)]
                 spans = [(0, len(order))]
             else:
@@ -419,10 +454,7 @@ class StreamingVideoTracker:
                         "maskmem_features": self._memory_slice(maskmem, j),
                         "maskmem_pos_enc": self._memory_slice(maskmem_pos, j),
                     }
-                    idx = self._idx(obj_id)
-                    self.session.store_output(
-                        idx, frame_index, output_value=stored, is_conditioning_frame=False
-                    )
+                    lib.store_output(self.session, self._idx(obj_id), frame_index, stored, False)
                     self._tracked.setdefault(obj_id, set()).add(frame_index)
                     results[obj_id] = self._result(out, i, candidates=False)
         return results
@@ -466,7 +498,7 @@ class StreamingVideoTracker:
             raise PromptError(f"got {len(points)} points but {len(labels)} point labels")
         if not len(points) and box is None and mask is None:
             raise PromptError("a prompt needs points, a box or a mask")
-        new = obj_id not in self.session.obj_ids
+        new = obj_id not in self.object_ids
         tracked = self._tracked.get(obj_id, set())
         is_init = frame_index not in tracked
         with torch.inference_mode():
@@ -496,9 +528,7 @@ class StreamingVideoTracker:
                         memory, memory_pos, n_ptr, n_spatial = self._memory_inputs(idx, frame_index)
                         pix_feat = self._attend(feats, memory, memory_pos, n_ptr, n_spatial)
                     dense = self._dense_prompt(mask) if mask is not None else None
-                    decode_multi = multimask or bool(
-                        self.model._use_multimask(is_init, point_inputs)
-                    )
+                    decode_multi = multimask or lib.use_multimask(self.model, is_init, point_inputs)
                     out = self._decode(
                         [*high_res, pix_feat],
                         points=coords.to(self.dtype),
@@ -507,16 +537,21 @@ class StreamingVideoTracker:
                         multimask=decode_multi,
                     )
                     candidates = multimask
-                maskmem, maskmem_pos = self._encode_memory(
-                    feats, out.high_res, out.object_score_logits, from_prompt=True
-                )
+                others: dict[int, dict[str, torch.Tensor]] = {}
+                if self._shared_prompt_flag:
+                    others = self._retrack_others(frame_index, obj_id, feats, high_res, out)
+                    maskmem, maskmem_pos = others.pop(obj_id)["memory"]
+                else:
+                    maskmem, maskmem_pos = self._encode_memory(
+                        feats, out.high_res, out.object_score_logits, from_prompt=True
+                    )
             except BaseException:
                 if idx is not None:
                     self._restore_outputs(idx, frame_index, previous)
                 raise
             # Commit: nothing above changed the tracker's state.
             if new:
-                idx = self.session.obj_id_to_idx(obj_id)
+                idx = lib.object_index(self.session, obj_id)
             assert idx is not None
             conditioning = is_init or self.corrections_as_conditioning
             stored = {
@@ -525,9 +560,7 @@ class StreamingVideoTracker:
                 "maskmem_features": maskmem,
                 "maskmem_pos_enc": maskmem_pos,
             }
-            self.session.store_output(
-                idx, frame_index, output_value=stored, is_conditioning_frame=conditioning
-            )
+            lib.store_output(self.session, idx, frame_index, stored, conditioning)
             prompts = self._prompts.setdefault(obj_id, {})
             if point_prompt is None:
                 prompts.pop(frame_index, None)
@@ -536,23 +569,78 @@ class StreamingVideoTracker:
             self._tracked.setdefault(obj_id, set())
             if conditioning:
                 self._limit_conditioning(obj_id)
+            for other, other_stored in others.items():
+                lib.store_output(self.session, self._idx(other), frame_index, other_stored, False)
+                self._tracked.setdefault(other, set()).add(frame_index)
             return self._result(out, 0, candidates=candidates)
+
+    def _retrack_others(
+        self,
+        frame_index: int,
+        obj_id: int,
+        feats: Sequence[torch.Tensor],
+        high_res: list[torch.Tensor],
+        prompted: _Decoded,
+    ) -> dict[int, dict[str, Any]]:
+        """`independent_objects=False`: what one library session does on a prompted frame.
+
+        Its forward there re-runs every other object without a prompt on that frame (tracking it
+        there, even one created later), then encodes the memory of all of them and of the
+        prompted object (`prompted`) in one batch, in session order, with ONE is_mask_from_pts
+        flag, true because of the prompt: every mask enters memory binarised. Returns the other
+        objects' outputs to store, by id, and under `obj_id` {"memory": (features, positions)}.
+        """
+        import torch
+
+        multimask = lib.use_multimask(self.model, False, None)
+        decoded: dict[int, _Decoded] = {}
+        known = self.object_ids
+        for other in [*known, *([] if obj_id in known else [obj_id])]:
+            if other == obj_id:
+                decoded[other] = prompted
+                continue
+            idx = self._idx(other)
+            if frame_index in lib.conditioning_outputs(self.session, idx):
+                continue  # the library re-uses a prompted frame's output as it is
+            memory, memory_pos, n_ptr, n_spatial = self._memory_inputs(idx, frame_index)
+            pix_feat = self._attend(feats, memory, memory_pos, n_ptr, n_spatial)
+            decoded[other] = self._decode([*high_res, pix_feat], multimask=multimask)
+        order = list(decoded)
+        masks = torch.cat([decoded[o].high_res for o in order])
+        scores = torch.cat([decoded[o].object_score_logits for o in order])
+        if self._memory_encoder_batches:
+            encoded = [self._encode_memory(feats, masks, scores, from_prompt=True)]
+            spans = [(0, len(order))]
+        else:
+            encoded = [
+                self._encode_memory(feats, masks[i : i + 1], scores[i : i + 1], True)
+                for i in range(len(order))
+            ]
+            spans = [(i, i + 1) for i in range(len(order))]
+        result: dict[int, dict[str, Any]] = {}
+        for (start, stop), (maskmem, maskmem_pos) in zip(spans, encoded, strict=True):
+            for j, other in enumerate(order[start:stop]):
+                memory_pair = (
+                    self._memory_slice(maskmem, j),
+                    self._memory_slice(maskmem_pos, j),
+                )
+                if other == obj_id:
+                    result[other] = {"memory": memory_pair}
+                    continue
+                out = decoded[other]
+                result[other] = {
+                    "object_pointer": out.object_pointer,
+                    "object_score_logits": out.object_score_logits,
+                    "maskmem_features": memory_pair[0],
+                    "maskmem_pos_enc": memory_pair[1],
+                }
+        return result
 
     def remove_object(self, obj_id: int) -> None:
         """Forget `obj_id` and every output it had (unknown ids are ignored)."""
-        if obj_id not in self.session.obj_ids:
+        if obj_id not in self.object_ids:
             return
-        old = self.session
-        fresh = self._new_session()
-        for other in old.obj_ids:
-            if other == obj_id:
-                continue
-            i, j = old.obj_id_to_idx(other), fresh.obj_id_to_idx(other)
-            fresh.output_dict_per_obj[j] = old.output_dict_per_obj[i]
-            fresh.point_inputs_per_obj[j] = old.point_inputs_per_obj[i]
-            fresh.mask_inputs_per_obj[j] = old.mask_inputs_per_obj[i]
-            fresh.frames_tracked_per_obj[j] = old.frames_tracked_per_obj[i]
-        self.session = fresh
+        self.session = lib.without_object(self.session, self._new_session(), obj_id)
         self._prompts.pop(obj_id, None)
         self._tracked.pop(obj_id, None)
 
@@ -634,10 +722,8 @@ class StreamingVideoTracker:
             del self._frames[index]
         for index in [i for i in self._features if i != self._latest and i < first_promptable]:
             del self._features[index]
-        for obj_id in self.session.obj_ids:
-            tracked_outputs = self.session.output_dict_per_obj[self._idx(obj_id)][
-                "non_cond_frame_outputs"
-            ]
+        for obj_id in self.object_ids:
+            tracked_outputs = lib.tracked_outputs(self.session, self._idx(obj_id))
             for index in list(tracked_outputs):
                 if index < keep_pointer:
                     del tracked_outputs[index]
@@ -654,7 +740,7 @@ class StreamingVideoTracker:
 
     def _limit_conditioning(self, obj_id: int) -> None:
         """Keep the newest `max_conditioning_frames` prompted frames of `obj_id`."""
-        conditioning = self.session.output_dict_per_obj[self._idx(obj_id)]["cond_frame_outputs"]
+        conditioning = lib.conditioning_outputs(self.session, self._idx(obj_id))
         while len(conditioning) > self.max_conditioning_frames:
             del conditioning[min(conditioning)]
 
@@ -664,21 +750,19 @@ class StreamingVideoTracker:
         Counted from the tensors themselves, so unlike RSS it does not depend on what the
         allocator keeps; the model's weights are not included.
         """
-        return tensor_bytes(
-            self._frames, self._features, self.session.output_dict_per_obj, self._pos
-        )
+        return tensor_bytes(self._frames, self._features, lib.all_outputs(self.session), self._pos)
 
     def stats(self) -> dict[str, float]:
         """What the tracker holds now (frames, features, outputs) and its work counters."""
         cond = full = pointer = 0
-        for obj_id in self.session.obj_ids:
-            outputs = self.session.output_dict_per_obj[self._idx(obj_id)]
-            cond = max(cond, len(outputs["cond_frame_outputs"]))
-            tracked = outputs["non_cond_frame_outputs"]
+        for obj_id in self.object_ids:
+            idx = self._idx(obj_id)
+            cond = max(cond, len(lib.conditioning_outputs(self.session, idx)))
+            tracked = lib.tracked_outputs(self.session, idx)
             full = max(full, sum("maskmem_features" in o for o in tracked.values()))
             pointer = max(pointer, len(tracked))
         stats = {
-            "objects": float(len(self.session.obj_ids)),
+            "objects": float(len(self.object_ids)),
             "frames_in_memory": float(len(self._frames)),
             "feature_frames": float(len(self._features)),
             "max_conditioning_per_object": float(cond),
@@ -693,19 +777,11 @@ class StreamingVideoTracker:
 
     # ------------------------------------------------------------------ model pieces
     def _new_session(self) -> Any:
-        import torch
-
-        # dtype must be a torch.dtype: the session's string default crashes (transformers 5.23).
-        return self.session_cls(
-            inference_device=self.device,
-            inference_state_device=self.device,
-            video_storage_device=self.device,
-            dtype=self.dtype if isinstance(self.dtype, torch.dtype) else torch.float32,
-        )
+        return lib.new_session(self.session_cls, self.device, self.dtype)
 
     def _idx(self, obj_id: int) -> int:
         """The session's index of a known object id."""
-        return int(self.session.obj_id_to_idx(obj_id))
+        return lib.object_index(self.session, obj_id)
 
     def _as_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if pixel_values.dim() == 3:
@@ -770,27 +846,24 @@ class StreamingVideoTracker:
         import torch
 
         model = self.model
-        outputs = self.session.output_dict_per_obj[obj_idx]
-        conditioning = outputs["cond_frame_outputs"]
+        conditioning = lib.conditioning_outputs(self.session, obj_idx)
         if not conditioning:
             raise RuntimeError(f"object index {obj_idx} has no prompted frame to track from")
-        selected, unselected = model._select_closest_cond_frames(
-            frame_index, conditioning, max_cond_frame_num=model.config.max_cond_frame_num
-        )
+        selected, unselected = lib.select_conditioning(model, frame_index, conditioning)
         gathered: list[tuple[int, Any]] = [(0, out) for out in selected.values()]
-        tracked = outputs["non_cond_frame_outputs"]
+        tracked = lib.tracked_outputs(self.session, obj_idx)
         for offset in range(self.memory_frames, 0, -1):
             previous = frame_index - offset
             gathered.append((offset, tracked.get(previous, unselected.get(previous))))
-        memories, positions = model._build_memory_attention_inputs(gathered, self.device)
+        memories, positions = lib.memory_tensors(model, gathered, self.device)
         n_spatial = len(memories)
-        offsets, tokens, max_pointers = model._get_object_pointers(
-            self.session, obj_idx, frame_index, None, self.device, False, True
+        offsets, tokens, max_pointers = lib.object_pointers(
+            model, self.session, obj_idx, frame_index, self.device
         )
         n_pointers = 0
         if tokens:
-            pointers, pointer_pos = model._process_object_pointers(
-                offsets, tokens, max_pointers, 1, self.hidden_dim, self.device
+            pointers, pointer_pos = lib.pointer_tensors(
+                model, offsets, tokens, max_pointers, self.device
             )
             memories.append(pointers)
             positions.append(pointer_pos)
@@ -809,17 +882,15 @@ class StreamingVideoTracker:
         """Memory attention for B objects at once -> (B, C, H, W) conditioned top-level features."""
         assert self._pos is not None
         batch = memory.shape[1]
-        kwargs: dict[str, Any] = {}
-        if self._attention_kwargs_spatial:
-            kwargs["num_spatial_memory_tokens"] = n_spatial
         self.counters["memory_attention_calls"] += 1
-        out: torch.Tensor = self.model.memory_attention(
-            current_vision_features=feats[-1].expand(-1, batch, -1),
-            current_vision_position_embeddings=self._pos.expand(-1, batch, -1),
-            memory=memory,
-            memory_posision_embeddings=memory_pos,  # sic: the library's keyword
-            num_object_pointer_tokens=n_pointers,
-            **kwargs,
+        out: torch.Tensor = lib.memory_attention(
+            self.model,
+            feats[-1].expand(-1, batch, -1),
+            self._pos.expand(-1, batch, -1),
+            memory,
+            memory_pos,
+            n_pointers,
+            n_spatial if self._attention_kwargs_spatial else None,
         )
         # (1, B, H*W, C) -> (B, C, H, W). The library's own reshape only holds for B = 1.
         return out[0].transpose(1, 2).reshape(batch, self.hidden_dim, *self.feature_sizes[-1])
@@ -915,7 +986,7 @@ class StreamingVideoTracker:
             raise PromptError(f"mask must be {size}x{size} (model input size)")
         pix_feat = feats[-1].permute(1, 2, 0).reshape(-1, self.hidden_dim, *self.feature_sizes[-1])
         self.counters["decoder_calls"] += 1
-        out = self.model._use_mask_as_output(pix_feat, high_res, mask)
+        out = lib.mask_as_output(self.model, pix_feat, high_res, mask)
         import torch
 
         best = torch.zeros(1, dtype=torch.long, device=self.device)
@@ -944,13 +1015,13 @@ class StreamingVideoTracker:
         """Memory encoder for B objects on one frame -> (features, positions), batched."""
         batch = high_res_masks.shape[0]
         self.counters["memory_encoder_calls"] += 1
-        features, positions = self.model._encode_new_memory(
-            current_vision_feats=feats[-1].expand(-1, batch, -1),
-            pred_masks_high_res=high_res_masks,
-            object_score_logits=object_score_logits,
-            is_mask_from_pts=from_prompt,
+        return lib.encode_memory(
+            self.model,
+            feats[-1].expand(-1, batch, -1),
+            high_res_masks,
+            object_score_logits,
+            from_prompt,
         )
-        return features, positions
 
     def _memory_slice(self, tensor: torch.Tensor, i: int) -> torch.Tensor:
         """Object i's memory out of a batched memory-encoder result (a copy: the batch is freed)."""
@@ -979,18 +1050,22 @@ class StreamingVideoTracker:
         merged.labels += [int(v) for v in labels]
         return merged
 
-    def _pop_outputs(self, idx: int, frame_index: int) -> dict[str, Any]:
-        outputs = self.session.output_dict_per_obj[idx]
-        return {
-            key: outputs[key].pop(frame_index)
-            for key in ("cond_frame_outputs", "non_cond_frame_outputs")
-            if frame_index in outputs[key]
-        }
+    def _pop_outputs(self, idx: int, frame_index: int) -> dict[bool, Any]:
+        found = {}
+        for conditioning, outputs in (
+            (True, lib.conditioning_outputs(self.session, idx)),
+            (False, lib.tracked_outputs(self.session, idx)),
+        ):
+            if frame_index in outputs:
+                found[conditioning] = outputs.pop(frame_index)
+        return found
 
-    def _restore_outputs(self, idx: int, frame_index: int, previous: dict[str, Any]) -> None:
-        outputs = self.session.output_dict_per_obj[idx]
-        for key, value in previous.items():
-            outputs[key][frame_index] = value
+    def _restore_outputs(self, idx: int, frame_index: int, previous: dict[bool, Any]) -> None:
+        for conditioning, value in previous.items():
+            if conditioning:
+                lib.conditioning_outputs(self.session, idx)[frame_index] = value
+            else:
+                lib.tracked_outputs(self.session, idx)[frame_index] = value
 
     def _result(self, out: _Decoded, i: int, *, candidates: bool) -> TrackedMask:
         """Object i of a decoder batch as a TrackedMask (candidates sorted best first)."""

@@ -6,6 +6,9 @@ The checkpoint's model_type picks the model ("sam2_video" or "edgetam_video"). T
 between the engine's world (RGB uint8 frames of any size, prompts in source pixels, bool masks at
 the source resolution) and the model's square input frame.
 
+Defaults reproduce a named reference bit for bit: transformers' streaming session, one per
+object (SAM 2.1's per-object inference), with the library's prompt semantics; see hf_stream.py.
+
 Fetch a checkpoint once with `seg-ros-download facebook/sam2.1-hiera-tiny --out <folder>`; the
 backend never downloads (`options={"offline": False}` allows it, for tools only).
 """
@@ -59,8 +62,13 @@ class Sam2Options:
             mask-decoder call; None = on CUDA only (on a CPU it saves little, and batched
             kernels round differently from one-object calls).
         corrections_as_conditioning: a prompt on a frame where the object was tracked is kept as
-            a prompted (conditioning) frame; False = the library's default (it leaves memory
-            with the window).
+            a prompted (conditioning) frame, as SAM 2's add_all_frames_to_correct_as_cond=True.
+            False (default) = the reference's (the library's) semantics: an ordinary tracked
+            frame that leaves memory with the window.
+        independent_objects: True (default) = the reference: each object tracked as in its own
+            library session (SAM 2.1's per-object inference). False = as ONE library session
+            holding every object, whose batched memory encoder stores every object's memory
+            on a prompted frame from a binarised mask (see hf_stream.py).
         lazy_encoding: while nothing is tracked, frames are only preprocessed; the image encoder
             runs when a prompt names the frame.
         scribble_points: a scribble becomes this many positive clicks spread along its strokes.
@@ -69,7 +77,8 @@ class Sam2Options:
 
     prompt_frames: int = 0
     batch_objects: bool | None = None
-    corrections_as_conditioning: bool = True
+    corrections_as_conditioning: bool = False
+    independent_objects: bool = True
     lazy_encoding: bool = True
     scribble_points: int = 8
     offline: bool = True
@@ -112,6 +121,7 @@ class Sam2Backend(Backend):
                 prompt_frames=options.prompt_frames,
                 batch_objects=batch,
                 corrections_as_conditioning=options.corrections_as_conditioning,
+                independent_objects=options.independent_objects,
             )
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc

@@ -72,7 +72,9 @@ class Sam3Options:
             tracker's memory window). A past frame's backbone output is recomputed on demand.
         batch_objects: track objects with equal memory layouts in one batched call; None = on
             CUDA only (as the sam2 backend).
-        corrections_as_conditioning: see `Sam2Options` (a correction is kept as a prompted frame).
+        corrections_as_conditioning: see `Sam2Options` (a correction is kept as a prompted
+            frame; off by default, as the library).
+        independent_objects: see `Sam2Options` (False = as one library session for all).
         lazy_encoding: while nothing is tracked, frames are only preprocessed; the backbone runs
             when a prompt or a text request names the frame.
         scribble_points: a scribble becomes this many positive clicks along its strokes.
@@ -83,7 +85,8 @@ class Sam3Options:
     text_cache_size: int = 32
     prompt_frames: int = 0
     batch_objects: bool | None = None
-    corrections_as_conditioning: bool = True
+    corrections_as_conditioning: bool = False
+    independent_objects: bool = True
     lazy_encoding: bool = True
     scribble_points: int = 8
     offline: bool = True
@@ -261,6 +264,7 @@ class Sam3Backend(Backend):
                 prompt_frames=self.options.prompt_frames,
                 batch_objects=self.device.type == "cuda" if batch is None else batch,
                 corrections_as_conditioning=self.options.corrections_as_conditioning,
+                independent_objects=self.options.independent_objects,
             )
         except ValueError as exc:
             raise ModelLoadError(f"sam3 tracker: {exc}") from exc
