@@ -17,7 +17,7 @@ setup(
     packages=find_packages(include=["seg_ros", "seg_ros.*"]),
     install_requires=["numpy", "opencv-python-headless"],
     extras_require={
-        "models": ["torch", "transformers>=5.23", "safetensors", "huggingface_hub", "timm"],
+        "models": ["torch", "transformers>=5.23,<5.24", "safetensors", "huggingface_hub", "timm"],
     },
     entry_points={
         "console_scripts": [

@@ -332,6 +332,126 @@ def test_one_shared_library_session(kind: str) -> None:
         assert result.equal < result.compared and result.worst > 1e-4, result
 
 
+class LibraryCorrectionsAsConditioning(Library):
+    """The reference of `corrections_as_conditioning=True` (SAM 2's
+    add_all_frames_to_correct_as_cond=True), which transformers has no switch for: the plain
+    library computes every answer, and the output of a correction is filed where that option
+    files it, as a prompted frame (the one difference the option makes; nothing is recomputed).
+    """
+
+    def prompt(self, obj: int, frame: int, prompt: Event) -> Answer:
+        session = self.session(obj)
+        known = obj in session.obj_ids
+        correction = known and frame in session.frames_tracked_per_obj[session.obj_id_to_idx(obj)]
+        if correction:
+            # A second correction on that frame replaces the first (which must not feed it).
+            outputs = session.output_dict_per_obj[session.obj_id_to_idx(obj)]
+            outputs["cond_frame_outputs"].pop(frame, None)
+        answer = super().prompt(obj, frame, prompt)
+        if correction:
+            outputs["cond_frame_outputs"][frame] = outputs["non_cond_frame_outputs"].pop(frame)
+        return answer
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_corrections_as_conditioning_option(kind: str) -> None:
+    model = tiny_video_model(kind)
+    tracker = StreamingVideoTracker(
+        model, batch_objects=False, corrections_as_conditioning=True, max_conditioning_frames=8
+    )
+    result = compare(
+        kind, tracker, LibraryCorrectionsAsConditioning(model, per_object=True), SCENARIO, 40
+    )
+    assert result.equal == result.compared, result
+    assert_not_vacuous(result, tracker, 40)
+    assert tracker.conditioning_frames(1) == [0, 12, 25]  # kept past every window
+    assert tracker.conditioning_frames(2) == [0, 33]
+    # Against the plain library it departs from the first frame after the first correction.
+    other = StreamingVideoTracker(model, batch_objects=False, corrections_as_conditioning=True)
+    plain = compare(kind, other, Library(model, per_object=True), SCENARIO, 40)
+    assert plain.first_difference == (13, 1) and plain.equal < plain.compared, plain
+
+
+#: One object given more prompted frames than max_conditioning_frames = 2, with the library's
+#: default semantics: created on past frame 5 (at frame 10), then prompted on frames 6 and 8
+#: (past, never tracked) and 10, each a conditioning frame.
+MANY_PROMPTED: dict[int, list[Event]] = {
+    10: [
+        Event(1, 5, [[40.0, 50.0]], [1]),
+        Event(1, 6, [[42.0, 52.0]], [1]),
+        Event(1, 8, [[44.0, 54.0]], [1]),
+        Event(1, 10, [[46.0, 56.0]], [1]),
+    ],
+    16: [Event(1, 16, [[60.0, 40.0]], [0])],  # a correction: not a prompted frame
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_max_conditioning_frames_bound(kind: str) -> None:
+    """What the bound changes: the library keeps every prompted frame in memory (spatial memory
+    and object pointers, every frame); the tracker keeps the newest `max_conditioning_frames`.
+    Equal while an object has no more prompted frames than that; different from the first frame
+    tracked after the oldest was dropped."""
+    model = tiny_video_model(kind)
+    roomy = StreamingVideoTracker(model, batch_objects=False, max_conditioning_frames=4)
+    result = compare(kind, roomy, Library(model, per_object=True), MANY_PROMPTED, 24)
+    assert result.equal == result.compared >= 15, result
+    assert roomy.conditioning_frames(1) == [5, 6, 8, 10]
+    bounded = StreamingVideoTracker(model, batch_objects=False, max_conditioning_frames=2)
+    result = compare(kind, bounded, Library(model, per_object=True), MANY_PROMPTED, 24)
+    # The prompts' own answers use no memory (frames the object was never tracked on): equal.
+    # Tracking frame 11 reads [8, 10] where the library reads [5, 6, 8, 10].
+    assert result.first_difference == (11, 1) and result.equal == 4, result
+    assert bounded.conditioning_frames(1) == [8, 10]
+
+
+# ---------------------------------------------------------------------- the library surface
+def test_library_surface_is_the_tested_one() -> None:
+    """Every private transformers call the tracker makes exists with its parameters."""
+    import transformers
+    from packaging.specifiers import SpecifierSet
+
+    for kind in KINDS:
+        model = build_model(kind)
+        assert lib.check_library(model) is session_class_for(model)
+    assert transformers.__version__ in SpecifierSet(lib.TESTED_TRANSFORMERS)
+    root = pathlib.Path(__file__).resolve().parents[1]
+    assert f'"transformers{lib.TESTED_TRANSFORMERS}"' in (root / "setup.py").read_text()
+    pinned = [
+        line.split("==")[1].strip()
+        for line in (root / "requirements-model.txt").read_text().splitlines()
+        if line.startswith("transformers==")
+    ]
+    assert pinned and all(v in SpecifierSet(lib.TESTED_TRANSFORMERS) for v in pinned)
+
+
+def test_a_changed_private_call_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import Sam2VideoInferenceSession, Sam2VideoModel
+
+    model = build_model("sam2")
+    monkeypatch.setattr(
+        Sam2VideoModel, "_get_object_pointers", lambda self, inference_session, obj_idx: None
+    )
+    with pytest.raises(
+        lib.UnsupportedLibraryError, match=r"Sam2VideoModel\._get_object_pointers takes"
+    ):
+        StreamingVideoTracker(model)
+    monkeypatch.undo()
+    monkeypatch.delattr(Sam2VideoModel, "_use_mask_as_output")
+    with pytest.raises(
+        ModelLoadError, match=r"_use_mask_as_output is missing.*transformers>=5\.23"
+    ):
+        StreamingVideoTracker(model)
+    monkeypatch.undo()
+    monkeypatch.setattr(
+        Sam2VideoInferenceSession, "store_output", lambda self, obj_idx, frame_idx, value: None
+    )
+    with pytest.raises(lib.UnsupportedLibraryError, match=r"store_output takes"):
+        StreamingVideoTracker(model)
+    monkeypatch.undo()
+    StreamingVideoTracker(model)  # the real library passes
+
+
 def snapshot(tracker: StreamingVideoTracker) -> Any:
     return copy.deepcopy((tracker.session, tracker._tracked, tracker._prompts))
 
@@ -373,35 +493,87 @@ def test_batched_objects_match_one_object_calls(kind: str) -> None:
 
 
 # ---------------------------------------------------------------------- bounded memory
-def test_memory_stays_bounded_over_320_frames(folders: dict[str, pathlib.Path]) -> None:
-    backend = build(folders["sam2"], max_conditioning_frames=2)
+def held_bound_bytes(tracker: StreamingVideoTracker, objects: int) -> int:
+    """The stated bound (`tracker.bounds`) in bytes, from the sizes of the entries it counts."""
+    from seg_ros.engine.backends.hf_stream import tensor_bytes
+
+    frame = max(tensor_bytes(f) for f in tracker._frames.values())
+    features = max(tensor_bytes(f) for f in tracker._features.values())
+    full = pointer_only = 0
+    for obj in tracker.object_ids:
+        idx = tracker._idx(obj)
+        for entry in [
+            *lib.conditioning_outputs(tracker.session, idx).values(),
+            *lib.tracked_outputs(tracker.session, idx).values(),
+        ]:
+            if "maskmem_features" in entry:
+                full = max(full, tensor_bytes(entry))
+            else:
+                pointer_only = max(pointer_only, tensor_bytes(entry))
+    bounds = tracker.bounds
+    per_object = (
+        bounds.conditioning_per_object * full
+        + bounds.full_outputs_per_object * full
+        + (bounds.pointer_outputs_per_object - bounds.full_outputs_per_object) * pointer_only
+    )
+    return (
+        bounds.frames * frame
+        + bounds.feature_frames * features
+        + objects * per_object
+        + tensor_bytes(tracker._pos)
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "count"),
+    [("sam2", 320), pytest.param("edgetam", 600, marks=pytest.mark.slow)],
+)
+def test_memory_stays_within_its_stated_bound(
+    folders: dict[str, pathlib.Path], kind: str, count: int
+) -> None:
+    # Corrections kept as prompted frames (an option) so that max_conditioning_frames bites too.
+    backend = build(
+        folders[kind], max_conditioning_frames=2, options={"corrections_as_conditioning": True}
+    )
     session = SegmentationSession(backend, max_objects=8)
     tracker = backend.tracker
+    bounds = tracker.bounds
     prompt_frames, window = tracker.prompt_frames, tracker.memory_frames
     pointer_window = int(tracker.model.config.max_object_pointers_in_encoder) - 1
+    # The stated bound is what the model's windows need, no more.
+    assert bounds.frames == prompt_frames and bounds.feature_frames == 2
+    assert bounds.full_outputs_per_object == prompt_frames + window
+    assert bounds.pointer_outputs_per_object == prompt_frames + pointer_window
     rng = np.random.default_rng(7)
     session.step(next(images(1)), stamp_ns=1)
     for xy in ([20, 30], [100, 60], [140, 20]):
         session.add_prompt(Prompt(points=[xy], point_labels=[1]))
     held_at_60 = 0.0
-    for t in range(1, 320):
+    bound = 0
+    for t in range(1, count):
         image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
         result = session.step(image, stamp_ns=1 + t)
         assert len(result.objects) == len(session.object_ids) == 3
-        if t % 40 == 0:  # refinements, a new object, a removal: prompted frames come and go
+        if t % 40 == 0:  # corrections, a new object on a past frame, a removal
             session.add_prompt(Prompt(points=[[30, 35]], point_labels=[1]), object_id="1")
-            added = session.add_prompt(Prompt(box=[60, 10, 120, 70]))
+            added = session.add_prompt(Prompt(box=[60, 10, 120, 70]), stamp_ns=t - 2)
             session.remove_object(added.object_id)
         stats = backend.stats()
-        assert stats["frames_in_memory"] <= prompt_frames
-        assert stats["feature_frames"] <= 2
-        assert stats["max_conditioning_per_object"] <= 2
-        assert stats["max_full_outputs_per_object"] <= prompt_frames + window
-        assert stats["max_pointer_outputs_per_object"] <= prompt_frames + pointer_window
+        assert stats["frames_in_memory"] <= bounds.frames
+        assert stats["feature_frames"] <= bounds.feature_frames
+        assert stats["max_conditioning_per_object"] <= bounds.conditioning_per_object == 2
+        assert stats["max_full_outputs_per_object"] <= bounds.full_outputs_per_object
+        assert stats["max_pointer_outputs_per_object"] <= bounds.pointer_outputs_per_object
         if t == 60:
             held_at_60 = stats["held_mb"]
-    # The tensors held (frames, features, outputs) stop growing once the windows are full.
-    assert held_at_60 > 0.5 and backend.stats()["held_mb"] <= held_at_60 * 1.05
+            bound = held_bound_bytes(tracker, 3)
+        if bound:  # the tensors held, in bytes, within the bound the counts state
+            assert tracker.held_bytes() <= bound, (t, tracker.held_bytes(), bound)
+    assert stats["max_conditioning_per_object"] == 2  # the conditioning bound was reached
+    # The tensors held stop growing once the windows are full, and fill most of the bound.
+    held = backend.stats()["held_mb"]
+    assert held_at_60 > 0.5 and held <= held_at_60 * 1.05
+    assert held * 2**20 >= 0.6 * bound, (held, bound / 2**20)
     session.close()
 
 
@@ -535,7 +707,12 @@ def test_segment_leaves_tracking_untouched(folders: dict[str, pathlib.Path]) -> 
 def test_session_points_box_mask_refine_remove_and_past_stamps(
     folders: dict[str, pathlib.Path],
 ) -> None:
-    backend = build(folders["sam2"], max_conditioning_frames=2)
+    # Corrections kept as prompted frames (an option; the default follows the library).
+    backend = build(
+        folders["sam2"],
+        max_conditioning_frames=2,
+        options={"corrections_as_conditioning": True},
+    )
     session = SegmentationSession(backend)
     stream = images(12, seed=4)
     first = session.step(next(stream), stamp_ns=100)
@@ -573,10 +750,9 @@ def test_session_points_box_mask_refine_remove_and_past_stamps(
     assert scribbled.object.mask.shape == (H, W)
     # Prompted frames per object are bounded: object 1 was prompted on frames 0 and 5.
     tracker = backend.tracker
-    cond = tracker.session.output_dict_per_obj[tracker._idx(1)]["cond_frame_outputs"]
-    assert sorted(cond) == [0, 5]
+    assert tracker.conditioning_frames(1) == [0, 5]
     session.add_prompt(Prompt(points=[[33, 41]], point_labels=[1]), object_id="1")
-    assert sorted(cond) == [5, 11]  # the oldest went
+    assert tracker.conditioning_frames(1) == [5, 11]  # the oldest went
     session.reset()
     assert session.object_ids == [] and backend.stats()["frames_in_memory"] == 0
     session.close()

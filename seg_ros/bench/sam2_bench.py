@@ -241,8 +241,10 @@ def _fill_window(backend: Any, obj: int, frame: int) -> int:
     one tracked frame into the whole window reaches the steady state without paying
     num_maskmem - 1 warm-up steps (minutes per model on a CPU). Returns the next frame index.
     """
+    from seg_ros.engine.backends import hf_adapter
+
     tracker = backend.tracker
-    tracked = tracker.session.output_dict_per_obj[tracker._idx(obj)]["non_cond_frame_outputs"]
+    tracked = hf_adapter.tracked_outputs(tracker.session, tracker._idx(obj))
     window = max(tracker.memory_frames, tracker.pointer_frames)
     entry = tracked[frame]
     # Renumber: the real frame becomes the newest of a full window of identical frames.
@@ -254,11 +256,14 @@ def _fill_window(backend: Any, obj: int, frame: int) -> int:
 
 def _copy_memory(backend: Any, source: int, targets: list[int]) -> None:
     """Give `targets` the tracked-frame memory of `source` (same shortcut, more objects)."""
+    from seg_ros.engine.backends import hf_adapter
+
     tracker = backend.tracker
-    outputs = tracker.session.output_dict_per_obj
-    src = outputs[tracker._idx(source)]["non_cond_frame_outputs"]
+    src = hf_adapter.tracked_outputs(tracker.session, tracker._idx(source))
     for obj in targets:
-        outputs[tracker._idx(obj)]["non_cond_frame_outputs"] = {k: dict(v) for k, v in src.items()}
+        tracked = hf_adapter.tracked_outputs(tracker.session, tracker._idx(obj))
+        tracked.clear()
+        tracked.update({k: dict(v) for k, v in src.items()})
         tracker._tracked[obj] = set(tracker._tracked.get(source, set()))
 
 
