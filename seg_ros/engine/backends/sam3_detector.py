@@ -69,7 +69,7 @@ def preprocess(
 ) -> torch.Tensor:
     """RGB uint8 (H, W, 3) -> (1, 3, size, size) in `dtype`: bilinear resize, /255, normalise.
 
-    Matches `Sam3ImageProcessor` (square resize without padding, mean = std = 0.5).
+    Equals `Sam3ImageProcessor` to the bit (square resize without padding, mean = std = 0.5).
     """
     return hf_common.preprocess(image, size, device, mean, std).to(dtype)
 
