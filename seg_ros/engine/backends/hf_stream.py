@@ -27,8 +27,11 @@ semantics:
   restarts them (the library's box + points).
 The results equal the library's as long as the library's session would read nothing the bound
 evicted: a prompt names one of the last `prompt_frames` frames, and an object keeps at most
-`max_conditioning_frames` prompted frames (beyond that the oldest is forgotten; the library keeps
-all of them as memory and pointers, so results differ from then on).
+`max_conditioning_frames` prompted frames (beyond that the lowest frame index is forgotten; the
+library keeps all of them as memory and pointers, so results differ from then on). Bit-exact means
+one object per call (`batch_objects=False`, the CPU default); batched calls (the CUDA default)
+round differently. (Calling the library's forward for a prompt WITHOUT `frame=` switches it to its
+non-streaming pointer encoding, which differs for corrections within the first 15 frames.)
 
 Options that depart from the reference, each tested against its own reference:
 - `independent_objects=False`: one library session holding every object. Its batched memory
