@@ -8,7 +8,9 @@ parameters it is called with. A transformers release that renames or re-shapes o
 fails at load time (and in test/test_sam2.py) with a message naming the call, instead of silently
 changing results.
 
-Tested with transformers `TESTED_TRANSFORMERS` (pinned in setup.py and requirements-model.txt).
+Tested with transformers `TESTED_TRANSFORMERS` (pinned in setup.py; requirements-model.txt pins a
+version inside it). The SAM 2.1 / EdgeTAM equality tests also pass on 5.24.0 and 5.25.0, but the
+whole suite was only run on 5.23 (SAM 3 does not load on 5.25.0 without the `kernels` package).
 
 torch and transformers are imported by the functions that use them: importing this module is free.
 """
