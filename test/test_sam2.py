@@ -291,9 +291,17 @@ def test_defaults_equal_one_library_session_per_object(kind: str) -> None:
     """The reference: per-object library sessions, bit for bit, past every window."""
     model = tiny_video_model(kind)
     tracker = StreamingVideoTracker(model, batch_objects=False)  # the shipped defaults otherwise
-    result = compare(kind, tracker, Library(model, per_object=True), SCENARIO, 40)
+    library = Library(model, per_object=True)
+    result = compare(kind, tracker, library, SCENARIO, 40)
     assert result.equal == result.compared, result
     assert_not_vacuous(result, tracker, 40)
+    # The library's sessions hold every tracked frame; the tracker only its windows.
+    held = max(
+        len(s.output_dict_per_obj[0]["non_cond_frame_outputs"]) for s in library.sessions.values()
+    )
+    stats = tracker.stats()
+    assert held == 40 - 1 > stats["max_pointer_outputs_per_object"]
+    assert stats["max_full_outputs_per_object"] <= tracker.prompt_frames + tracker.memory_frames
     # Corrections stay ordinary tracked frames (the library's semantics): object 1 keeps frame
     # 0 only as a prompted frame; its corrections on 12 and 25 leave memory with the windows.
     assert tracker.conditioning_frames(1) == [0]
