@@ -383,8 +383,8 @@ class SegmentationNode(Node):
             self.get_logger().warning("the worker is still in a frame; leaving it behind")
         # Deactivated or shut down: take this node's boxes off RViz rather than freeze them there.
         cleared = self.markers.reset(self._marker_header)
-        if self._pub_markers is not None and self._pub_markers.get_subscription_count():
-            self._pub_markers.publish(cleared)
+        if self._pub_markers is not None:
+            self._send(self._pub_markers, lambda: cleared)  # nothing after Ctrl-C
         self._pub_markers = self.sync = None
         destroy: dict[str, Callable[[Any], Any]] = {
             "subscription": self.destroy_subscription,
@@ -469,41 +469,71 @@ class SegmentationNode(Node):
                 name = getattr(output, "__name__", repr(output))
                 self._warn(f"output {name} failed: {traceback.format_exc()}")
 
+    def _send(self, publisher: Any, build: Callable[[], Any]) -> None:
+        """Publish `build()` when someone subscribes; nothing once the context has shut down.
+
+        Ctrl-C: rclpy's SIGINT handler shuts the context down while the worker may still be in
+        a frame, and before destroy_node -> close_io runs; from then on every publisher call
+        raises RCLError ("publisher's context is invalid"). Nobody can receive anything then.
+        """
+        if not self.context.ok():
+            return
+        try:
+            if publisher.get_subscription_count():
+                publisher.publish(build())
+        except Exception:
+            if self.context.ok():  # a real failure, not the shutdown racing this call
+                raise
+
     def _publish_instances(self, frame: ProcessedFrame) -> None:
-        if self._pub_instances.get_subscription_count():
-            self._pub_instances.publish(frame.instance_array)
+        self._send(self._pub_instances, lambda: frame.instance_array)
 
     def _publish_mask(self, frame: ProcessedFrame) -> None:
-        if self._pub_mask.get_subscription_count():
-            label = frame.result.label_image()
-            self._pub_mask.publish(numpy_to_image(label, "mono16", frame.header))
+        self._send(
+            self._pub_mask,
+            lambda: numpy_to_image(frame.result.label_image(), "mono16", frame.header),
+        )
 
     def _publish_overlay(self, frame: ProcessedFrame) -> None:
-        if self._pub_overlay.get_subscription_count():
+        def build() -> Image:
             bgr = render_overlay(frame.rgb, frame.result.objects, self.params.overlay_alpha)
-            self._pub_overlay.publish(numpy_to_image(bgr, "bgr8", frame.header))
+            return numpy_to_image(bgr, "bgr8", frame.header)
+
+        self._send(self._pub_overlay, build)
 
     def _publish_markers(self, frame: ProcessedFrame) -> None:
-        if self._pub_markers.get_subscription_count():
+        def build() -> MarkerArray:
             markers = self.markers.update(frame.header, frame.instance_array.instances)
             self._marker_header = frame.header
-            self._pub_markers.publish(markers)
+            return markers
+
+        self._send(self._pub_markers, build)
 
     def _publish_points(self, frame: ProcessedFrame) -> None:
-        if frame.depth is not None and self._pub_points.get_subscription_count():
-            max_points = self.params.points_max_per_object
-            clouds = frame.depth.clouds(frame.result.objects, max_points)
-            self._pub_points.publish(build_pointcloud2(frame.header, clouds))
+        depth = frame.depth
+        if depth is None:
+            return
+        max_points = self.params.points_max_per_object
+        self._send(
+            self._pub_points,
+            lambda: build_pointcloud2(frame.header, depth.clouds(frame.result.objects, max_points)),
+        )
 
     def _publish_detections(self, frame: ProcessedFrame) -> None:
-        if self._pub_det2d.get_subscription_count():
-            instances = frame.instance_array.instances
-            self._pub_det2d.publish(detections.build_detection2d_array(frame.header, instances))
+        self._send(
+            self._pub_det2d,
+            lambda: detections.build_detection2d_array(
+                frame.header, frame.instance_array.instances
+            ),
+        )
 
     def _publish_detections_3d(self, frame: ProcessedFrame) -> None:
-        if self._pub_det3d.get_subscription_count():
-            instances = frame.instance_array.instances
-            self._pub_det3d.publish(detections.build_detection3d_array(frame.header, instances))
+        self._send(
+            self._pub_det3d,
+            lambda: detections.build_detection3d_array(
+                frame.header, frame.instance_array.instances
+            ),
+        )
 
     def _publish_diagnostics(self) -> None:
         """Timer: one DiagnosticStatus from `health` and what the node knows about its model."""
@@ -518,7 +548,10 @@ class SegmentationNode(Node):
             objects_tracked=len(session.object_ids) if session is not None else 0,
         )
         stamp = self.get_clock().now().to_msg()
-        self._pub_diagnostics.publish(build_diagnostic_array(stamp, self.health.snapshot(), info))
+        self._send(
+            self._pub_diagnostics,
+            lambda: build_diagnostic_array(stamp, self.health.snapshot(), info),
+        )
 
     def _on_bad_depth(self, text: str) -> None:
         """A processed frame's depth could not be used: counted, warned, its objects get NaN."""
@@ -654,7 +687,7 @@ class SegmentationNode(Node):
             cleared = self.markers.reset(self._marker_header)  # DELETEALL: RViz forgets them too
             markers = self._pub_markers  # None once close_io ran
             if markers is not None:
-                markers.publish(cleared)
+                self._send(markers, lambda: cleared)
             return Trigger.Response(message="forgot every object and frame")
 
         return self._serve(Trigger, run)

@@ -8,6 +8,7 @@ is worked out here from the pinhole model, not taken from seg_ros.depth.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import pathlib
@@ -44,7 +45,7 @@ from seg_ros.msg import InstanceArray
 from seg_ros.pointcloud import pointcloud2_to_array
 from seg_ros.segmentation_node import SegmentationNode
 from seg_ros.srv import AddBox, RemoveObject
-from seg_ros.sync import FALLBACK
+from seg_ros.sync import FALLBACK, MESSAGE_FILTERS
 
 pytestmark = pytest.mark.graph
 
@@ -161,12 +162,38 @@ def by_ns(markers: MarkerArray) -> dict[tuple[str, int], Marker]:
     return {(m.ns, m.id): m for m in markers.markers}
 
 
-def test_rgbd_stream_gives_exact_3d_markers_and_points(ros_graph: RosGraph) -> None:
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "sync_backend",
+    [
+        FALLBACK,
+        pytest.param(
+            MESSAGE_FILTERS,
+            marks=pytest.mark.skipif(
+                not _importable("message_filters"), reason="message_filters is not installed"
+            ),
+        ),
+    ],
+)
+def test_rgbd_stream_gives_exact_3d_markers_and_points(
+    ros_graph: RosGraph, sync_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if sync_backend == FALLBACK:  # as on a machine without message_filters / vision_msgs
+        for name in ("message_filters", "vision_msgs", "vision_msgs.msg"):
+            monkeypatch.setitem(sys.modules, name, None)
     node = start(ros_graph, use_depth=True, points_max_per_object=500)
-    assert node.sync is not None and node.sync.backend == FALLBACK  # no message_filters here
+    assert node.sync is not None and node.sync.backend == sync_backend
     cam = Camera(ros_graph)
     assert wait_for(cam.connected)
-    assert not cam.node.count_publishers(f"{NODE}/detections")  # vision_msgs is not installed
+    has_detections = cam.node.count_publishers(f"{NODE}/detections") > 0
+    assert has_detections == (sync_backend != FALLBACK and _importable("vision_msgs.msg"))
 
     # Sets are processed only when the three stamps agree within sync_slop_s (0.05 s).
     first = rgbd(1)
@@ -523,6 +550,71 @@ def test_lifecycle_node_runs_from_the_command_line(ros_graph: RosGraph) -> None:
     assert proc.returncode == 0, output
     assert "backend 'fake' loaded" in output and "segmenting /image" in output, output
     assert "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("lifecycle", [False, True], ids=["plain", "lifecycle"])
+def test_ctrl_c_with_depth_while_streaming_exits_cleanly(
+    ros_graph: RosGraph, lifecycle: bool
+) -> None:
+    """rclpy's SIGINT handler shuts the context down before destroy_node -> close_io runs.
+
+    With use_depth every robot output exists (markers, points, ...) and each has a subscriber
+    here while frames stream, so no publisher call may follow the shutdown (exit 0, no trace).
+    """
+    env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID), "PYTHONUNBUFFERED": "1"}
+    module = "seg_ros.lifecycle_node" if lifecycle else "seg_ros.segmentation_node"
+    cmd = [sys.executable, "-m", module, "--ros-args", "-p", "backend:=fake"]
+    proc = subprocess.Popen(
+        [*cmd, "-p", "use_depth:=true", "-p", "diagnostics_period_s:=0.2"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if lifecycle:
+            life = Lifecycle(ros_graph)
+            assert life.transition(Transition.TRANSITION_CONFIGURE)
+            assert life.transition(Transition.TRANSITION_ACTIVATE)
+        cam = Camera(ros_graph, ("instances", "markers", "points"))
+        assert wait_for(cam.connected, timeout=30.0)
+        cam.send_until("instances", 1)
+        assert cam.call(cam.add_box, box=PLANE_BOX, label="plane").success
+        cam.send_until("markers", 2)
+        for sec in range(3, 6):  # still streaming when the signal comes
+            cam.publish(sec)
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output and "failed" not in output, output
+
+
+def test_outputs_after_the_context_shut_down_do_nothing(ros_graph: RosGraph) -> None:
+    """A frame finishing after Ctrl-C, and close_io itself, touch no publisher, warn nothing."""
+    import rclpy
+
+    from seg_ros.rgbd import RgbdInput
+
+    node = start(ros_graph, use_depth=True)
+    cam = Camera(ros_graph, ("instances", "markers", "points"))
+    cam.subscribe("mask", Image)
+    cam.subscribe("overlay", Image)
+    assert wait_for(cam.connected)
+    warnings: list[str] = []
+    node._warn = warnings.append
+    frame = node.process_frame(RgbdInput(*rgbd(1)))
+    assert frame is not None
+    node.publish(frame)
+    assert warnings == []
+    rclpy.shutdown(context=ros_graph.context)  # what the SIGINT handler does
+    node.publish(frame)
+    node._publish_diagnostics()
+    node.close_io()
+    assert warnings == []
+    assert node.outputs == [] and node._worker is None
 
 
 def test_geometry_on_the_object_box_equals_the_whole_frame() -> None:
