@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import signal
 import sys
 import threading
 import time
@@ -766,10 +767,28 @@ def run(make_node: Callable[[], SegmentationNode], args: list[str] | None = None
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        while True:
+            try:
+                _stop(executor, node)
+                break
+            except KeyboardInterrupt:  # came before SIGINT was ignored: finish the teardown
+                continue
     return 0
+
+
+def _stop(executor: MultiThreadedExecutor, node: SegmentationNode) -> None:
+    """Tear down after Ctrl-C, deaf to further SIGINTs.
+
+    Ctrl-C under `ros2 launch` delivers SIGINT twice: the terminal sends it to the whole process
+    group and launch forwards its own. The second one would raise KeyboardInterrupt in the middle
+    of destroy_node (a traceback, exit code -2, "process has died"); launch still escalates to
+    SIGTERM if the teardown hangs.
+    """
+    if threading.current_thread() is threading.main_thread():  # signal.signal needs it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown()
 
 
 if __name__ == "__main__":
