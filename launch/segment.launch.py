@@ -7,12 +7,13 @@
         depth:=/camera/aligned_depth_to_color/image_raw rviz:=true lifecycle:=true
 
 Arguments: namespace, image (input topic), use_compressed (subscribe to <image>/compressed),
-qos_reliability / qos_depth (input QoS; override the params file when not empty), params_file (default share/seg_ros/config/seg_ros.yaml), backend / model / device (override the
-params file when not empty), depth and camera_info (topics for 3D; camera_info defaults to the
-one beside image, as image_transport pairs them), use_depth (empty = true when depth is given,
-else the params file's), rviz (start RViz with config/seg_ros.rviz), lifecycle (run the managed
-node seg_ros.lifecycle_node) and autostart (with lifecycle: configure and activate it at launch;
-false leaves it to a lifecycle manager).
+qos_reliability / qos_depth (input QoS; override the params file when not empty), params_file
+(default share/seg_ros/config/seg_ros.yaml), backend / model / device (override the params file
+when not empty), depth and camera_info (topics for 3D; camera_info defaults to the one beside
+image, as image_transport pairs them), use_depth (empty = true when depth is given, else the params
+file's), rviz (start RViz with config/seg_ros.rviz), lifecycle (run the managed node
+seg_ros.lifecycle_node) and autostart (with lifecycle: configure and activate it at launch; false
+leaves it to a lifecycle manager). `ros2 launch seg_ros segment.launch.py --show-args` lists them.
 """
 
 from ament_index_python.packages import get_package_share_directory
