@@ -465,6 +465,49 @@ def test_vision_msgs_detections_when_installed(
     np.testing.assert_allclose([size.x, size.y, size.z], extent, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.skipif(not _importable("vision_msgs.msg"), reason="vision_msgs is not installed")
+def test_real_vision_msgs_detections_over_dds(ros_graph: RosGraph) -> None:
+    """The real vision_msgs 2D / 3D detections, as a subscriber receives them, field by field."""
+    vision = importlib.import_module("vision_msgs.msg")
+    node = start(ros_graph, use_depth=True)
+    assert node._vision_msgs
+    cam = Camera(ros_graph, ("instances",))
+    cam.subscribe("detections", vision.Detection2DArray)
+    cam.subscribe("detections_3d", vision.Detection3DArray)
+    assert wait_for(cam.connected)
+    cam.send_until("instances", 1)
+    for box, label in ((PLANE_BOX, "plane"), (HOLE_BOX, "hole")):
+        assert cam.call(cam.add_box, box=box, label=label).success
+    flat = cam.send_until("detections", 2, lambda m: len(m.detections) == 2)
+    solid = cam.send_until("detections_3d", 2, lambda m: len(m.detections) == 1)
+    assert (flat.header.frame_id, solid.header.frame_id) == ("camera_color_optical_frame",) * 2
+    for det, (track, label, box) in zip(
+        flat.detections, (("1", "plane", PLANE_BOX), ("2", "hole", HOLE_BOX)), strict=True
+    ):
+        assert (det.id, det.header.stamp.sec) == (track, 2)
+        (hyp,) = det.results
+        assert (hyp.hypothesis.class_id, hyp.hypothesis.score) == (label, pytest.approx(1.0))
+        b = det.bbox
+        assert (b.center.position.x, b.center.position.y, b.center.theta) == (
+            box.x_offset + box.width / 2,
+            box.y_offset + box.height / 2,
+            0.0,
+        )
+        assert (b.size_x, b.size_y) == (box.width, box.height)
+    (det3,) = solid.detections  # the hole has no depth: no 3D detection
+    centroid, extent = plane_box_3d(PLANE_BOX)
+    assert det3.id == "1" and det3.header.stamp.sec == 2
+    c, q, size = det3.bbox.center.position, det3.bbox.center.orientation, det3.bbox.size
+    np.testing.assert_allclose([c.x, c.y, c.z], centroid, rtol=1e-6, atol=1e-7)
+    assert (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 1.0)
+    np.testing.assert_allclose([size.x, size.y, size.z], extent, rtol=1e-6, atol=1e-7)
+    (hyp3,) = det3.results
+    assert hyp3.hypothesis.class_id == "plane"
+    p = hyp3.pose.pose.position
+    np.testing.assert_allclose([p.x, p.y, p.z], centroid, rtol=1e-6, atol=1e-7)
+    assert hyp3.pose.pose.orientation.w == 1.0
+
+
 class Lifecycle:
     """ChangeState / GetState clients of a lifecycle node."""
 
