@@ -104,8 +104,9 @@ def plane_box_3d(box: RegionOfInterest) -> tuple[tuple[float, ...], tuple[float,
 class Camera:
     """The test's RGB-D camera and the node's robot-side outputs, recorded."""
 
-    def __init__(self, graph: RosGraph, outputs: tuple[str, ...] = ()) -> None:
+    def __init__(self, graph: RosGraph, outputs: tuple[str, ...] = (), target: str = NODE) -> None:
         self.graph = graph
+        self.target = target  # the segmentation node's name
         node = graph.node("rgbd_camera")
         self.node = node
         self.pubs = [
@@ -117,18 +118,18 @@ class Camera:
         types = {"instances": InstanceArray, "markers": MarkerArray, "points": PointCloud2}
         for name in outputs:
             self.subscribe(name, types[name])
-        self.add_box = node.create_client(AddBox, f"{NODE}/add_box")
-        self.remove = node.create_client(RemoveObject, f"{NODE}/remove_object")
-        self.reset = node.create_client(Trigger, f"{NODE}/reset")
+        self.add_box = node.create_client(AddBox, f"{target}/add_box")
+        self.remove = node.create_client(RemoveObject, f"{target}/remove_object")
+        self.reset = node.create_client(Trigger, f"{target}/reset")
 
     def subscribe(self, name: str, msg_type: type) -> None:
         self.received[name] = []
         self.node.create_subscription(
-            msg_type, f"{NODE}/{name}", self.received[name].append, RELIABLE
+            msg_type, f"{self.target}/{name}", self.received[name].append, RELIABLE
         )
 
     def connected(self) -> bool:
-        outputs = all(self.node.count_publishers(f"{NODE}/{n}") for n in self.received)
+        outputs = all(self.node.count_publishers(f"{self.target}/{n}") for n in self.received)
         return outputs and all(p.get_subscription_count() for p in self.pubs)
 
     def publish(self, sec: int, nanosec: int = 0) -> None:
@@ -521,6 +522,17 @@ class Lifecycle:
     def state(self) -> str:
         return str(self.graph.call(self.get, GetState.Request()).current_state.label)
 
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until get_state answers (asked again: idempotent) -- a node just started in another
+        process may drop the answer to a request made while discovery is still matching."""
+
+        def answered() -> bool:
+            assert self.get.wait_for_service(timeout_sec=timeout)
+            future = self.get.call_async(GetState.Request())
+            return wait_for(future.done, 5.0)
+
+        assert wait_for(answered, timeout, period=0.1), "get_state never answered"
+
     def transition(self, transition_id: int) -> bool:
         request = ChangeState.Request(transition=Transition(id=transition_id))
         return bool(self.graph.call(self.change, request, timeout=30.0).success)
@@ -623,7 +635,7 @@ def test_lifecycle_node_runs_from_the_command_line(ros_graph: RosGraph) -> None:
 
 @pytest.mark.parametrize("lifecycle", [False, True], ids=["plain", "lifecycle"])
 def test_ctrl_c_with_depth_while_streaming_exits_cleanly(
-    ros_graph: RosGraph, lifecycle: bool
+    ros_graph: RosGraph, lifecycle: bool, tmp_path: pathlib.Path
 ) -> None:
     """rclpy's SIGINT handler shuts the context down before destroy_node -> close_io runs.
 
@@ -632,19 +644,22 @@ def test_ctrl_c_with_depth_while_streaming_exits_cleanly(
     """
     env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID), "PYTHONUNBUFFERED": "1"}
     module = "seg_ros.lifecycle_node" if lifecycle else "seg_ros.segmentation_node"
-    cmd = [sys.executable, "-m", module, "--ros-args", "-p", "backend:=fake"]
+    name = f"seg_ctrl_c_{'lifecycle' if lifecycle else 'plain'}"  # no earlier node's endpoints
+    cmd = [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}"]
+    log = (tmp_path / "node.log").open("w")  # a file: a full pipe would block the node
     proc = subprocess.Popen(
-        [*cmd, "-p", "use_depth:=true", "-p", "diagnostics_period_s:=0.2"],
+        [*cmd, "-p", "backend:=fake", "-p", "use_depth:=true", "-p", "diagnostics_period_s:=0.2"],
         env=env,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     try:
         if lifecycle:
-            life = Lifecycle(ros_graph)
+            life = Lifecycle(ros_graph, f"/{name}")
+            life.wait_ready()
             assert life.transition(Transition.TRANSITION_CONFIGURE)
             assert life.transition(Transition.TRANSITION_ACTIVATE)
-        cam = Camera(ros_graph, ("instances", "markers", "points"))
+        cam = Camera(ros_graph, ("instances", "markers", "points"), target=f"/{name}")
         assert wait_for(cam.connected, timeout=30.0)
         cam.send_until("instances", 1)
         assert cam.call(cam.add_box, box=PLANE_BOX, label="plane").success
@@ -652,11 +667,13 @@ def test_ctrl_c_with_depth_while_streaming_exits_cleanly(
         for sec in range(3, 6):  # still streaming when the signal comes
             cam.publish(sec)
         proc.send_signal(signal.SIGINT)
-        output = proc.communicate(timeout=30)[1]
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
+        log.close()
+    output = (tmp_path / "node.log").read_text()
     assert proc.returncode == 0, output
     assert "Traceback" not in output and "failed" not in output, output
 

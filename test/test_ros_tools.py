@@ -57,12 +57,28 @@ REASON = (
 
 
 @pytest.fixture(scope="module")
-def tools() -> None:
-    """Skips (fails under SEG_ROS_REQUIRE_ROS_TOOLS=1) where the real tools are absent."""
+def tools() -> Iterator[None]:
+    """Skips (fails under SEG_ROS_REQUIRE_ROS_TOOLS=1) where the real tools are absent.
+
+    Every query here passes --no-daemon; should one still start a `ros2` daemon in one of this
+    module's domains, it is stopped at the end (nothing of the tests may keep running).
+    """
     if ROS2 is None or MISSING:
         if os.environ.get("SEG_ROS_REQUIRE_ROS_TOOLS") == "1":
             pytest.fail(REASON)
         pytest.skip(REASON)
+    yield
+    try:
+        import psutil
+    except ImportError:
+        return
+    ours = {str(_domain(k)) for k in range(len(LAUNCHES) + 2)}
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        daemon = "ros2-daemon" in cmd and "--ros-domain-id" in cmd
+        if daemon and cmd[cmd.index("--ros-domain-id") + 1] in ours:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
 
 
 def _domain(k: int) -> int:
@@ -310,6 +326,7 @@ def test_plain_launch_graph_params_and_readme_service_calls(launches: Launches) 
         "topic",
         "echo",
         "--once",
+        "--no-daemon",
         "--qos-reliability",
         "reliable",
         "--field",
@@ -338,6 +355,7 @@ def test_plain_launch_graph_params_and_readme_service_calls(launches: Launches) 
         "topic",
         "echo",
         "--once",
+        "--no-daemon",
         "/diagnostics",
         ok=lambda out: "processed_hz" in out,
     )
