@@ -1,5 +1,7 @@
 # seg_ros developer entry points. `make setup` is run on demand by every other target.
 #   make setup   .venv with pinned ROS 2 Jazzy wheels + torch + transformers, package built into it
+#                (ROS_SRC=<folder>: also the real ros2 CLI / launch / message_filters / vision_msgs
+#                from the source snapshots there, e.g. ROS_SRC=../shared/ros-src)
 #   make test    ruff + mypy (strict on seg_ros/engine) + pytest
 #   make demo    the package's main job: node + sample clip + prompt client, overlays in demo_out/
 #   make bench   benchmarks, one JSON object per line
@@ -9,12 +11,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.seg_ros_setup
 BUILD_STAMP := build/.seg_ros_installed
+# Upstream ROS 2 sources a robot has from apt and the wheels lack (tools/install_ros_src.sh).
+ROS_SRC ?=
+ROS_SRC_STAMP := $(VENV)/.seg_ros_ros_src
 # Every file the install step copies: a change to any of them re-installs.
 SOURCES := $(shell find seg_ros msg srv launch config scripts -type f -not -path '*/__pycache__/*' 2>/dev/null) CMakeLists.txt package.xml
 
 .PHONY: setup build test lint typecheck pytest demo bench clean
 
-setup: $(BUILD_STAMP)
+setup: $(BUILD_STAMP) $(if $(ROS_SRC),$(ROS_SRC_STAMP))
+
+$(ROS_SRC_STAMP): $(SETUP_STAMP) tools/install_ros_src.sh requirements-ros-src.txt \
+    $(wildcard $(ROS_SRC)/*.tar.gz)
+	mkdir -p build
+	bash tools/install_ros_src.sh $(ROS_SRC) $(VENV) build/ros-src > build/ros-src.log 2>&1 \
+	  || { tail -40 build/ros-src.log; exit 1; }
+	touch $@
 
 $(SETUP_STAMP): requirements.txt requirements-model.txt tools/patch_ros_wheels.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -1,6 +1,8 @@
 """The demo on a robot: sample camera + segmentation node + prompting client.
 
-    ros2 launch seg_ros demo.launch.py [backend:=classic] [frames:=300] [output_dir:=demo_out]
+    ros2 launch seg_ros demo.launch.py [backend:=classic] [frames:=300] [fps:=15.0] \\
+        [output_dir:=demo_out]
+    ros2 launch seg_ros demo.launch.py --show-args      # what each argument does
 
 Same three nodes that `make demo` starts as processes (seg_ros/demo.py).
 """
@@ -57,10 +59,24 @@ def generate_launch_description() -> LaunchDescription:
     )
     return LaunchDescription(
         [
-            DeclareLaunchArgument("backend", default_value="classic"),
-            DeclareLaunchArgument("frames", default_value="300"),
-            DeclareLaunchArgument("fps", default_value="15.0"),
-            DeclareLaunchArgument("output_dir", default_value="demo_out"),
+            DeclareLaunchArgument(
+                "backend",
+                default_value="classic",
+                description="Segmentation backend: classic | sam2 | sam3 | fake",
+            ),
+            DeclareLaunchArgument(
+                "frames",
+                default_value="300",
+                description="Processed frames the client follows; then the demo shuts down",
+            ),
+            DeclareLaunchArgument(
+                "fps", default_value="15.0", description="Frame rate of the sample camera"
+            ),
+            DeclareLaunchArgument(
+                "output_dir",
+                default_value="demo_out",
+                description="Folder for the overlays (PNG + MP4) and summary.json",
+            ),
             camera,
             segmentation,
             client,

@@ -7,12 +7,13 @@
         depth:=/camera/aligned_depth_to_color/image_raw rviz:=true lifecycle:=true
 
 Arguments: namespace, image (input topic), use_compressed (subscribe to <image>/compressed),
-params_file (default share/seg_ros/config/seg_ros.yaml), backend / model / device (override the
-params file when not empty), depth and camera_info (topics for 3D; camera_info defaults to the
-one beside image, as image_transport pairs them), use_depth (empty = true when depth is given,
-else the params file's), rviz (start RViz with config/seg_ros.rviz), lifecycle (run the managed
-node seg_ros.lifecycle_node) and autostart (with lifecycle: configure and activate it at launch;
-false leaves it to a lifecycle manager).
+qos_reliability / qos_depth (input QoS; override the params file when not empty), params_file
+(default share/seg_ros/config/seg_ros.yaml), backend / model / device (override the params file
+when not empty), depth and camera_info (topics for 3D; camera_info defaults to the one beside
+image, as image_transport pairs them), use_depth (empty = true when depth is given, else the params
+file's), rviz (start RViz with config/seg_ros.rviz), lifecycle (run the managed node
+seg_ros.lifecycle_node) and autostart (with lifecycle: configure and activate it at launch; false
+leaves it to a lifecycle manager). `ros2 launch seg_ros segment.launch.py --show-args` lists them.
 """
 
 from ament_index_python.packages import get_package_share_directory
@@ -32,6 +33,12 @@ ARGUMENTS = (
     ("namespace", "", "Namespace of the node (its topics and services move with it)"),
     ("image", "image", "Input image topic (sensor_msgs/Image)"),
     ("use_compressed", "false", "Subscribe to <image>/compressed (jpeg / png) instead"),
+    (
+        "qos_reliability",
+        "",
+        "Input QoS: best_effort | reliable (camera on the same host); empty = the params file's",
+    ),
+    ("qos_depth", "", "Input QoS history depth (1..100); empty = the params file's"),
     ("params_file", "", "Parameter file; empty = share/seg_ros/config/seg_ros.yaml"),
     ("backend", "", "classic | sam2 | sam3 | fake; empty = the params file's"),
     ("model", "", "Model folder or hub id; empty = the params file's"),
@@ -58,10 +65,13 @@ def _segmentation_node(context: LaunchContext) -> list[Action]:
     share = get_package_share_directory("seg_ros")
     params_file = _arg(context, "params_file") or f"{share}/config/seg_ros.yaml"
     overrides: dict[str, object] = {"input_compressed": _true(_arg(context, "use_compressed"))}
-    for name in ("backend", "model", "device"):
+    for name in ("backend", "model", "device", "qos_reliability"):
         value = _arg(context, name)
         if value:
             overrides[name] = value
+    qos_depth = _arg(context, "qos_depth").strip()
+    if qos_depth:  # not a number: the node refuses it, naming the parameter
+        overrides["qos_depth"] = int(qos_depth) if qos_depth.isdigit() else qos_depth
     image, depth = _arg(context, "image"), _arg(context, "depth")
     use_depth = _arg(context, "use_depth")
     if use_depth or depth:

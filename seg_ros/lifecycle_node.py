@@ -43,6 +43,11 @@ class SegmentationLifecycleNode(LifecycleNodeMixin, SegmentationNode):
     it starts unconfigured: no model, no I/O.
     """
 
+    LOAD_FAILURE_CONSEQUENCE = (
+        "configure fails and the node stays unconfigured (no topics or services until a "
+        "configure succeeds)"
+    )
+
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         SegmentationNode.__init__(self, node_name, start=False, **kwargs)
         LifecycleNodeMixin.__init__(self, enable_communication_interface=True)

@@ -78,7 +78,7 @@ SPECS: dict[str, _Spec] = {
     ),
     "qos_depth": _Spec(
         1,
-        "Input image QoS history depth (the node keeps only the newest frame anyway)",
+        "Input QoS history depth (the newest frame wins anyway; with use_depth at least 5 each)",
         int_range=(1, 100, 1),
     ),
     "use_depth": _Spec(

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import signal
 import sys
 import threading
 import time
@@ -87,6 +88,11 @@ from seg_ros.sync import SyncHandle, make_synchronizer
 NODE_NAME = "segmentation_node"
 #: Outputs are reliable; a short history is enough (a late reader wants the newest frame).
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+#: History depth of each synchronised input (image, depth, camera_info) at least: a set needs
+#: all three, and with depth 1 a late executor lost whole sets (measured with the real
+#: message_filters under CPU load: 5.7-7.9 Hz of a 15 Hz camera with 1, 13-15.7 Hz with 5).
+#: The newest *set* still wins in the one-slot buffer, so this adds no backlog.
+SYNC_MIN_QOS_DEPTH = 5
 #: Bad frames and missing models are logged at most this often (seconds).
 LOG_THROTTLE_S = 5.0
 #: An input stamp older than this on the node's clock (or in its future) is taken to come from
@@ -195,6 +201,9 @@ class SegmentationNode(Node):
     constructor arguments go to rclpy's Node (context, parameter_overrides, cli_args, ...).
     """
 
+    #: What a failed model load means for a user (the lifecycle node has no services then).
+    LOAD_FAILURE_CONSEQUENCE = "the node stays up and its services answer success=false"
+
     def __init__(self, node_name: str = NODE_NAME, *, start: bool = True, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self.params: NodeParams = declare_parameters(self)
@@ -238,7 +247,7 @@ class SegmentationNode(Node):
             self.load_error = (
                 f"backend '{config.backend}' failed to load: {type(exc).__name__}: {exc}"
             )
-            self.get_logger().error(f"{self.load_error}; services answer success=false")
+            self.get_logger().error(f"{self.load_error}; {self.LOAD_FAILURE_CONSEQUENCE}")
             return False
         self.session = SegmentationSession(
             backend,
@@ -280,15 +289,17 @@ class SegmentationNode(Node):
                 CompressedImage,
                 self.resolve_topic_name("image") + "/compressed",
             )
+        qos = params.input_qos()
         if params.use_depth:
             # The synchronised set takes the image's place in the slot: newest set wins.
+            qos.depth = max(qos.depth, SYNC_MIN_QOS_DEPTH)
             sync = make_synchronizer(
                 self,
                 [(image_type, image_topic), (Image, "depth"), (CameraInfo, "camera_info")],
                 lambda image, depth, info: self._offer(slot, RgbdInput(image, depth, info)),
                 slop_s=params.sync_slop_s,
                 queue_size=params.sync_queue_size,
-                qos_profile=params.input_qos(),
+                qos_profile=qos,
                 callback_group=self._input_group,
             )
             self.sync = sync
@@ -300,7 +311,7 @@ class SegmentationNode(Node):
                 image_type,
                 image_topic,
                 lambda msg: self._offer(slot, msg),
-                params.input_qos(),
+                qos,
                 callback_group=self._input_group,
             )
             self._entities = [("subscription", sub)]
@@ -335,7 +346,8 @@ class SegmentationNode(Node):
             target=self._run_worker, args=(self._slot,), name="segmentation_worker", daemon=True
         )
         self._worker.start()
-        self.get_logger().info(f"segmenting {inputs}")
+        reliability = "reliable" if qos.reliability == ReliabilityPolicy.RELIABLE else "best effort"
+        self.get_logger().info(f"segmenting {inputs}, {reliability}, history {qos.depth}")
 
     def _open_robot_outputs(self) -> None:
         """3D, RViz, vision_msgs and diagnostics outputs (part of `open_io`)."""
@@ -383,8 +395,8 @@ class SegmentationNode(Node):
             self.get_logger().warning("the worker is still in a frame; leaving it behind")
         # Deactivated or shut down: take this node's boxes off RViz rather than freeze them there.
         cleared = self.markers.reset(self._marker_header)
-        if self._pub_markers is not None and self._pub_markers.get_subscription_count():
-            self._pub_markers.publish(cleared)
+        if self._pub_markers is not None:
+            self._send(self._pub_markers, lambda: cleared)  # nothing after Ctrl-C
         self._pub_markers = self.sync = None
         destroy: dict[str, Callable[[Any], Any]] = {
             "subscription": self.destroy_subscription,
@@ -469,41 +481,71 @@ class SegmentationNode(Node):
                 name = getattr(output, "__name__", repr(output))
                 self._warn(f"output {name} failed: {traceback.format_exc()}")
 
+    def _send(self, publisher: Any, build: Callable[[], Any]) -> None:
+        """Publish `build()` when someone subscribes; nothing once the context has shut down.
+
+        Ctrl-C: rclpy's SIGINT handler shuts the context down while the worker may still be in
+        a frame, and before destroy_node -> close_io runs; from then on every publisher call
+        raises RCLError ("publisher's context is invalid"). Nobody can receive anything then.
+        """
+        if not self.context.ok():
+            return
+        try:
+            if publisher.get_subscription_count():
+                publisher.publish(build())
+        except Exception:
+            if self.context.ok():  # a real failure, not the shutdown racing this call
+                raise
+
     def _publish_instances(self, frame: ProcessedFrame) -> None:
-        if self._pub_instances.get_subscription_count():
-            self._pub_instances.publish(frame.instance_array)
+        self._send(self._pub_instances, lambda: frame.instance_array)
 
     def _publish_mask(self, frame: ProcessedFrame) -> None:
-        if self._pub_mask.get_subscription_count():
-            label = frame.result.label_image()
-            self._pub_mask.publish(numpy_to_image(label, "mono16", frame.header))
+        self._send(
+            self._pub_mask,
+            lambda: numpy_to_image(frame.result.label_image(), "mono16", frame.header),
+        )
 
     def _publish_overlay(self, frame: ProcessedFrame) -> None:
-        if self._pub_overlay.get_subscription_count():
+        def build() -> Image:
             bgr = render_overlay(frame.rgb, frame.result.objects, self.params.overlay_alpha)
-            self._pub_overlay.publish(numpy_to_image(bgr, "bgr8", frame.header))
+            return numpy_to_image(bgr, "bgr8", frame.header)
+
+        self._send(self._pub_overlay, build)
 
     def _publish_markers(self, frame: ProcessedFrame) -> None:
-        if self._pub_markers.get_subscription_count():
+        def build() -> MarkerArray:
             markers = self.markers.update(frame.header, frame.instance_array.instances)
             self._marker_header = frame.header
-            self._pub_markers.publish(markers)
+            return markers
+
+        self._send(self._pub_markers, build)
 
     def _publish_points(self, frame: ProcessedFrame) -> None:
-        if frame.depth is not None and self._pub_points.get_subscription_count():
-            max_points = self.params.points_max_per_object
-            clouds = frame.depth.clouds(frame.result.objects, max_points)
-            self._pub_points.publish(build_pointcloud2(frame.header, clouds))
+        depth = frame.depth
+        if depth is None:
+            return
+        max_points = self.params.points_max_per_object
+        self._send(
+            self._pub_points,
+            lambda: build_pointcloud2(frame.header, depth.clouds(frame.result.objects, max_points)),
+        )
 
     def _publish_detections(self, frame: ProcessedFrame) -> None:
-        if self._pub_det2d.get_subscription_count():
-            instances = frame.instance_array.instances
-            self._pub_det2d.publish(detections.build_detection2d_array(frame.header, instances))
+        self._send(
+            self._pub_det2d,
+            lambda: detections.build_detection2d_array(
+                frame.header, frame.instance_array.instances
+            ),
+        )
 
     def _publish_detections_3d(self, frame: ProcessedFrame) -> None:
-        if self._pub_det3d.get_subscription_count():
-            instances = frame.instance_array.instances
-            self._pub_det3d.publish(detections.build_detection3d_array(frame.header, instances))
+        self._send(
+            self._pub_det3d,
+            lambda: detections.build_detection3d_array(
+                frame.header, frame.instance_array.instances
+            ),
+        )
 
     def _publish_diagnostics(self) -> None:
         """Timer: one DiagnosticStatus from `health` and what the node knows about its model."""
@@ -518,7 +560,10 @@ class SegmentationNode(Node):
             objects_tracked=len(session.object_ids) if session is not None else 0,
         )
         stamp = self.get_clock().now().to_msg()
-        self._pub_diagnostics.publish(build_diagnostic_array(stamp, self.health.snapshot(), info))
+        self._send(
+            self._pub_diagnostics,
+            lambda: build_diagnostic_array(stamp, self.health.snapshot(), info),
+        )
 
     def _on_bad_depth(self, text: str) -> None:
         """A processed frame's depth could not be used: counted, warned, its objects get NaN."""
@@ -654,7 +699,7 @@ class SegmentationNode(Node):
             cleared = self.markers.reset(self._marker_header)  # DELETEALL: RViz forgets them too
             markers = self._pub_markers  # None once close_io ran
             if markers is not None:
-                markers.publish(cleared)
+                self._send(markers, lambda: cleared)
             return Trigger.Response(message="forgot every object and frame")
 
         return self._serve(Trigger, run)
@@ -722,10 +767,28 @@ def run(make_node: Callable[[], SegmentationNode], args: list[str] | None = None
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        while True:
+            try:
+                _stop(executor, node)
+                break
+            except KeyboardInterrupt:  # came before SIGINT was ignored: finish the teardown
+                continue
     return 0
+
+
+def _stop(executor: MultiThreadedExecutor, node: SegmentationNode) -> None:
+    """Tear down after Ctrl-C, deaf to further SIGINTs.
+
+    Ctrl-C under `ros2 launch` delivers SIGINT twice: the terminal sends it to the whole process
+    group and launch forwards its own. The second one would raise KeyboardInterrupt in the middle
+    of destroy_node (a traceback, exit code -2, "process has died"); launch still escalates to
+    SIGTERM if the teardown hangs.
+    """
+    if threading.current_thread() is threading.main_thread():  # signal.signal needs it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown()
 
 
 if __name__ == "__main__":
