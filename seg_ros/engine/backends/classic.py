@@ -28,13 +28,19 @@ No model, no weights, CPU real time. What it does with each request:
 Scores are calibrated so that 0.5 is the backend's own "lost" threshold: a visible object
 scores in [0.5, 1], a lost one below 0.5 (a session threshold of 0.5 agrees with `visible`).
 
-Only the latest frame is kept (memory_frames = 1): prompts apply to the latest frame.
+Recent frames (`ClassicConfig.history_frames`, 30 by default) are kept at working
+resolution, so that a prompt may name a frame the user actually saw: the object is segmented on
+that frame and carried forward through the kept frames to the latest one (one optical flow and
+one tracking step per frame in between). Cost: about 0.5 MB of memory per kept frame at the
+default 320-pixel working size (15 MB for 30), and a prompt on a frame k frames back takes
+about k x 15 ms longer to answer on a 2-core CPU (the frames since are re-tracked).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 import cv2
@@ -73,6 +79,8 @@ class ClassicConfig:
         color_update: rate at which a confidently tracked object's colour model follows its
             current look (light changes), per frame.
         search_every: while lost, look for the object every n-th frame (1 = every frame).
+        history_frames: recent frames kept for prompts stamped on a past frame (1 = only the
+            latest; memory and answer-time cost in the module docstring).
         propagation: how the previous mask reaches the new frame: "dense" (every pixel moves
             with its own optical flow vector) or "similarity" (one rotation + scale +
             translation fitted to the flow inside the mask).
@@ -110,6 +118,7 @@ class ClassicConfig:
     hist_weight: float = 1.0
     recenter: bool = True
     refine: str = "colour"
+    history_frames: int = 30
 
     def __post_init__(self) -> None:
         if self.work_size < 0 or 0 < self.work_size < 32:
@@ -128,6 +137,8 @@ class ClassicConfig:
             raise ValueError("color_update must be in [0, 1]")
         if self.search_every < 1:
             raise ValueError("search_every must be >= 1")
+        if self.history_frames < 1:
+            raise ValueError("history_frames must be >= 1")
         if self.propagation not in ("dense", "similarity"):
             raise ValueError("propagation must be 'dense' or 'similarity'")
         if self.band < 0 or self.local_sigma <= 0:
@@ -143,9 +154,15 @@ class _Frame:
     rgb: RgbImage
     gray: np.ndarray
     bins: ops.BinImage
-    lab: ops.FloatArray  # 8-bit-scaled CIE Lab as float32 (local colour models)
     full_height: int
     full_width: int
+
+    @functools.cached_property
+    def lab(self) -> ops.FloatArray:
+        """8-bit-scaled CIE Lab as float32 (local colour models); computed on demand, so
+        that a kept frame costs only its RGB, grey and bins."""
+        lab = cv2.cvtColor(self.rgb, cv2.COLOR_RGB2LAB)
+        return np.asarray(lab, dtype=np.float32)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -186,13 +203,15 @@ class ClassicBackend(Backend):
     """OpenCV GrabCut + optical flow tracker (see the module docstring)."""
 
     name = "classic"
-    capabilities = Capabilities(text=False, multimask=False, past_frames=False)
+    capabilities = Capabilities(text=False, multimask=False, past_frames=True)
 
     def __init__(self, config: ClassicConfig | None = None) -> None:
         self.config = config or ClassicConfig()
         self._tracks: dict[int, _Track] = {}
         self._frame: _Frame | None = None
         self._frame_index = -1
+        # (frame index, frame) of the recent frames, newest last: prompts on past frames.
+        self._history: deque[tuple[int, _Frame]] = deque(maxlen=self.config.history_frames)
         self._flow = cv2.DISOpticalFlow_create(  # type: ignore[attr-defined]
             _FLOW_PRESETS[self.config.flow_preset]
         )
@@ -200,7 +219,7 @@ class ClassicBackend(Backend):
 
     @property
     def memory_frames(self) -> int:
-        return 1
+        return self.config.history_frames
 
     # ------------------------------------------------------------------ frames
     def _prepare(self, image: RgbImage) -> _Frame:
@@ -217,7 +236,7 @@ class ClassicBackend(Backend):
             small = np.ascontiguousarray(image)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         lab = np.asarray(cv2.cvtColor(small, cv2.COLOR_RGB2LAB), dtype=np.uint8)
-        return _Frame(small, gray, ops.bins_of_lab(lab), lab.astype(np.float32), height, width)
+        return _Frame(small, gray, ops.bins_of_lab(lab), height, width)
 
     def step(self, frame_index: int, image: RgbImage) -> dict[int, MaskOutput]:
         try:
@@ -229,21 +248,14 @@ class ClassicBackend(Backend):
         frame = self._prepare(image)
         prev = self._frame
         self._frame, self._frame_index = frame, frame_index
+        if self._history and self._history[-1][1].shape != frame.shape:
+            self._history.clear()
+        self._history.append((frame_index, frame))
         self._steps += 1
         if prev is not None and prev.shape != frame.shape:
             prev = None  # a new stream geometry: nothing to carry over
         following = [t for t in self._tracks.values() if not t.lost]
-        flow = None
-        if following and prev is not None:
-            try:
-                # Backward flow (new frame -> previous one): every new pixel learns where it
-                # came from, which is what pulling the previous mask forward needs.
-                flow = self._flow.calc(frame.gray, prev.gray, None)
-            except cv2.error:  # frames too small for the flow's patches: assume no motion
-                flow = None
-        if flow is None:
-            flow = np.zeros((*frame.shape, 2), np.float32)
-        maps = trk.flow_maps(flow)
+        flow, maps = self._backward_flow(prev if following else None, frame)
         posts: dict[int, tuple[ops.Box, ops.FloatArray]] = {}
         for obj, track in self._tracks.items():
             if not track.lost:
@@ -261,24 +273,63 @@ class ClassicBackend(Backend):
                     self._search(track, frame, occupied)
         return {obj: self._output(track, frame) for obj, track in self._tracks.items()}
 
+    def _backward_flow(
+        self, prev: _Frame | None, frame: _Frame
+    ) -> tuple[np.ndarray, tuple[ops.FloatArray, ops.FloatArray]]:
+        """Dense flow from `frame` back to `prev` (zero without `prev`) and its remap maps."""
+        flow = None
+        if prev is not None:
+            try:
+                # Backward flow (new frame -> previous one): every new pixel learns where it
+                # came from, which is what pulling the previous mask forward needs.
+                flow = self._flow.calc(frame.gray, prev.gray, None)
+            except cv2.error:  # frames too small for the flow's patches: assume no motion
+                flow = None
+        if flow is None:
+            flow = np.zeros((*frame.shape, 2), np.float32)
+        return flow, trk.flow_maps(flow)
+
     # ------------------------------------------------------------------ prompts
     def add_prompt(
         self, frame_index: int, obj: int, prompt: Prompt, multimask: bool = False
     ) -> MaskOutput:
-        frame = self._frame
-        if frame is None or frame_index != self._frame_index:
+        latest = self._frame
+        kept = [i for i, (index, _) in enumerate(self._history) if index == frame_index]
+        if latest is None or not kept:
+            held = f"{self._history[0][0]}..{self._history[-1][0]}" if self._history else "none"
             raise PromptError(
-                f"frame {frame_index} is not in memory: the classic backend keeps only the "
-                "latest frame"
+                f"frame {frame_index} is not in memory (the classic backend keeps the last "
+                f"{self.config.history_frames} frames; held: {held})"
             )
-        track = self._tracks.get(obj)
+        position = kept[0]
+        frame = self._history[position][1]
+        past = frame_index != self._frame_index
+        # On a past frame, a refinement starts from the prompt alone: the object's mask on
+        # that frame is not kept (only its latest one).
+        track = None if past else self._tracks.get(obj)
         try:
             mask, full_mask, confidence = self._segment_prompt(frame, prompt, track, frame_index)
+            new = self._new_track(frame, mask, confidence, track, prompt, frame_index)
+            new.full_mask = full_mask
+            # The answer is the object as it looks on the prompted frame (the session's
+            # contract); the track itself goes on from the latest frame.
+            output = self._output(new, frame)
+            if past:
+                self._carry_forward(new, position)
         except cv2.error as exc:
             raise BackendError(f"classic backend failed on the prompt: {exc}") from exc
-        self._tracks[obj] = self._new_track(frame, mask, confidence, track, prompt, frame_index)
-        self._tracks[obj].full_mask = full_mask
-        return self._output(self._tracks[obj], frame)
+        self._tracks[obj] = new
+        return output
+
+    def _carry_forward(self, track: _Track, position: int) -> None:
+        """Track `track`, made on kept frame `position`, through the kept frames after it."""
+        frames = [f for _, f in self._history]
+        for prev, frame in zip(frames[position:-1], frames[position + 1 :], strict=True):
+            if track.lost:
+                self._search(track, frame, np.zeros(frame.shape, bool))
+                continue
+            flow, maps = self._backward_flow(prev, frame)
+            self._follow(track, frame, flow, maps)
 
     def _segment_prompt(
         self, frame: _Frame, prompt: Prompt, track: _Track | None, frame_index: int
@@ -415,6 +466,7 @@ class ClassicBackend(Backend):
         self._tracks.clear()
         self._frame = None
         self._frame_index = -1
+        self._history.clear()
 
     def segment(
         self, image: RgbImage, prompt: Prompt, multimask: bool = False, score_threshold: float = 0.0
@@ -722,12 +774,13 @@ class ClassicBackend(Backend):
         return {
             "objects": float(len(self._tracks)),
             "objects_lost": float(lost),
-            "frames_in_memory": 0.0 if self._frame is None else 1.0,
+            "frames_in_memory": float(len(self._history)),
         }
 
 
 def build(config: BackendConfig) -> ClassicBackend:
-    """Registry entry. `input_size` sets the working resolution's long side (0 = 320);
+    """Registry entry. `input_size` sets the working resolution's long side (0 = 320),
+    `memory_frames` the frames kept for past-frame prompts (0 = 30);
     options: any ClassicConfig field (work_size, flow_preset, lost_confidence, ...)."""
     known = set(ClassicConfig.__dataclass_fields__)
     unknown = set(config.options) - known
@@ -738,4 +791,6 @@ def build(config: BackendConfig) -> ClassicBackend:
     options = dict(config.options)
     if config.input_size and "work_size" not in options:
         options["work_size"] = config.input_size
+    if config.memory_frames and "history_frames" not in options:
+        options["history_frames"] = config.memory_frames
     return ClassicBackend(ClassicConfig(**options))
