@@ -271,7 +271,27 @@ class ClassicBackend(Backend):
             for track in self._tracks.values():
                 if track.lost:
                     self._search(track, frame, occupied)
-        return {obj: self._output(track, frame) for obj, track in self._tracks.items()}
+        outputs = {obj: self._output(track, frame) for obj, track in self._tracks.items()}
+        return self._exclusive(outputs)
+
+    @staticmethod
+    def _exclusive(outputs: dict[int, MaskOutput]) -> dict[int, MaskOutput]:
+        """One pixel belongs to at most one object, at full resolution too: upsampling two
+        touching working-resolution masks overlaps them by a pixel or so along the seam; the
+        more confident object keeps those."""
+        claimed: BoolArray | None = None
+        out = dict(outputs)
+        for obj in sorted(outputs, key=lambda o: -outputs[o].score):
+            res = outputs[obj]
+            if not res.visible:
+                continue
+            if claimed is None:
+                claimed = res.mask.copy()
+                continue
+            mask = res.mask & ~claimed
+            claimed |= mask
+            out[obj] = MaskOutput(mask, res.score, bool(mask.any()))
+        return out
 
     def _backward_flow(
         self, prev: _Frame | None, frame: _Frame
