@@ -96,7 +96,9 @@ class ClassicConfig:
             motion over periodic textures aliases the flow; measured on the DAVIS dev subset
             it also helps there: mask-prompt J 0.372 -> 0.384).
         refine: "colour" (shape prior + colour log-likelihood ratios, thresholded) or
-            "grabcut" (one GrabCut iteration in the band: follows edges, ~2x slower).
+            "grabcut" (then one GrabCut iteration in the band: follows image edges; kept only
+            when its area is within 0.75..1.33 of the colour answer's, so that a collapsed
+            cut on a small, low-contrast object falls back to colour).
     """
 
     work_size: int = 320
@@ -115,7 +117,7 @@ class ClassicConfig:
     local_colors: bool = False
     local_sigma: float = 0.2
     local_weight: float = 1.0
-    hist_weight: float = 1.0
+    hist_weight: float = 2.0
     recenter: bool = True
     refine: str = "colour"
     history_frames: int = 30
@@ -549,10 +551,14 @@ class ClassicBackend(Backend):
         if cfg.local_colors and track.local is not None:
             stats = trk.propagate(track.local.stats, maps, roi, track.local.origin)
             llr += cfg.local_weight * trk.local_llr(frame.lab[sl], stats)
+        local, logit = trk.refine(predicted[sl], llr, cfg.softness, cfg.band)
         if cfg.refine == "grabcut":
-            local, logit = trk.refine_grabcut(frame.rgb[sl], predicted[sl], cfg.band, llr)
-        else:
-            local, logit = trk.refine(predicted[sl], llr, cfg.softness, cfg.band)
+            # The graph cut follows image edges, but on a small or low-contrast object its
+            # colour models can collapse: a cut far from the colour answer's size is refused.
+            cut, cut_logit = trk.refine_grabcut(frame.rgb[sl], predicted[sl], cfg.band, llr)
+            ratio = np.count_nonzero(cut) / max(1, np.count_nonzero(local))
+            if 0.75 <= ratio <= 1.33:
+                local, logit = cut, cut_logit
         if not local.any():
             self._lose(track)
             return None
