@@ -556,7 +556,7 @@ class ClassicBackend(Backend):
             # The graph cut follows image edges, but on a small or low-contrast object its
             # colour models can collapse: a cut far from the colour answer's size is refused.
             cut, cut_logit = trk.refine_grabcut(frame.rgb[sl], predicted[sl], cfg.band, llr)
-            ratio = np.count_nonzero(cut) / max(1, np.count_nonzero(local))
+            ratio = float(np.count_nonzero(cut)) / float(max(1, int(np.count_nonzero(local))))
             if 0.75 <= ratio <= 1.33:
                 local, logit = cut, cut_logit
         if not local.any():
