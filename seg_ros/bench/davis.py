@@ -21,7 +21,8 @@ the object is in the ground truth), `reacquired` (not visible -> visible transit
 the wrong thing).
 
 Rows: {"bench": "davis", sequence, prompt, J, F, JF, fps, ...} per sequence and prompt,
-{"bench": "davis_mean", prompt, J, F, JF, ...} per prompt; or one {"bench": "davis",
+{"bench": "davis_mean", prompt, J, F, JF, ...} per prompt, {"bench": "davis_speed",
+objects, fps, ...} for 1 and 3 objects (classic); or one {"bench": "davis",
 "skipped": reason} row when the folder is absent.
 """
 
@@ -243,6 +244,48 @@ def run(
                 "reacquired": int(sum(r["reacquired"] for r in results)),
             }
         )
+    if backend == "classic" and seqs:
+        rows += speed(seqs[0], options, max_frames)
+    return rows
+
+
+def speed(
+    seq: DavisSequence, options: dict[str, Any] | None = None, max_frames: int = 0
+) -> list[dict[str, Any]]:
+    """Step time with 1 and 3 objects at the footage's own size (DAVIS 480p: 854x480).
+
+    Object 1 is the sequence's own (mask prompt); objects 2 and 3 are boxes on two fixed
+    background regions (upper left and upper right, a fifth of the frame each), tracked like
+    any object: what three prompted objects cost."""
+    rows = []
+    n = len(seq) if max_frames <= 0 else min(max_frames, len(seq))
+    for count in (1, 3):
+        session = SegmentationSession(
+            build_backend(BackendConfig(backend="classic", options=dict(options or {}))),
+            score_threshold=SCORE_THRESHOLD,
+        )
+        step_ms = []
+        size = ""
+        try:
+            for index, (image, gts) in enumerate(seq.frames(n)):
+                start = time.perf_counter()
+                session.step(image, stamp_ns=index + 1)
+                if index > 0:
+                    step_ms.append((time.perf_counter() - start) * 1000)
+                    continue
+                h, w = image.shape[:2]
+                size = f"{w}x{h}"
+                session.add_prompt(Prompt(mask=next(iter(gts.values()))))
+                for x0 in (0.05, 0.75)[: count - 1]:
+                    box = (int(x0 * w), int(0.05 * h), int((x0 + 0.2) * w), int(0.3 * h))
+                    session.add_prompt(Prompt(box=box))
+        finally:
+            session.close()
+        p50 = statistics.median(step_ms)
+        rows.append({"bench": "davis_speed", "sequence": seq.name, "input": size,
+                     "objects": count, "fps": round(1000.0 / p50, 1),
+                     "step_ms_p50": round(p50, 2),
+                     "step_ms_p90": round(float(np.percentile(step_ms, 90)), 2)})  # fmt: skip
     return rows
 
 
