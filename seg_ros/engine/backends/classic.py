@@ -96,7 +96,8 @@ class ClassicConfig:
             motion over periodic textures aliases the flow; measured on the DAVIS dev subset
             it also helps there: mask-prompt J 0.372 -> 0.384).
         recenter_below: mean shift only when fewer than this fraction of the flow vectors
-            inside the mask agree on one motion (1.0 = always; above it the flow is trusted: no jump).
+            inside the mask agree on one motion (1.0 = always; above it the flow is trusted:
+            no jump).
         max_growth: a mask larger than this times the object's reference area (the prompt's,
             scaled by the zoom the flow measured) may not grow further (0 = no limit).
         refine: "colour" (shape prior + colour log-likelihood ratios, thresholded) or
