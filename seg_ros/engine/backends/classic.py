@@ -13,11 +13,16 @@ No model, no weights, CPU real time. What it does with each request:
   - a full mask: taken as the object.
   Each object then keeps a colour model (Lab histogram of its pixels) and one of the rest of
   the frame.
-* Tracking, per frame: one dense optical flow (DIS) from the previous frame; per object a
-  similarity transform fitted to the flow inside its mask (RANSAC) moves the mask; then the
-  object is re-segmented near the moved mask from colour evidence (its own model against the
-  background's and the local surroundings') with the moved mask as shape prior. Overlaps go to
-  the object whose evidence is stronger (the one in front).
+* Tracking, per frame (`classic_track`): one dense optical flow (DIS, "medium") from the new
+  frame back to the previous one; per object the previous mask is pulled along it pixel by
+  pixel (the temporal prior: the object goes where its pixels went, it cannot teleport); only
+  when the flow inside the mask disagrees with itself does mean shift on the object's colours
+  correct it. Then pixels within `band` of the carried outline are re-decided from the shape
+  prior and the colour log-likelihood ratio (the object's prompt-time model against the
+  background's and its surroundings'); pixels farther out keep the prediction, and a mask
+  larger than twice the object's flow-scaled reference area may not grow (leaks). Pixels two
+  objects claim go to the one with the higher log-odds, and at full resolution each pixel
+  belongs to at most one object (the more confident).
 * Confidence comes from how well the mask's colours still fit the object's model and how its
   area compares with the reference area. An object whose confidence drops below
   `lost_confidence` (area collapse when it leaves the frame or hides, colours of an occluder)
