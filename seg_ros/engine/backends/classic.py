@@ -748,6 +748,12 @@ class ClassicBackend(Backend):
         dist = np.hypot(
             centroids[1:, 0] - track.last_center[0], centroids[1:, 1] - track.last_center[1]
         )
+        # Plausible position too: a hidden object moves on, but by at most about 15 % of
+        # its size per frame hidden (a look-alike across the frame is not it).
+        reach = math.sqrt(track.ref_area) * (1.5 + 0.15 * track.lost_for)
+        plausible &= dist <= reach
+        if not plausible.any():
+            return
         rank = np.where(plausible, means * np.exp(-dist / diag), -1.0)
         best = 1 + int(np.argmax(rank))
         candidate = labels == best
