@@ -750,7 +750,7 @@ class ClassicBackend(Backend):
         )
         # Plausible position too: a hidden object moves on, but by at most about 15 % of
         # its size per frame hidden (a look-alike across the frame is not it).
-        reach = math.sqrt(track.ref_area) * (1.5 + 0.15 * track.lost_for)
+        reach = math.sqrt(track.ref_area) * min(4.0, 1.5 + 0.15 * track.lost_for)
         plausible &= dist <= reach
         if not plausible.any():
             return
