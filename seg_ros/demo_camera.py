@@ -1,4 +1,5 @@
-"""A camera that plays the demo clip: three toys on a tiled floor (seg_ros.synthetic).
+"""A camera that plays the demo clip: a real recording (`clip`, e.g. data/bedroom.mp4) or the
+synthetic one, three toys on a tiled floor (seg_ros.synthetic).
 
 Publishes `~/image` (sensor_msgs/Image, rgb8, reliable depth 1) at `fps`, stamped with the
 time of publication, frame_id `frame_id`, looping the clip. The clip starts when the first
@@ -56,6 +57,67 @@ def demo_plan(width: int = 640, height: int = 480) -> dict[str, Any]:
     }
 
 
+#: The shipped real clip's prompts, pixels of its 960x540 frame 0 (data/README.md).
+BEDROOM = {
+    "size": (960, 540),
+    "point": (228.0, 262.0),  # the boy's white shirt
+    "box": (310, 0, 205, 400),  # the girl (x, y, w, h)
+    "extra_boxes": ((530, 288, 150, 124),),  # the pillow
+    "background_point": (600.0, 200.0),  # the striped wall right of the girl
+}
+
+
+def clip_plan(width: int) -> dict[str, Any]:
+    """Prompts for the shipped bedroom clip played `width` pixels wide (aspect kept), stamped
+    on the first frame the client sees (where they were drawn), at processed frames 3, 6, 12,
+    20: all within the classic backend's 30 kept frames."""
+    s = width / BEDROOM["size"][0]  # type: ignore[index]
+
+    def scale(v: tuple[float, ...]) -> tuple[float, ...]:
+        return tuple(round(c * s, 1) for c in v)
+
+    def box(b: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(int(round(c * s)) for c in b)
+
+    return {
+        "point": scale(BEDROOM["point"]),  # type: ignore[arg-type]
+        "box": box(BEDROOM["box"]),  # type: ignore[arg-type]
+        "extra_boxes": [box(b) for b in BEDROOM["extra_boxes"]],  # type: ignore[attr-defined]
+        "background_point": scale(BEDROOM["background_point"]),  # type: ignore[arg-type]
+        "at_frames": (3, 6, 12, 20),
+        "on_first_frame": True,
+    }
+
+
+class ClipReader:
+    """Frames of a video file as RGB uint8, `width` pixels wide (aspect kept), looping."""
+
+    def __init__(self, path: str, width: int) -> None:
+        import cv2
+
+        self._cv2 = cv2
+        self.path = path
+        self._cap = cv2.VideoCapture(path)
+        if not self._cap.isOpened():
+            raise ValueError(f"cannot open clip {path!r}")
+        w = self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)
+        h = self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
+        self.width = int(width)
+        self.height = int(round(h * width / w)) if w else int(width)
+
+    def next(self) -> np.ndarray:
+        cv2 = self._cv2
+        ok, bgr = self._cap.read()
+        if not ok:  # end of the clip: start again
+            self._cap.release()
+            self._cap = cv2.VideoCapture(self.path)
+            ok, bgr = self._cap.read()
+            if not ok:
+                raise ValueError(f"clip {self.path!r} has no frame")
+        small = cv2.resize(bgr, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+
+
 def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -74,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             self.declare_parameter("frames", DEMO_FRAMES)  # clip length (it loops)
             self.declare_parameter("frame_id", "demo_camera_optical_frame")
             self.declare_parameter("wait_for_subscriber", True)
+            self.declare_parameter("clip", "")  # a video file; "" = the synthetic clip
+            # Repeat the clip's first frame this long before playing it: prompts drawn on it
+            # (clip_plan) land on it, however long the node and the client take to start.
+            self.declare_parameter("hold_first_s", 0.0)
             width = int(self.get_parameter("width").value)
             height = int(self.get_parameter("height").value)
             fps = float(self.get_parameter("fps").value)
@@ -83,7 +149,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"fps must be in [0.1, 240]; got {fps}")
             self.frame_id = str(self.get_parameter("frame_id").value)
             self.wait = bool(self.get_parameter("wait_for_subscriber").value)
-            self.seq = make_sequence("demo", width, height, int(self.get_parameter("frames").value))
+            clip = str(self.get_parameter("clip").value)
+            self.clip = ClipReader(clip, width) if clip else None
+            self.hold = max(0, int(float(self.get_parameter("hold_first_s").value) * fps))
+            self.first: np.ndarray | None = None
+            if self.clip is not None:
+                width, height = self.clip.width, self.clip.height
+            self.seq = make_sequence(
+                "demo", width, height, int(self.get_parameter("frames").value) if not clip else 2
+            )
             # Reliable, depth 1: matches best-effort (sensor data) and reliable subscribers alike,
             # and never queues more than the newest frame.
             qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -96,8 +170,13 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         def publish_next(self) -> None:
-            frame = self.seq.frame(self.index % len(self.seq))
-            msg = numpy_to_image(frame.image, "rgb8")
+            if self.clip is not None:
+                if self.first is None:
+                    self.first = self.clip.next()
+                image = self.first if self.index <= self.hold else self.clip.next()
+            else:
+                image = self.seq.frame(self.index % len(self.seq)).image
+            msg = numpy_to_image(image, "rgb8")
             msg.header.stamp = self.get_clock().now().to_msg()
             msg.header.frame_id = self.frame_id
             self.pub.publish(msg)

@@ -52,6 +52,11 @@ class DemoPlan:
     box: tuple[int, int, int, int]  # x, y, width, height
     background_point: tuple[float, float]
     at_frames: tuple[int, int, int, int] = (5, 10, 30, 60)
+    #: More boxed objects, sent right after `box` (x, y, width, height each).
+    extra_boxes: tuple[tuple[int, int, int, int], ...] = ()
+    #: Stamp the point, box and refinement prompts on the first frame the client saw (the
+    #: prompts were drawn on a recording's first frame; the node keeps recent frames).
+    on_first_frame: bool = False
 
     @staticmethod
     def from_json(text: str) -> DemoPlan:
@@ -62,6 +67,10 @@ class DemoPlan:
             bg = (float(raw["background_point"][0]), float(raw["background_point"][1]))
             x, y, w, h = (int(v) for v in raw["box"])
             at = tuple(int(v) for v in raw.get("at_frames", (5, 10, 30, 60)))
+            extra = tuple(
+                (int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in raw.get("extra_boxes", ())
+            )
+            first = bool(raw.get("on_first_frame", False))
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise ValueError(
                 "plan must be JSON with point [x, y], background_point [x, y] and box "
@@ -69,7 +78,9 @@ class DemoPlan:
             ) from exc
         if len(at) != 4 or w <= 0 or h <= 0:
             raise ValueError("plan: box needs a positive size and at_frames four frame counts")
-        return DemoPlan(point, (x, y, w, h), bg, (at[0], at[1], at[2], at[3]))
+        if any(b[2] <= 0 or b[3] <= 0 for b in extra):
+            raise ValueError("plan: every extra box needs a positive size")
+        return DemoPlan(point, (x, y, w, h), bg, (at[0], at[1], at[2], at[3]), extra, first)
 
 
 @dataclass
@@ -119,6 +130,7 @@ class DemoClient(Node):
         self._video: cv2.VideoWriter | None = None
         self._snapshot = False  # write the next overlay as PNG (a prompt just landed)
         self._object_a = ""
+        self._first_stamp: Any = None  # header stamp of the first instances received
         self._prompted: list[str] = []
         self._failed = False
         self._stage = 0
@@ -159,6 +171,7 @@ class DemoClient(Node):
             n = st.frames
             if n == 1:
                 st.first_t = now
+                self._first_stamp = msg.header.stamp
             st.last_t = now
             st.latency_ms.append(latency)
             for inst in msg.instances:
@@ -203,11 +216,16 @@ class DemoClient(Node):
             except Exception as exc:  # a demo reports what went wrong and carries on
                 self._event(stage, "error", False, str(exc))
 
+    def _stamp(self, req: Any) -> None:
+        if self.plan.on_first_frame and self._first_stamp is not None:
+            req.stamp = self._first_stamp
+
     def _prompt(self, stage: int) -> None:
         plan = self.plan
         px, py = plan.point
         if stage == 0:
             req = AddPoints.Request()
+            self._stamp(req)
             req.points = [Point(x=px, y=py)]
             req.point_labels = [1]
             req.label = "clicked"
@@ -215,17 +233,20 @@ class DemoClient(Node):
             self._object_a = res.object_id if res.success else ""
             self._event(stage, "add_points", res.success, res.message, res.object_id, res)
         elif stage == 1:
-            req = AddBox.Request()
-            x, y, w, h = plan.box
-            req.box.x_offset, req.box.y_offset, req.box.width, req.box.height = x, y, w, h
-            req.label = "boxed"
-            res = self._call(self.add_box, req)
-            self._event(stage, "add_box", res.success, res.message, res.object_id, res)
+            for i, (x, y, w, h) in enumerate((plan.box, *plan.extra_boxes)):
+                req = AddBox.Request()
+                self._stamp(req)
+                req.box.x_offset, req.box.y_offset, req.box.width, req.box.height = x, y, w, h
+                req.label = "boxed" if i == 0 else f"boxed{i + 1}"
+                res = self._call(self.add_box, req)
+                kind = "add_box" if i == 0 else f"add_box{i + 1}"
+                self._event(stage, kind, res.success, res.message, res.object_id, res)
         elif stage == 2:
             if not self._object_a:
                 self._event(stage, "refine", False, "no object to refine (add_points failed)")
                 return
             req = AddPoints.Request()
+            self._stamp(req)
             req.object_id = self._object_a
             bx, by = plan.background_point
             req.points = [Point(x=px, y=py), Point(x=bx, y=by)]
@@ -333,7 +354,7 @@ class DemoClient(Node):
                 "objects": {oid: vars(o) for oid, o in st.objects.items()},
                 "ok": (
                     not self._failed
-                    and len(st.events) == self._stage > 0
+                    and len({e["stage"] for e in st.events}) == self._stage > 0
                     and bool(prompted)
                     and all(o["visible"] > 0 for o in prompted.values())
                 ),

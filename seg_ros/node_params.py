@@ -51,7 +51,8 @@ SPECS: dict[str, _Spec] = {
     ),
     "memory_frames": _Spec(
         0,
-        "Recent frames the tracker attends to (bounds memory and cost); 0 = the model's own",
+        "Recent frames the tracker attends to (bounds memory and cost); 0 = the model's own. "
+        "classic: frames kept for prompts stamped on a past frame (0 = 30; ~0.5 MB each)",
         int_range=(0, 1024, 1),
     ),
     "max_conditioning_frames": _Spec(

@@ -46,6 +46,7 @@ def test_demo_plan_prompts_fit_the_clip() -> None:
 def test_short_demo_run(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "demo_out"
     cmd = [sys.executable, "-m", "seg_ros.demo", "--frames", "40", "--out", str(out)]
+    cmd += ["--clip", "synthetic"]  # the generated clip: its ground truth checks the prompts
     proc = subprocess.run(
         [*cmd, "--timeout", "150"],
         cwd=ROOT,
@@ -82,3 +83,50 @@ def test_short_demo_run(tmp_path: pathlib.Path) -> None:
     assert last.shape == (480, 640, 3)
     outline = np.all(last == np.array(color_bgr(1), np.uint8), axis=2)
     assert outline.sum() > 100
+
+
+def test_clip_plan_prompts_fit_the_shipped_clip() -> None:
+    from seg_ros.demo_camera import BEDROOM, ClipReader, clip_plan
+
+    clip = ROOT / "data" / "bedroom.mp4"
+    assert clip.is_file() and (ROOT / "data" / "LICENSE-bedroom").is_file()
+    reader = ClipReader(str(clip), 640)
+    first = reader.next()
+    assert first.shape == (360, 640, 3) and first.dtype == np.uint8
+    plan = clip_plan(640)
+    assert plan["on_first_frame"] and max(plan["at_frames"]) < 30  # within the kept frames
+    x, y, w, h = plan["box"]
+    assert (x, y, w, h) == tuple(round(v * 640 / 960) for v in BEDROOM["box"])  # type: ignore[attr-defined]
+    px, py = plan["point"]
+    bx0, by0, bx1, by1 = 145, 135, 295, 400  # the boy on frame 0 (data/README.md)
+    assert bx0 * 2 / 3 < px < bx1 * 2 / 3 and by0 * 2 / 3 < py < by1 * 2 / 3
+
+
+@pytest.mark.graph
+def test_short_demo_run_on_real_footage(tmp_path: pathlib.Path) -> None:
+    """`make demo` as shipped: the bedroom clip, three objects prompted on the first frame
+    the client saw (stamped prompts), every call answered, every object visible."""
+    out = tmp_path / "demo_out"
+    cmd = [sys.executable, "-m", "seg_ros.demo", "--frames", "40", "--out", str(out)]
+    proc = subprocess.run(
+        [*cmd, "--timeout", "150"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    log = proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 0, log
+    summary = json.loads((out / "summary.json").read_text())
+    events = {e["call"]: e for e in summary["events"]}
+    assert sorted(events) == ["add_box", "add_box2", "add_points", "refine", "segment"], log
+    assert all(e["success"] for e in events.values()), summary["events"]
+    assert len(summary["objects"]) == 3
+    for track in summary["objects"].values():
+        assert track["visible"] >= 0.9 * track["frames"] > 0, track
+    # The girl's box (207, 0, 137, 267 at 640x360) shrank to her outline, inside the box.
+    x, _, w, h = events["add_box"]["instance"]["bbox"]
+    assert x >= 200 and x + w <= 350 and h > 150, events["add_box"]
+    last = cv2.imread(str(sorted(out.glob("overlay_*.png"))[-1]))
+    assert last.shape == (360, 640, 3)

@@ -1,6 +1,7 @@
 """`make bench`: every benchmark this machine can run, one JSON object per line on stdout.
 
-    python -m seg_ros.bench [--quick] [--only node,robot,quality,soak,sam2,sam3]
+    python -m seg_ros.bench [--quick] [--only node,robot,quality,davis,soak,sam2,sam3]
+        [--davis DIR]
 
 Each suite runs in turn; one that fails prints a row with "error" and the others still run.
 Timings are medians in milliseconds; rss growth in MB.
@@ -18,10 +19,10 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-SUITES = ("node", "robot", "quality", "soak", "sam2", "sam3")
+SUITES = ("node", "robot", "quality", "davis", "soak", "sam2", "sam3")
 
 
-def _suite(name: str, quick: bool) -> Callable[[], list[dict[str, Any]]]:
+def _suite(name: str, quick: bool, davis: str = "") -> Callable[[], list[dict[str, Any]]]:
     if name == "node":
         mod = importlib.import_module("seg_ros.bench.node_bench")
         frames = 100 if quick else 300
@@ -32,6 +33,10 @@ def _suite(name: str, quick: bool) -> Callable[[], list[dict[str, Any]]]:
     if name == "quality":
         mod = importlib.import_module("seg_ros.bench.quality")
         return lambda: mod.run(backends=["classic"], quick=quick)
+    if name == "davis":
+        # Real footage (DAVIS layout); quick: the first 30 frames of each sequence.
+        mod = importlib.import_module("seg_ros.bench.davis")
+        return lambda: mod.run(davis or None, max_frames=30 if quick else 0)
     if name == "soak":
         mod = importlib.import_module("seg_ros.bench.soak")
         return lambda: [
@@ -53,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes in all")
     parser.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
+    parser.add_argument(
+        "--davis",
+        default="",
+        help="DAVIS-layout folder for the davis suite (default: ../shared/datasets/davis2016-dev "
+        "beside the checkout; a skip row when absent)",
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     failed = 0
@@ -60,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         start = time.perf_counter()
         try:
-            rows = _suite(name, args.quick)()
+            rows = _suite(name, args.quick, args.davis)()
         except Exception as exc:  # one suite's failure must not hide the others' numbers
             failed += 1
             traceback.print_exc(file=sys.stderr)

@@ -33,7 +33,11 @@ _EPS = 0.03
 # ------------------------------------------------------------------------------ colour model
 def color_bins(rgb: RgbImage) -> BinImage:
     """Colour bin index (int32, H x W) of every pixel of an RGB uint8 image."""
-    lab = np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB), dtype=np.uint8)
+    return bins_of_lab(np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB), dtype=np.uint8))
+
+
+def bins_of_lab(lab: npt.NDArray[np.uint8]) -> BinImage:
+    """Colour bin index (int32, H x W) of every pixel of an 8-bit OpenCV Lab image."""
     l_q = lab[..., 0] >> 6  # 256 / L_BINS = 64
     a_q = lab[..., 1] >> 4
     b_q = lab[..., 2] >> 4

@@ -1,0 +1,183 @@
+"""The davis benchmark (real footage) and the classic backend on it.
+
+The protocol is checked on a hand-made DAVIS folder whose scores are known exactly. The floors
+on the dev subset (`../shared/datasets/davis2016-dev` beside the checkout; skipped, saying so,
+where it is absent) come from `python -m seg_ros.bench.davis` on this 2-core CPU with the
+shipped defaults; each states its measurement. The failure modes seen on real footage (leak
+into the background, a jump to a distant look-alike, an identity swap between touching
+objects) have one regression test each, built from real frames.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import cv2
+import numpy as np
+import pytest
+
+from seg_ros.bench import davis
+from seg_ros.engine import Prompt, SegmentationSession
+from seg_ros.engine.backends.classic import ClassicBackend
+
+DEV = davis.DEFAULT_DIR
+needs_dev = pytest.mark.skipif(
+    not (DEV / "JPEGImages" / "480p").is_dir(),
+    reason=f"DAVIS dev subset not found at {DEV} (real-footage floors not checked)",
+)
+
+
+def _square(h: int, w: int, x0: int, side: int = 20, y0: int = 20) -> np.ndarray:
+    m = np.zeros((h, w), bool)
+    m[y0 : y0 + side, x0 : x0 + side] = True
+    return m
+
+
+def _write_davis(root: pathlib.Path, masks: list[np.ndarray]) -> None:
+    img_dir = root / "JPEGImages" / "480p" / "toy"
+    ann_dir = root / "Annotations" / "480p" / "toy"
+    img_dir.mkdir(parents=True)
+    ann_dir.mkdir(parents=True)
+    for i, m in enumerate(masks):
+        img = np.full((*m.shape, 3), 60, np.uint8)
+        img[m] = (220, 40, 40)
+        cv2.imwrite(str(img_dir / f"{i:05d}.jpg"), img)
+        cv2.imwrite(str(ann_dir / f"{i:05d}.png"), m.astype(np.uint8) * 255)
+
+
+def test_protocol_scores_frames_after_the_first_leaving_out_the_last(
+    tmp_path: pathlib.Path,
+) -> None:
+    # The fake backend keeps a mask prompt where it was given: the scores are known exactly.
+    h, w = 80, 100
+    still, half, gone = _square(h, w, 10), _square(h, w, 20), np.zeros((h, w), bool)
+    # frame 0: prompt; 1: same place (J 1); 2: shifted by half (J 1/3); 3: same (J 1);
+    # 4 (last): absent, which would score 0 were it counted.
+    _write_davis(tmp_path, [still, still, half, still, gone])
+    (seq,) = davis.list_sequences(tmp_path)
+    assert len(seq) == 5
+    res = davis.evaluate(seq, "mask", backend="fake")
+    assert res["J"] == pytest.approx((1 + 1 / 3 + 1) / 3, abs=1e-4)
+    assert 0.0 < res["F"] < 1.0 and res["objects"] == 1 and res["frames"] == 5
+    assert res["wrong_reacquired"] == 0 and res["lost_frames"] == 0
+    # Box and click prompts are built from frame 0's mask.
+    box = davis.prompt_for("box", still)
+    assert box.box is not None and box.box.tolist() == [10, 20, 30, 40]
+    click = davis.prompt_for("click", still)
+    assert still[int(click.points[0][1]), int(click.points[0][0])]
+
+
+def test_annotations_binary_and_multi_object(tmp_path: pathlib.Path) -> None:
+    ann = np.zeros((10, 10), np.uint8)
+    ann[1:3, 1:3] = 255
+    cv2.imwrite(str(tmp_path / "a.png"), ann)
+    objs = davis.read_objects(tmp_path / "a.png")
+    assert list(objs) == [1] and int(objs[1].sum()) == 4
+    ann[5:7, 5:9] = 2
+    ann[1:3, 1:3] = 1
+    cv2.imwrite(str(tmp_path / "b.png"), ann)
+    objs = davis.read_objects(tmp_path / "b.png")
+    assert sorted(objs) == [1, 2] and int(objs[2].sum()) == 8
+
+
+def test_missing_folder_gives_a_skip_row(tmp_path: pathlib.Path) -> None:
+    rows = davis.run(tmp_path / "nothing")
+    assert len(rows) == 1 and "skipped" in rows[0] and "--davis" in rows[0]["skipped"]
+    with pytest.raises(FileNotFoundError):
+        davis.list_sequences(tmp_path)
+
+
+# ---------------------------------------------------------------------------- dev floors
+# Quick subset, first 30 frames, shipped defaults (measured J): blackswan mask 0.790, box 0.393;
+# drift-chicane mask 0.397. Floors ~0.1 below (OpenCV builds and BLAS differ a little).
+@needs_dev
+@pytest.mark.parametrize(
+    ("sequence", "prompt", "floor"),
+    [("blackswan", "mask", 0.70), ("blackswan", "box", 0.30), ("drift-chicane", "mask", 0.30)],
+)
+def test_dev_quick_floor(sequence: str, prompt: str, floor: float) -> None:
+    (seq,) = davis.list_sequences(DEV, [sequence])
+    res = davis.evaluate(seq, prompt, max_frames=30)
+    assert res["J"] > floor, res
+    assert res["wrong_reacquired"] == 0, res
+
+
+# Full dev subset (6 clips, all frames), means measured: mask J 0.384 F 0.400, box J 0.253,
+# click J 0.164 (the issue's targets, 0.70 / 0.60 / 0.50, are NOT reached).
+@needs_dev
+@pytest.mark.slow
+@pytest.mark.parametrize(("prompt", "floor"), [("mask", 0.34), ("box", 0.21), ("click", 0.12)])
+def test_dev_full_floor(prompt: str, floor: float) -> None:
+    rows = davis.run(DEV, prompts=(prompt,))
+    (mean,) = [r for r in rows if r["bench"] == "davis_mean"]
+    assert mean["sequences"] == 6 and mean["J"] > floor, rows
+
+
+# ---------------------------------------------------------------------------- failure modes
+@needs_dev
+def test_no_leak_into_the_background() -> None:
+    """camel on a sand-coloured fence and ground (the baseline covered 7x the camel): the
+    mask stays near the object's size. Measured over 30 frames: at most 1.51x the truth."""
+    (seq,) = davis.list_sequences(DEV, ["camel"])
+    session = SegmentationSession(ClassicBackend(), score_threshold=0.5)
+    for i, (image, gts) in enumerate(seq.frames(30)):
+        result = session.step(image, stamp_ns=i + 1)
+        if i == 0:
+            obj_id = session.add_prompt(Prompt(mask=gts[1])).object_id
+            continue
+        obj = result.get(obj_id)
+        assert obj is not None
+        if obj.visible:
+            assert obj.mask.sum() < 2.0 * gts[1].sum(), f"frame {i}"
+
+
+@needs_dev
+def test_no_jump_to_a_distant_look_alike() -> None:
+    """A tracked object moves with its pixels: between two frames its mask's centre moves at
+    most a small part of the frame (measured on blackswan, camel, dance-twirl, bmx-trees:
+    <= 37 px at 854x480; a jump to a look-alike elsewhere is hundreds)."""
+    for name in ("blackswan", "dance-twirl"):
+        (seq,) = davis.list_sequences(DEV, [name])
+        session = SegmentationSession(ClassicBackend(), score_threshold=0.5)
+        prev = None
+        for i, (image, gts) in enumerate(seq.frames(30)):
+            result = session.step(image, stamp_ns=i + 1)
+            if i == 0:
+                obj_id = session.add_prompt(Prompt(mask=gts[1])).object_id
+                continue
+            obj = result.get(obj_id)
+            assert obj is not None
+            if not obj.visible:
+                prev = None
+                continue
+            ys, xs = np.nonzero(obj.mask)
+            centre = np.array([xs.mean(), ys.mean()])
+            if prev is not None:
+                assert np.hypot(*(centre - prev)) < 0.08 * np.hypot(*image.shape[:2]), (name, i)
+            prev = centre
+
+
+@needs_dev
+def test_touching_objects_keep_their_identity() -> None:
+    """The swan split into two touching objects (front and back half): every pixel belongs
+    to at most one, and neither takes the other's side (the baseline's children-on-a-bed
+    failure, on real frames)."""
+    (seq,) = davis.list_sequences(DEV, ["blackswan"])
+    session = SegmentationSession(ClassicBackend(), score_threshold=0.5)
+    for i, (image, gts) in enumerate(seq.frames(30)):
+        result = session.step(image, stamp_ns=i + 1)
+        gt = gts[1]
+        if i == 0:
+            mid = int(np.median(np.nonzero(gt)[1]))
+            left, right = gt.copy(), gt.copy()
+            left[:, mid:] = False
+            right[:, :mid] = False
+            a = session.add_prompt(Prompt(mask=left)).object_id
+            b = session.add_prompt(Prompt(mask=right)).object_id
+            continue
+        oa, ob = result.get(a), result.get(b)
+        assert oa is not None and ob is not None and oa.visible and ob.visible, i
+        assert not (oa.mask & ob.mask).any(), f"frame {i}: a pixel in both objects"
+        # Measured: the halves' centres stay ~150 px apart (246 vs 422 -> 235 vs 398).
+        xa, xb = np.nonzero(oa.mask)[1].mean(), np.nonzero(ob.mask)[1].mean()
+        assert xb - xa > 80, f"frame {i}: the halves merged or swapped ({xa:.0f}, {xb:.0f})"
