@@ -523,15 +523,19 @@ class Lifecycle:
         return str(self.graph.call(self.get, GetState.Request()).current_state.label)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until get_state answers (asked again: idempotent) -- a node just started in another
-        process may drop the answer to a request made while discovery is still matching."""
+        """Until get_state and change_state both answer -- a node just started in another
+        process may drop the answer to a request made while discovery is still matching its
+        reply writer. Each service is asked something harmless, again until it answers:
+        get_state, and change_state with a transition label that does not exist (refused,
+        no state change)."""
+        probe = ChangeState.Request(transition=Transition(label="seg_ros_test_probe"))
+        for client, request in ((self.get, GetState.Request()), (self.change, probe)):
 
-        def answered() -> bool:
-            assert self.get.wait_for_service(timeout_sec=timeout)
-            future = self.get.call_async(GetState.Request())
-            return wait_for(future.done, 5.0)
+            def answered(client: Any = client, request: Any = request) -> bool:
+                assert client.wait_for_service(timeout_sec=timeout)
+                return wait_for(client.call_async(request).done, 5.0)
 
-        assert wait_for(answered, timeout, period=0.1), "get_state never answered"
+            assert wait_for(answered, timeout, period=0.1), f"{client.srv_name} never answered"
 
     def transition(self, transition_id: int) -> bool:
         request = ChangeState.Request(transition=Transition(id=transition_id))
@@ -619,6 +623,7 @@ def test_lifecycle_node_runs_from_the_command_line(ros_graph: RosGraph) -> None:
     )
     try:
         life = Lifecycle(ros_graph, "/seg_lc")
+        life.wait_ready()
         assert life.state() == "unconfigured"
         assert life.transition(Transition.TRANSITION_CONFIGURE)
         assert life.transition(Transition.TRANSITION_ACTIVATE)
