@@ -64,6 +64,7 @@ BEDROOM = {
     "box": (310, 0, 205, 400),  # the girl (x, y, w, h)
     "extra_boxes": ((530, 288, 150, 124),),  # the pillow
     "background_point": (600.0, 200.0),  # the striped wall right of the girl
+    "labels": ("boy", "girl", "pillow"),
 }
 
 
@@ -86,6 +87,7 @@ def clip_plan(width: int) -> dict[str, Any]:
         "background_point": scale(BEDROOM["background_point"]),  # type: ignore[arg-type]
         "at_frames": (3, 6, 12, 20),
         "on_first_frame": True,
+        "labels": BEDROOM["labels"],
     }
 
 

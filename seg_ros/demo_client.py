@@ -57,6 +57,15 @@ class DemoPlan:
     #: Stamp the point, box and refinement prompts on the first frame the client saw (the
     #: prompts were drawn on a recording's first frame; the node keeps recent frames).
     on_first_frame: bool = False
+    #: What the objects are: the clicked one's label, then each box's (missing ones get
+    #: "clicked", "boxed", "boxed2", ...).
+    labels: tuple[str, ...] = ()
+
+    def label(self, i: int) -> str:
+        """Label of object `i` (0: the clicked one, 1..: the boxes in order)."""
+        if i < len(self.labels) and self.labels[i]:
+            return self.labels[i]
+        return "clicked" if i == 0 else ("boxed" if i == 1 else f"boxed{i}")
 
     @staticmethod
     def from_json(text: str) -> DemoPlan:
@@ -71,6 +80,7 @@ class DemoPlan:
                 (int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in raw.get("extra_boxes", ())
             )
             first = bool(raw.get("on_first_frame", False))
+            labels = tuple(str(v) for v in raw.get("labels", ()))
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise ValueError(
                 "plan must be JSON with point [x, y], background_point [x, y] and box "
@@ -80,7 +90,7 @@ class DemoPlan:
             raise ValueError("plan: box needs a positive size and at_frames four frame counts")
         if any(b[2] <= 0 or b[3] <= 0 for b in extra):
             raise ValueError("plan: every extra box needs a positive size")
-        return DemoPlan(point, (x, y, w, h), bg, (at[0], at[1], at[2], at[3]), extra, first)
+        return DemoPlan(point, (x, y, w, h), bg, (at[0], at[1], at[2], at[3]), extra, first, labels)
 
 
 @dataclass
@@ -228,7 +238,7 @@ class DemoClient(Node):
             self._stamp(req)
             req.points = [Point(x=px, y=py)]
             req.point_labels = [1]
-            req.label = "clicked"
+            req.label = plan.label(0)
             res = self._call(self.add_points, req)
             self._object_a = res.object_id if res.success else ""
             self._event(stage, "add_points", res.success, res.message, res.object_id, res)
@@ -237,7 +247,7 @@ class DemoClient(Node):
                 req = AddBox.Request()
                 self._stamp(req)
                 req.box.x_offset, req.box.y_offset, req.box.width, req.box.height = x, y, w, h
-                req.label = "boxed" if i == 0 else f"boxed{i + 1}"
+                req.label = plan.label(i + 1)
                 res = self._call(self.add_box, req)
                 kind = "add_box" if i == 0 else f"add_box{i + 1}"
                 self._event(stage, kind, res.success, res.message, res.object_id, res)

@@ -123,8 +123,10 @@ def test_short_demo_run_on_real_footage(tmp_path: pathlib.Path) -> None:
     assert sorted(events) == ["add_box", "add_box2", "add_points", "refine", "segment"], log
     assert all(e["success"] for e in events.values()), summary["events"]
     assert len(summary["objects"]) == 3
+    assert sorted(t["label"] for t in summary["objects"].values()) == ["boy", "girl", "pillow"]
     for track in summary["objects"].values():
         assert track["visible"] >= 0.9 * track["frames"] > 0, track
+    assert "Traceback" not in log, log  # the node, camera and client all stop cleanly
     # The girl's box (207, 0, 137, 267 at 640x360) shrank to her outline, inside the box.
     x, _, w, h = events["add_box"]["instance"]["bbox"]
     assert x >= 200 and x + w <= 350 and h > 150, events["add_box"]
