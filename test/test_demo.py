@@ -42,11 +42,12 @@ def test_demo_plan_prompts_fit_the_clip() -> None:
     assert demo_plan(320, 240)["box"][2] < w  # scales with the frame
 
 
-@pytest.mark.graph
-def test_short_demo_run(tmp_path: pathlib.Path) -> None:
+def _run_demo(
+    tmp_path: pathlib.Path, *args: str
+) -> tuple[subprocess.CompletedProcess[str], str, pathlib.Path]:
+    """`python -m seg_ros.demo` for 40 frames, as `make demo` runs it: (process, log tail, out)."""
     out = tmp_path / "demo_out"
-    cmd = [sys.executable, "-m", "seg_ros.demo", "--frames", "40", "--out", str(out)]
-    cmd += ["--clip", "synthetic"]  # the generated clip: its ground truth checks the prompts
+    cmd = [sys.executable, "-m", "seg_ros.demo", "--frames", "40", "--out", str(out), *args]
     proc = subprocess.run(
         [*cmd, "--timeout", "150"],
         cwd=ROOT,
@@ -57,6 +58,13 @@ def test_short_demo_run(tmp_path: pathlib.Path) -> None:
     )
     log = proc.stdout[-4000:] + proc.stderr[-4000:]
     assert proc.returncode == 0, log
+    return proc, log, out
+
+
+@pytest.mark.graph
+def test_short_demo_run(tmp_path: pathlib.Path) -> None:
+    # The generated clip: its ground truth checks the prompts.
+    proc, log, out = _run_demo(tmp_path, "--clip", "synthetic")
     assert "frame   40" in proc.stdout and " fps" in proc.stdout, log
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] and summary["frames"] >= 40, summary
@@ -106,18 +114,7 @@ def test_clip_plan_prompts_fit_the_shipped_clip() -> None:
 def test_short_demo_run_on_real_footage(tmp_path: pathlib.Path) -> None:
     """`make demo` as shipped: the bedroom clip, three objects prompted on the first frame
     the client saw (stamped prompts), every call answered, every object visible."""
-    out = tmp_path / "demo_out"
-    cmd = [sys.executable, "-m", "seg_ros.demo", "--frames", "40", "--out", str(out)]
-    proc = subprocess.run(
-        [*cmd, "--timeout", "150"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=200,
-    )
-    log = proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert proc.returncode == 0, log
+    _, log, out = _run_demo(tmp_path)
     summary = json.loads((out / "summary.json").read_text())
     events = {e["call"]: e for e in summary["events"]}
     assert sorted(events) == ["add_box", "add_box2", "add_points", "refine", "segment"], log
