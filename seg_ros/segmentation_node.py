@@ -90,7 +90,8 @@ NODE_NAME = "segmentation_node"
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 #: History depth of each synchronised input (image, depth, camera_info) at least: a set needs
 #: all three, and with depth 1 a late executor lost whole sets (measured with the real
-#: message_filters under CPU load: 5.7-7.9 Hz of a 15 Hz camera with 1, 13-15.7 Hz with 5).
+#: message_filters under CPU load by the review that found it, not re-measured since: 5.7-7.9 Hz
+#: of a 15 Hz camera with 1, 13-15.7 Hz with 5).
 #: The newest *set* still wins in the one-slot buffer, so this adds no backlog.
 SYNC_MIN_QOS_DEPTH = 5
 #: Bad frames and missing models are logged at most this often (seconds).

@@ -1,7 +1,8 @@
 """launch/segment.launch.py and config/seg_ros.yaml agree with the README and the node.
 
-`launch` is not installed here (ROS 2 from PyPI wheels), so the launch file is compiled and read
-as source rather than imported; on a robot `ros2 launch seg_ros segment.launch.py` runs it.
+These checks read the launch file as source (compiled, not imported), so they run where
+`launch` is absent too (the PyPI wheels lack it); test_ros_tools.py runs the file for real with
+`ros2 launch` where the real tools are installed (`make setup ROS_SRC=...`, as CI does).
 """
 
 from __future__ import annotations
