@@ -106,9 +106,11 @@ class ClassicConfig:
         max_growth: a mask larger than this times the object's reference area (the prompt's,
             scaled by the zoom the flow measured) may not grow further (0 = no limit).
         refine: "colour" (shape prior + colour log-likelihood ratios, thresholded) or
-            "grabcut" (then one GrabCut iteration in the band: follows image edges; kept only
-            when its area is within 0.75..1.33 of the colour answer's, so that a collapsed
-            cut on a small, low-contrast object falls back to colour).
+            "grabcut" (then one GrabCut iteration in the band around the colour answer:
+            follows image edges; kept only when it overlaps the colour answer by IoU >=
+            `grabcut_agree`, so that a collapsed cut on a small, low-contrast object falls back
+            to colour). Not the default: it halves the frame rate (DAVIS dev, see README).
+        grabcut_agree: the IoU with the colour answer a GrabCut answer needs to be kept.
     """
 
     work_size: int = 320
@@ -132,6 +134,7 @@ class ClassicConfig:
     recenter_below: float = 0.5
     max_growth: float = 2.0
     refine: str = "colour"
+    grabcut_agree: float = 0.9
     history_frames: int = 30
 
     def __post_init__(self) -> None:
@@ -159,6 +162,10 @@ class ClassicConfig:
             raise ValueError("band must be >= 0 and local_sigma > 0")
         if self.local_weight < 0 or self.hist_weight < 0:
             raise ValueError("local_weight and hist_weight must be >= 0")
+        if self.refine not in ("colour", "grabcut"):
+            raise ValueError("refine must be 'colour' or 'grabcut'")
+        if not 0.0 <= self.grabcut_agree <= 1.0:
+            raise ValueError("grabcut_agree must be in [0, 1]")
 
 
 @dataclass(frozen=True, eq=False)
@@ -566,10 +573,14 @@ class ClassicBackend(Backend):
         local, logit = trk.refine(predicted[sl], llr, cfg.softness, cfg.band)
         if cfg.refine == "grabcut":
             # The graph cut follows image edges, but on a small or low-contrast object its
-            # colour models can collapse: a cut far from the colour answer's size is refused.
-            cut, cut_logit = trk.refine_grabcut(frame.rgb[sl], predicted[sl], cfg.band, llr)
-            ratio = float(np.count_nonzero(cut)) / float(max(1, int(np.count_nonzero(local))))
-            if 0.75 <= ratio <= 1.33:
+            # colour models can collapse: a cut that disagrees with the colour answer is
+            # refused. It starts from the colour answer, not from the flow's prediction: its
+            # sure-background ring then never covers object the colour models claim back (from
+            # the prediction, a part lost once was labelled background for good).
+            cut, cut_logit = trk.refine_grabcut(frame.rgb[sl], local, cfg.band, llr)
+            union = max(1, int(np.count_nonzero(cut | local)))
+            agree = float(np.count_nonzero(cut & local)) / float(union)
+            if agree >= cfg.grabcut_agree:
                 local, logit = cut, cut_logit
         if not local.any():
             self._lose(track)

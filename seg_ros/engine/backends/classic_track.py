@@ -158,9 +158,10 @@ def refine(
 def refine_grabcut(
     rgb: npt.NDArray[np.uint8], predicted: BoolArray, band: int, colour_llr: FloatArray
 ) -> tuple[BoolArray, FloatArray]:
-    """The new mask near `predicted` by one GrabCut iteration restricted to the band: pixels
-    farther than `band` inside the prediction are sure object, farther outside sure background;
-    the colour models are learnt in the ROI, the cut follows image edges."""
+    """The new mask near `predicted` (the tracker passes the colour answer) by one GrabCut
+    iteration restricted to the band: pixels farther than `band` inside it are sure object,
+    farther outside sure background; the colour models are learnt in the ROI, the cut follows
+    image edges."""
     sd = ops.signed_distance(predicted)
     labels = np.where(predicted, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     labels[sd > band] = cv2.GC_FGD
