@@ -109,8 +109,12 @@ class ClassicConfig:
             "grabcut" (then one GrabCut iteration in the band around the colour answer:
             follows image edges; kept only when it overlaps the colour answer by IoU >=
             `grabcut_agree`, so that a collapsed cut on a small, low-contrast object falls back
-            to colour). Not the default: it halves the frame rate (DAVIS dev, see README).
+            to colour). Not the default: it costs about a third of the frame rate (DAVIS dev,
+            see README).
         grabcut_agree: the IoU with the colour answer a GrabCut answer needs to be kept.
+        grabcut_frozen: GrabCut's colour models (Gaussian mixtures) learnt once at the prompt
+            and frozen, like the histograms (`color_update` 0), instead of relearnt each frame
+            from the last mask: faster (no k-means) and no drift of the models.
     """
 
     work_size: int = 320
@@ -135,6 +139,7 @@ class ClassicConfig:
     max_growth: float = 2.0
     refine: str = "colour"
     grabcut_agree: float = 0.9
+    grabcut_frozen: bool = True
     history_frames: int = 30
 
     def __post_init__(self) -> None:
@@ -218,6 +223,7 @@ class _Track:
     seeds_frame: int = -1
     full_mask: BoolArray | None = field(default=None, repr=False)  # exact mask of a mask prompt
     local: trk.LocalColors | None = field(default=None, repr=False)
+    gmm: ops.GrabCutModels | None = field(default=None, repr=False)  # GrabCut's, at the prompt
 
 
 class ClassicBackend(Backend):
@@ -468,7 +474,12 @@ class ClassicBackend(Backend):
             local = trk.learn_local(
                 frame.lab, mask, self._model_roi(mask, frame), self._sigma(area)
             )
+        gmm = None
+        if self.config.refine == "grabcut" and self.config.grabcut_frozen and area:
+            x0, y0, x1, y1 = self._model_roi(mask, frame)
+            gmm = ops.grabcut_models(frame.rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1])
         return _Track(
+            gmm=gmm,
             mask=mask if not lost else np.zeros_like(mask),
             fg=fg,
             bg=bg,
@@ -577,7 +588,7 @@ class ClassicBackend(Backend):
             # refused. It starts from the colour answer, not from the flow's prediction: its
             # sure-background ring then never covers object the colour models claim back (from
             # the prediction, a part lost once was labelled background for good).
-            cut, cut_logit = trk.refine_grabcut(frame.rgb[sl], local, cfg.band, llr)
+            cut, cut_logit = trk.refine_grabcut(frame.rgb[sl], local, cfg.band, llr, track.gmm)
             union = max(1, int(np.count_nonzero(cut | local)))
             agree = float(np.count_nonzero(cut & local)) / float(union)
             if agree >= cfg.grabcut_agree:

@@ -212,15 +212,31 @@ def point_seeds(
     return Seeds(fg.astype(bool) & ~bgm, bgm)
 
 
+GrabCutModels = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
+
 def grabcut(
-    rgb: RgbImage, labels: npt.NDArray[np.uint8], iterations: int
+    rgb: RgbImage,
+    labels: npt.NDArray[np.uint8],
+    iterations: int,
+    models: GrabCutModels | None = None,
 ) -> npt.NDArray[np.uint8] | None:
     """OpenCV GrabCut initialised from a GC_* label image; the final labels, or None when the
-    labels hold no foreground or no background sample (GrabCut cannot learn its models)."""
+    labels hold no foreground or no background sample (GrabCut cannot learn its models).
+    With `models` (background, foreground: see grabcut_models) one cut with those models
+    frozen, none learnt."""
     fg = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
     if not fg.any() or fg.all() or labels.shape[0] < 2 or labels.shape[1] < 2:
         return None
     out = labels.copy()
+    if models is not None:
+        try:
+            cv2.grabCut(
+                rgb, out, None, models[0].copy(), models[1].copy(), 1, cv2.GC_EVAL_FREEZE_MODEL
+            )  # type: ignore[call-overload]
+        except cv2.error:
+            return None
+        return out
     bgd = np.zeros((1, 65), np.float64)
     fgd = np.zeros((1, 65), np.float64)
     # GrabCut seeds its colour models with k-means from OpenCV's (thread-local) RNG: seeding it
@@ -231,6 +247,22 @@ def grabcut(
     except cv2.error:  # degenerate colour samples (e.g. fewer pixels than GMM components)
         return None
     return out
+
+
+def grabcut_models(rgb: RgbImage, mask: BoolArray) -> GrabCutModels | None:
+    """GrabCut's colour models (background, foreground Gaussian mixtures) learnt from `mask`
+    against the rest of `rgb`; None when either side is empty or degenerate."""
+    if not mask.any() or mask.all():
+        return None
+    labels = np.where(mask, cv2.GC_PR_FGD, cv2.GC_BGD).astype(np.uint8)
+    bgd = np.zeros((1, 65), np.float64)
+    fgd = np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(12345)
+    try:
+        cv2.grabCut(np.ascontiguousarray(rgb), labels, None, bgd, fgd, 0, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
+    except cv2.error:
+        return None
+    return bgd, fgd
 
 
 def _result(labels: npt.NDArray[np.uint8]) -> BoolArray:

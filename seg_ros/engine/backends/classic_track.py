@@ -156,7 +156,11 @@ def refine(
 
 
 def refine_grabcut(
-    rgb: npt.NDArray[np.uint8], predicted: BoolArray, band: int, colour_llr: FloatArray
+    rgb: npt.NDArray[np.uint8],
+    predicted: BoolArray,
+    band: int,
+    colour_llr: FloatArray,
+    models: ops.GrabCutModels | None = None,
 ) -> tuple[BoolArray, FloatArray]:
     """The new mask near `predicted` (the tracker passes the colour answer) by one GrabCut
     iteration restricted to the band: pixels farther than `band` inside it are sure object,
@@ -166,7 +170,7 @@ def refine_grabcut(
     labels = np.where(predicted, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     labels[sd > band] = cv2.GC_FGD
     labels[sd < -band] = cv2.GC_BGD
-    out = ops.grabcut(np.ascontiguousarray(rgb), labels, 1)
+    out = ops.grabcut(np.ascontiguousarray(rgb), labels, 1, models)
     mask = predicted.copy() if out is None else ((out == cv2.GC_FGD) | (out == cv2.GC_PR_FGD))
     core = ops.erode(predicted, 2)
     mask = ops.fill_holes(ops.keep_components(mask, core if core.any() else None, 0.15))
