@@ -439,15 +439,9 @@ class StreamingVideoTracker:
             # One library session encodes a frame's objects in one batch (it rounds differently
             # from one-object calls): so does `independent_objects=False`.
             batch_memory = self.batch_objects or self._shared_prompt_flag
-            if batch_memory and self._memory_encoder_batches:
-                encoded = [self._encode_memory(feats, masks, scores, from_prompt=False)]
-                spans = [(0, len(order))]
-            else:
-                encoded = [
-                    self._encode_memory(feats, masks[i : i + 1], scores[i : i + 1], False)
-                    for i in range(len(order))
-                ]
-                spans = [(i, i + 1) for i in range(len(order))]
+            spans, encoded = self._encode_objects(
+                feats, masks, scores, False, batch_memory and self._memory_encoder_batches
+            )
             for (start, stop), (maskmem, maskmem_pos) in zip(spans, encoded, strict=True):
                 for j, obj_id in enumerate(order[start:stop]):
                     out, i = decoded[obj_id]
@@ -611,15 +605,9 @@ class StreamingVideoTracker:
         order = list(decoded)
         masks = torch.cat([decoded[o].high_res for o in order])
         scores = torch.cat([decoded[o].object_score_logits for o in order])
-        if self._memory_encoder_batches:
-            encoded = [self._encode_memory(feats, masks, scores, from_prompt=True)]
-            spans = [(0, len(order))]
-        else:
-            encoded = [
-                self._encode_memory(feats, masks[i : i + 1], scores[i : i + 1], True)
-                for i in range(len(order))
-            ]
-            spans = [(i, i + 1) for i in range(len(order))]
+        spans, encoded = self._encode_objects(
+            feats, masks, scores, True, self._memory_encoder_batches
+        )
         result: dict[int, dict[str, Any]] = {}
         for (start, stop), (maskmem, maskmem_pos) in zip(spans, encoded, strict=True):
             for j, other in enumerate(order[start:stop]):
@@ -1025,6 +1013,24 @@ class StreamingVideoTracker:
             object_score_logits,
             from_prompt,
         )
+
+    def _encode_objects(
+        self,
+        feats: Sequence[torch.Tensor],
+        masks: torch.Tensor,
+        scores: torch.Tensor,
+        from_prompt: bool,
+        batched: bool,
+    ) -> tuple[list[tuple[int, int]], list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Memory of a frame's B objects: one batched call, or one call per object (bit-exact
+        to one-object sessions). -> ((start, stop) object spans, their encoder results)."""
+        if batched:
+            return [(0, masks.shape[0])], [self._encode_memory(feats, masks, scores, from_prompt)]
+        spans = [(i, i + 1) for i in range(masks.shape[0])]
+        encoded = [
+            self._encode_memory(feats, masks[a:b], scores[a:b], from_prompt) for a, b in spans
+        ]
+        return spans, encoded
 
     def _memory_slice(self, tensor: torch.Tensor, i: int) -> torch.Tensor:
         """Object i's memory out of a batched memory-encoder result (a copy: the batch is freed)."""
