@@ -60,7 +60,7 @@ pytest: $(BUILD_STAMP)
 test: lint typecheck pytest
 
 demo: $(BUILD_STAMP)
-	$(PY) -m seg_ros.demo $(DEMO_ARGS)
+	$(PY) -m seg_ros.tools.demo $(DEMO_ARGS)
 
 bench: $(BUILD_STAMP)
 	$(PY) -m seg_ros.bench $(BENCH_ARGS)

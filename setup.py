@@ -21,7 +21,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "seg-ros-download = seg_ros.download:main",
+            "seg-ros-download = seg_ros.tools.download:main",
             "seg-ros-bench = seg_ros.bench.__main__:main",
         ]
     },

@@ -19,7 +19,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-from seg_ros.demo_camera import demo_plan
+from seg_ros.tools.demo_camera import demo_plan
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -33,6 +33,7 @@ from std_msgs.msg import Header
 
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.results import Candidate, FrameResult, ObjectMask
+from seg_ros.engine.types import RgbImage
 from seg_ros.msg import Instance, InstanceArray
 
 try:  # Optional: widens the accepted encodings (bayer, yuv, ...); never needed for the listed ones.
@@ -72,7 +73,6 @@ ENCODINGS = tuple(_LAYOUTS)
 COLOR_ENCODINGS = tuple(_TO_RGB)
 
 _NAN = float("nan")
-RgbImage = npt.NDArray[np.uint8]
 
 #: Hook for 3D: given an object on the frame, its (centroid, extent) in the camera optical frame,
 #: or None when unknown (no depth, no valid depth inside the mask). Instances get NaN then.

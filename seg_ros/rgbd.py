@@ -5,7 +5,7 @@ lone image. `FrameDepth` holds one frame's depth + camera_info and computes, onl
 asks for it: the depth in metres and the intrinsics (once per frame), then the robust geometry
 of each *visible* object (once per object and frame, cached by mask value and mask identity).
 A frame nobody consumes in 3D costs nothing beyond keeping two message references. The math is
-in `seg_ros.depth`; this module only caches it and turns it into message fields.
+in `seg_ros.geometry`; this module only caches it and turns it into message fields.
 
 Unusable depth (unsupported encoding, wrong size, uncalibrated camera_info, views that cannot be
 registered) is reported once per frame through `on_error` and leaves every object without 3D
@@ -24,7 +24,8 @@ import numpy.typing as npt
 from geometry_msgs.msg import Point, Vector3
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from seg_ros.depth import (
+from seg_ros.engine.results import ObjectMask
+from seg_ros.geometry import (
     DepthParams,
     Intrinsics,
     ObjectGeometry,
@@ -33,7 +34,6 @@ from seg_ros.depth import (
     object_geometry,
     subsample,
 )
-from seg_ros.engine.results import ObjectMask
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class FrameDepth:
     Args:
         depth: sensor_msgs/Image depth of the frame.
         info: sensor_msgs/CameraInfo of the frame.
-        params: gating / extent settings of `seg_ros.depth`.
+        params: gating / extent settings of `seg_ros.geometry`.
         on_error: called once with a message when the depth of this frame is unusable.
     """
 
@@ -157,7 +157,7 @@ def _crop(
 
     The same pixels project to the same points (the principal point moves with the window), but
     the projection scans the box instead of the whole frame (~0.7 ms per object at 640x480).
-    Depth or camera_info at another resolution is left whole (seg_ros.depth checks and rescales).
+    Depth or camera_info at another resolution is left whole (seg_ros.geometry checks and rescales).
     """
     box = obj.bbox
     same_size = (intrinsics.height, intrinsics.width) == depth_m.shape == obj.mask.shape

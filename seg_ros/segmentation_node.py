@@ -57,7 +57,6 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from seg_ros import detections
 from seg_ros.conversions import (
     ConversionError,
     Locate3D,
@@ -72,15 +71,16 @@ from seg_ros.conversions import (
     numpy_to_image,
     stamp_to_ns,
 )
-from seg_ros.diagnostics import NodeInfo, NodeStats, build_diagnostic_array
 from seg_ros.engine import FrameResult, Prompt, SegmentationSession, SegRosError
 from seg_ros.engine.errors import NoFrameError
 from seg_ros.engine.registry import build_backend
-from seg_ros.markers import MarkerPublisherState
 from seg_ros.msg import InstanceArray
 from seg_ros.node_params import NodeParams, ParameterError, declare_parameters
-from seg_ros.overlay import render_overlay
-from seg_ros.pointcloud import build_pointcloud2
+from seg_ros.outputs import detections
+from seg_ros.outputs.diagnostics import NodeInfo, NodeStats, build_diagnostic_array
+from seg_ros.outputs.markers import MarkerPublisherState
+from seg_ros.outputs.overlay import render_overlay
+from seg_ros.outputs.pointcloud import build_pointcloud2
 from seg_ros.rgbd import FrameDepth, RgbdInput
 from seg_ros.srv import AddBox, AddMask, AddPoints, AddText, RemoveObject, SegmentImage
 from seg_ros.sync import SyncHandle, make_synchronizer
@@ -256,8 +256,7 @@ class SegmentationNode(Node):
             score_threshold=self.params.score_threshold,
         )
         self.load_error = ""
-        device = getattr(backend, "device", None)  # backends without one run on the CPU
-        self.device = str(device) if device is not None else "cpu"
+        self.device = backend.device
         model = config.model or "default model"
         self.get_logger().info(f"backend '{backend.name}' loaded ({model}, device {self.device})")
         return True

@@ -18,7 +18,7 @@ from seg_ros.engine import Prompt, PromptError, SegmentationSession, Unsupported
 from seg_ros.engine.backends.classic import ClassicBackend, ClassicConfig, build
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.registry import build_backend
-from seg_ros.synthetic import (
+from seg_ros.tools.synthetic import (
     Key,
     ObjectSpec,
     SequenceSpec,

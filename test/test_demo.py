@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import pytest
 
-from seg_ros.colors import color_bgr
-from seg_ros.demo_camera import demo_plan
-from seg_ros.synthetic import box_of, make_sequence
+from seg_ros.outputs.colors import color_bgr
+from seg_ros.tools.demo_camera import demo_plan
+from seg_ros.tools.synthetic import box_of, make_sequence
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -45,9 +45,12 @@ def test_demo_plan_prompts_fit_the_clip() -> None:
 def _run_demo(
     tmp_path: pathlib.Path, *args: str
 ) -> tuple[subprocess.CompletedProcess[str], str, pathlib.Path]:
-    """`python -m seg_ros.demo` for 40 frames, as `make demo` runs it: (process, log tail, out)."""
+    """`python -m seg_ros.tools.demo` for 40 frames, as `make demo` runs it.
+
+    Returns (process, log tail, out).
+    """
     out = tmp_path / "demo_out"
-    cmd = [sys.executable, "-m", "seg_ros.demo", "--frames", "40", "--out", str(out), *args]
+    cmd = [sys.executable, "-m", "seg_ros.tools.demo", "--frames", "40", "--out", str(out), *args]
     proc = subprocess.run(
         [*cmd, "--timeout", "150"],
         cwd=ROOT,
@@ -94,7 +97,7 @@ def test_short_demo_run(tmp_path: pathlib.Path) -> None:
 
 
 def test_clip_plan_prompts_fit_the_shipped_clip() -> None:
-    from seg_ros.demo_camera import BEDROOM, ClipReader, clip_plan
+    from seg_ros.tools.demo_camera import BEDROOM, ClipReader, clip_plan
 
     clip = ROOT / "data" / "bedroom.mp4"
     assert clip.is_file() and (ROOT / "data" / "LICENSE-bedroom").is_file()

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from seg_ros.depth import (
+from seg_ros.engine.errors import FrameError
+from seg_ros.geometry import (
     DepthParams,
     Intrinsics,
     depth_array_from_msg,
@@ -18,7 +19,6 @@ from seg_ros.depth import (
     resize_mask_nearest,
     subsample,
 )
-from seg_ros.engine.errors import FrameError
 
 W, H = 160, 120
 FX = FY = 100.0

@@ -18,8 +18,8 @@ from geometry_msgs.msg import Point, Pose, PoseWithCovariance, Vector3
 from sensor_msgs.msg import RegionOfInterest
 from std_msgs.msg import Header
 
-from seg_ros import detections
 from seg_ros.msg import Instance
+from seg_ros.outputs import detections
 
 HEADER = Header(stamp=Time(sec=3, nanosec=4), frame_id="camera_color_optical_frame")
 NAN = math.nan

@@ -8,7 +8,7 @@ import pytest
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
 
-from seg_ros.diagnostics import (
+from seg_ros.outputs.diagnostics import (
     ERROR,
     OK,
     WARN,

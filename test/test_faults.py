@@ -6,7 +6,7 @@ loaded through the sam2 backend's real loader: each gives ModelLoadError naming 
 problem. A node started on such a folder stays up, answers every service with success=false and
 the reason, and drops (and counts) frames. A pickle planted beside the weights is never unpickled.
 
-Model steps: `FaultyBackend` (seg_ros/bench/fault_injection.py) makes chosen calls raise what a
+Model steps: `FaultyBackend` (seg_ros/testing/faults.py) makes chosen calls raise what a
 real model raises (BackendError, torch.cuda.OutOfMemoryError, a plain bug): the frame is dropped
 and counted, the request answered success=false, and tracking resumes on the next frame with the
 same objects.
@@ -31,19 +31,19 @@ from geometry_msgs.msg import Point
 from test_bad_input import NodeUnderTest, good_frame, start_node_under_test
 from tiny_models import save_tiny, tiny_edgetam_config
 
-from seg_ros.bench.fault_injection import (
-    METHODS,
-    FaultyBackend,
-    backend_error,
-    cuda_oom,
-    value_error,
-)
 from seg_ros.engine import Prompt, SegmentationSession
 from seg_ros.engine.backends.classic import ClassicBackend
 from seg_ros.engine.backends.fake import FakeBackend
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import ModelLoadError
 from seg_ros.engine.registry import build_backend
+from seg_ros.testing.faults import (
+    METHODS,
+    FaultyBackend,
+    backend_error,
+    cuda_oom,
+    value_error,
+)
 
 W, H = 64, 48
 ERRORS: dict[str, tuple[Callable[[str, int], Exception], str]] = {
@@ -584,7 +584,7 @@ def unsafe_calls(path: pathlib.Path, root: pathlib.Path = REPO) -> list[str]:
 
 def test_no_code_path_unpickles_evaluates_or_trusts_remote_code() -> None:
     files = shipped_python()
-    assert len(files) > 20 and any(f.name == "hf_common.py" for f in files)
+    assert len(files) > 20 and any(f.as_posix().endswith("engine/sam/loading.py") for f in files)
     problems = [p for f in files for p in unsafe_calls(f)]
     assert not problems, "\n".join(problems)
 

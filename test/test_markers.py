@@ -14,9 +14,9 @@ from geometry_msgs.msg import Point, Vector3
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
-from seg_ros.colors import color_rgba_float
-from seg_ros.markers import MarkerPublisherState, MarkerStyle, label_text
 from seg_ros.msg import Instance
+from seg_ros.outputs.colors import color_rgba_float
+from seg_ros.outputs.markers import MarkerPublisherState, MarkerStyle, label_text
 
 NAN = math.nan
 
@@ -165,7 +165,7 @@ def test_rviz_config_is_yaml_with_the_node_topics() -> None:
 
 
 def test_rviz_config_matches_the_marker_and_cloud_builders() -> None:
-    from seg_ros.pointcloud import POINT_DTYPE
+    from seg_ros.outputs.pointcloud import POINT_DTYPE
 
     displays = rviz_displays()
     style = MarkerStyle()

@@ -28,10 +28,10 @@ from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from seg_ros.colors import color_bgr
 from seg_ros.conversions import image_to_numpy, numpy_to_image
 from seg_ros.msg import InstanceArray
 from seg_ros.node_params import ParameterError
+from seg_ros.outputs.colors import color_bgr
 from seg_ros.segmentation_node import SegmentationNode
 from seg_ros.srv import AddBox, AddMask, AddPoints, AddText, RemoveObject, SegmentImage
 

@@ -3,7 +3,7 @@
 Backend `fake` (a box prompt's mask is exactly the box) and synthetic depth of known geometry: a
 fronto-parallel plane at 1.5 m with a hole (no return) in one corner, seen through a pinhole
 camera with fx = fy = 100 px and the principal point at the image centre. Every expected 3D value
-is worked out here from the pinhole model, not taken from seg_ros.depth.
+is worked out here from the pinhole model, not taken from seg_ros.geometry.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
-from seg_ros import detections
-from seg_ros.colors import color_rgb, color_rgba_float
 from seg_ros.conversions import numpy_to_image
-from seg_ros.diagnostics import NodeStats
 from seg_ros.engine.errors import FrameError
 from seg_ros.lifecycle_node import SegmentationLifecycleNode
 from seg_ros.msg import InstanceArray
-from seg_ros.pointcloud import pointcloud2_to_array
+from seg_ros.outputs import detections
+from seg_ros.outputs.colors import color_rgb, color_rgba_float
+from seg_ros.outputs.diagnostics import NodeStats
+from seg_ros.outputs.pointcloud import pointcloud2_to_array
 from seg_ros.segmentation_node import SYNC_MIN_QOS_DEPTH, SegmentationNode
 from seg_ros.srv import AddBox, RemoveObject
 from seg_ros.sync import FALLBACK, MESSAGE_FILTERS
@@ -710,8 +710,8 @@ def test_outputs_after_the_context_shut_down_do_nothing(ros_graph: RosGraph) -> 
 
 def test_geometry_on_the_object_box_equals_the_whole_frame() -> None:
     """FrameDepth projects only the object's box; the points and values are the same."""
-    from seg_ros.depth import DepthParams, Intrinsics, object_geometry
     from seg_ros.engine.results import ObjectMask
+    from seg_ros.geometry import DepthParams, Intrinsics, object_geometry
     from seg_ros.rgbd import FrameDepth
 
     rng = np.random.default_rng(3)

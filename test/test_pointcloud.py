@@ -8,8 +8,8 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
-from seg_ros.colors import color_rgb
-from seg_ros.pointcloud import POINT_DTYPE, build_pointcloud2, pointcloud2_to_array
+from seg_ros.outputs.colors import color_rgb
+from seg_ros.outputs.pointcloud import POINT_DTYPE, build_pointcloud2, pointcloud2_to_array
 
 HEADER = Header(stamp=Time(sec=12, nanosec=345), frame_id="camera_color_optical_frame")
 

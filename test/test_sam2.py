@@ -27,13 +27,13 @@ import pytest
 import torch
 from tiny_models import TINY_IMAGE_SIZE, bias_object_scores, build_model, save_model, save_tiny
 
-from seg_ros.engine.backends import hf_adapter as lib
-from seg_ros.engine.backends.hf_stream import StreamingVideoTracker, session_class_for
 from seg_ros.engine.backends.sam2 import Sam2Backend, scribble_points
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import ModelLoadError, PromptError
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.registry import build_backend
+from seg_ros.engine.sam import adapter as lib
+from seg_ros.engine.sam.tracker import StreamingVideoTracker, session_class_for
 from seg_ros.engine.session import SegmentationSession
 
 KINDS = ("sam2", "edgetam")
@@ -503,7 +503,7 @@ def test_batched_objects_match_one_object_calls(kind: str) -> None:
 # ---------------------------------------------------------------------- bounded memory
 def held_bound_bytes(tracker: StreamingVideoTracker, objects: int) -> int:
     """The stated bound (`tracker.bounds`) in bytes, from the sizes of the entries it counts."""
-    from seg_ros.engine.backends.hf_stream import tensor_bytes
+    from seg_ros.engine.sam.tracker import tensor_bytes
 
     frame = max(tensor_bytes(f) for f in tracker._frames.values())
     features = max(tensor_bytes(f) for f in tracker._features.values())
@@ -891,7 +891,7 @@ def test_model_saved_by_another_tool_loads(tmp_path: pathlib.Path) -> None:
 def test_download_fetches_no_pickle() -> None:
     from huggingface_hub.utils import filter_repo_objects
 
-    from seg_ros import download
+    from seg_ros.tools import download
 
     repo = [
         "config.json",
@@ -922,8 +922,8 @@ def test_download_fetches_no_pickle() -> None:
 
 
 def test_download_supports_what_the_backends_load() -> None:
-    from seg_ros import download
     from seg_ros.engine.backends import sam2
+    from seg_ros.tools import download
 
     assert {t for t, (b, _) in download.SUPPORTED.items() if b == "sam2"} == set(sam2.MODEL_CLASSES)
 
@@ -937,7 +937,7 @@ def test_download_writes_verifies_and_reports(
     import huggingface_hub
     from huggingface_hub.utils import filter_repo_objects
 
-    from seg_ros import download
+    from seg_ros.tools import download
 
     asked: dict[str, Any] = {}
     # A hub repository holding the tiny model and, as many do, a pickled copy of the weights.
@@ -970,7 +970,7 @@ def test_download_writes_verifies_and_reports(
 def test_download_arguments_and_verification_errors(
     folders: dict[str, pathlib.Path], tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from seg_ros import download
+    from seg_ros.tools import download
 
     with pytest.raises(SystemExit) as exc:
         download.main(["facebook/sam2.1-hiera-tiny"])  # no --out

@@ -16,12 +16,12 @@ import pytest
 import torch
 from tiny_sam3 import HEIGHT, WIDTH, tiny_sam3, with_model_type, without_tokenizer
 
-from seg_ros.engine.backends import sam3_detector
 from seg_ros.engine.backends.sam3 import Sam3Backend
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import ModelLoadError, PromptError
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.registry import build_backend
+from seg_ros.engine.sam import detector as sam3_detector
 from seg_ros.engine.session import SegmentationSession
 
 pytestmark = pytest.mark.skipif(

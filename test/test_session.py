@@ -278,7 +278,7 @@ def test_label_image_higher_score_wins() -> None:
 
 
 def test_a_failed_creation_uses_up_no_id_and_leaves_nothing_behind() -> None:
-    from seg_ros.bench.fault_injection import FaultyBackend
+    from seg_ros.testing.faults import FaultyBackend
 
     inner = FakeBackend(FakeConfig(memory_frames=3))
     backend = FaultyBackend(inner)

@@ -45,7 +45,7 @@ from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.registry import build_backend
 from seg_ros.engine.session import SegmentationSession
-from seg_ros.synthetic import box_of, interior_point
+from seg_ros.tools.synthetic import box_of, interior_point
 
 PROMPTS = ("mask", "box", "click")
 #: The session threshold of the shipped config/seg_ros.yaml.

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-BoolArray = npt.NDArray[np.bool_]
+from seg_ros.engine.types import BoolArray
 
 #: DAVIS's boundary tolerance: a fraction of the image diagonal.
 DAVIS_BOUND_TH = 0.008

@@ -29,7 +29,13 @@ from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.registry import build_backend
 from seg_ros.engine.session import SegmentationSession
-from seg_ros.synthetic import SEQUENCES, SyntheticSequence, box_of, interior_point, make_sequence
+from seg_ros.tools.synthetic import (
+    SEQUENCES,
+    SyntheticSequence,
+    box_of,
+    interior_point,
+    make_sequence,
+)
 
 #: Backends that cannot run without weights.
 NEEDS_MODEL = ("sam2", "sam3")

@@ -33,8 +33,8 @@ from seg_ros.conversions import frame_to_msg, numpy_to_image
 from seg_ros.engine.backends.fake import FakeBackend
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.session import SegmentationSession
-from seg_ros.markers import MarkerPublisherState
-from seg_ros.pointcloud import build_pointcloud2
+from seg_ros.outputs.markers import MarkerPublisherState
+from seg_ros.outputs.pointcloud import build_pointcloud2
 from seg_ros.rgbd import FrameDepth
 
 

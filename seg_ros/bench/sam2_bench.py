@@ -241,7 +241,7 @@ def _fill_window(backend: Any, obj: int, frame: int) -> int:
     one tracked frame into the whole window reaches the steady state without paying
     num_maskmem - 1 warm-up steps (minutes per model on a CPU). Returns the next frame index.
     """
-    from seg_ros.engine.backends import hf_adapter
+    from seg_ros.engine.sam import adapter as hf_adapter
 
     tracker = backend.tracker
     tracked = hf_adapter.tracked_outputs(tracker.session, tracker._idx(obj))
@@ -256,7 +256,7 @@ def _fill_window(backend: Any, obj: int, frame: int) -> int:
 
 def _copy_memory(backend: Any, source: int, targets: list[int]) -> None:
     """Give `targets` the tracked-frame memory of `source` (same shortcut, more objects)."""
-    from seg_ros.engine.backends import hf_adapter
+    from seg_ros.engine.sam import adapter as hf_adapter
 
     tracker = backend.tracker
     src = hf_adapter.tracked_outputs(tracker.session, tracker._idx(source))
@@ -298,8 +298,8 @@ def _bench_model(
 
     from seg_ros.engine.backends.sam2 import Sam2Backend, Sam2Options
     from seg_ros.engine.config import BackendConfig
-    from seg_ros.engine.hf_common import resolve_device
     from seg_ros.engine.prompts import Prompt
+    from seg_ros.engine.sam.loading import resolve_device
 
     dev = resolve_device(device)
     model = random_model(name, input_size).to(dev)
@@ -394,12 +394,12 @@ def _memory_child(
 
     if threads:
         torch.set_num_threads(threads)
-    from seg_ros.engine.backends.hf_stream import (
+    from seg_ros.engine.sam.loading import resolve_device
+    from seg_ros.engine.sam.tracker import (
         StreamingVideoTracker,
         session_class_for,
         tensor_bytes,
     )
-    from seg_ros.engine.hf_common import resolve_device
 
     dev = resolve_device(device)
     model = random_model(name).to(dev)

@@ -295,7 +295,7 @@ def _backend(name: str, folder: pathlib.Path) -> Any:
     from transformers import Sam3VideoConfig, Sam3VideoModel
 
     from seg_ros.engine.backends.sam3 import Sam3Backend
-    from seg_ros.engine.backends.sam3_detector import load_tokenizer
+    from seg_ros.engine.sam.detector import load_tokenizer
 
     write_tokenizer(folder)  # token ids of the tiny vocabulary are valid ids of the real one
     torch.manual_seed(0)

@@ -147,7 +147,7 @@ def _build(backend: str, model: str, options: dict[str, Any] | None, fault_every
     built = build_backend(BackendConfig(backend=backend, model=model, options=options or {}))
     if not fault_every:
         return built
-    from seg_ros.bench.fault_injection import FaultyBackend
+    from seg_ros.testing.faults import FaultyBackend
 
     faulty = FaultyBackend(built)
     faulty.fail_every("step", fault_every)

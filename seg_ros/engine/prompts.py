@@ -17,14 +17,12 @@ import numpy as np
 import numpy.typing as npt
 
 from seg_ros.engine.errors import PromptError
+from seg_ros.engine.types import BoolArray, FloatArray
 
 #: Longest accepted text prompt (characters). CLIP-style tokenizers keep 32-77 tokens anyway.
 MAX_TEXT_LENGTH = 256
 #: Most points accepted in one prompt: more is a client bug, and the decoder cost grows with it.
 MAX_POINTS = 64
-
-FloatArray = npt.NDArray[np.float32]
-BoolArray = npt.NDArray[np.bool_]
 
 
 def _as_points(points: Any) -> FloatArray:

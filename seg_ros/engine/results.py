@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-BoolArray = npt.NDArray[np.bool_]
+from seg_ros.engine.types import BoolArray
 
 
 def mask_bbox(mask: BoolArray) -> tuple[int, int, int, int] | None:

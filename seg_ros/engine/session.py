@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
-import numpy.typing as npt
 
 from seg_ros.engine.backends.base import Backend, MaskOutput
 from seg_ros.engine.errors import (
@@ -28,8 +27,8 @@ from seg_ros.engine.errors import (
 )
 from seg_ros.engine.prompts import MAX_TEXT_LENGTH, Prompt
 from seg_ros.engine.results import FrameResult, ObjectMask
+from seg_ros.engine.types import RgbImage
 
-RgbImage = npt.NDArray[np.uint8]
 #: Mask values are uint16 in the label image; 0 is background.
 MAX_MASK_VALUE = 65535
 #: Longest accepted object label.

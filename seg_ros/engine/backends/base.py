@@ -14,15 +14,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import numpy as np
-import numpy.typing as npt
-
 from seg_ros.engine.errors import UnsupportedPromptError
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.results import Candidate
-
-RgbImage = npt.NDArray[np.uint8]
-BoolArray = npt.NDArray[np.bool_]
+from seg_ros.engine.types import BoolArray, RgbImage
 
 #: Backends that find objects from text; named in the error a text request gets elsewhere.
 TEXT_BACKENDS = ("sam3",)
@@ -53,6 +48,11 @@ class Backend(ABC):
 
     name: ClassVar[str] = "base"
     capabilities: ClassVar[Capabilities] = Capabilities()
+
+    @property
+    def device(self) -> str:
+        """Where the model runs ("cuda:0", "cpu"), as diagnostics report it."""
+        return "cpu"
 
     @property
     def memory_frames(self) -> int:

@@ -51,12 +51,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from seg_ros.engine.backends import classic_ops as ops
-from seg_ros.engine.backends import classic_track as trk
-from seg_ros.engine.backends.base import Backend, BoolArray, Capabilities, MaskOutput, RgbImage
+from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput
+from seg_ros.engine.classic import ops
+from seg_ros.engine.classic import track as trk
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import BackendError, PromptError
 from seg_ros.engine.prompts import Prompt
+from seg_ros.engine.types import BinImage, BoolArray, FloatArray, RgbImage
 
 _FLOW_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -179,12 +180,12 @@ class _Frame:
 
     rgb: RgbImage
     gray: np.ndarray
-    bins: ops.BinImage
+    bins: BinImage
     full_height: int
     full_width: int
 
     @functools.cached_property
-    def lab(self) -> ops.FloatArray:
+    def lab(self) -> FloatArray:
         """8-bit-scaled CIE Lab as float32 (local colour models); computed on demand, so
         that a kept frame costs only its RGB, grey and bins."""
         lab = cv2.cvtColor(self.rgb, cv2.COLOR_RGB2LAB)
@@ -200,7 +201,7 @@ class _Frame:
         return float(self.bins.shape[1]) / self.full_width
 
     @functools.cached_property
-    def counts_all(self) -> ops.FloatArray:
+    def counts_all(self) -> FloatArray:
         """Colour bin counts of the whole frame (computed once, shared by every object)."""
         return ops.counts(self.bins)
 
@@ -210,9 +211,9 @@ class _Track:
     """One object's state, at working resolution."""
 
     mask: BoolArray
-    fg: ops.FloatArray  # colour model of the object
-    bg: ops.FloatArray  # colour model of the rest of the frame
-    local_bg: ops.FloatArray  # colours just around the object on the last frame
+    fg: FloatArray  # colour model of the object
+    bg: FloatArray  # colour model of the rest of the frame
+    local_bg: FloatArray  # colours just around the object on the last frame
     ref_area: float
     ref_fit: float
     confidence: float
@@ -283,7 +284,7 @@ class ClassicBackend(Backend):
             prev = None  # a new stream geometry: nothing to carry over
         following = [t for t in self._tracks.values() if not t.lost]
         flow, maps = self._backward_flow(prev if following else None, frame)
-        posts: dict[int, tuple[ops.Box, ops.FloatArray]] = {}
+        posts: dict[int, tuple[ops.Box, FloatArray]] = {}
         for obj, track in self._tracks.items():
             if not track.lost:
                 post = self._follow(track, frame, flow, maps)
@@ -322,7 +323,7 @@ class ClassicBackend(Backend):
 
     def _backward_flow(
         self, prev: _Frame | None, frame: _Frame
-    ) -> tuple[np.ndarray, tuple[ops.FloatArray, ops.FloatArray]]:
+    ) -> tuple[np.ndarray, tuple[FloatArray, FloatArray]]:
         """Dense flow from `frame` back to `prev` (zero without `prev`) and its remap maps."""
         flow = None
         if prev is not None:
@@ -540,8 +541,8 @@ class ClassicBackend(Backend):
         track: _Track,
         frame: _Frame,
         flow: np.ndarray,
-        maps: tuple[ops.FloatArray, ops.FloatArray],
-    ) -> tuple[ops.Box, ops.FloatArray] | None:
+        maps: tuple[FloatArray, FloatArray],
+    ) -> tuple[ops.Box, FloatArray] | None:
         """Move `track` to `frame`; return its ROI and its log-odds there (see classic_track)."""
         track.full_mask = None
         box = ops.mask_box(track.mask)
@@ -651,7 +652,7 @@ class ClassicBackend(Backend):
 
     def _resegment(
         self, track: _Track, frame: _Frame, predicted: BoolArray
-    ) -> tuple[BoolArray, ops.Box, ops.FloatArray] | None:
+    ) -> tuple[BoolArray, ops.Box, FloatArray] | None:
         """Colour evidence + shape prior near `predicted`: (mask, roi, probability in roi)."""
         box = ops.mask_box(predicted)
         if box is None:
@@ -724,7 +725,7 @@ class ClassicBackend(Backend):
         track.mask = np.zeros_like(track.mask)
         track.confidence = min(track.confidence, self.config.lost_confidence * 0.9)
 
-    def _resolve_overlaps(self, posts: dict[int, tuple[ops.Box, ops.FloatArray]]) -> None:
+    def _resolve_overlaps(self, posts: dict[int, tuple[ops.Box, FloatArray]]) -> None:
         """A pixel claimed by two objects goes to the one with the higher probability there."""
         ids = list(posts)
         for i, a in enumerate(ids):
@@ -740,7 +741,7 @@ class ClassicBackend(Backend):
                 tb.mask &= ~(both & a_wins)
 
     @staticmethod
-    def _full_post(item: tuple[ops.Box, ops.FloatArray], shape: tuple[int, ...]) -> np.ndarray:
+    def _full_post(item: tuple[ops.Box, FloatArray], shape: tuple[int, ...]) -> np.ndarray:
         (x0, y0, x1, y1), post = item
         full = np.zeros(shape, np.float32)
         full[y0:y1, x0:x1] = post

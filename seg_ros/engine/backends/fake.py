@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seg_ros.engine.backends.base import Backend, BoolArray, Capabilities, MaskOutput, RgbImage
+from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import BackendError, PromptError
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.results import Candidate
+from seg_ros.engine.types import BoolArray, RgbImage
 
 
 @dataclass(frozen=True)

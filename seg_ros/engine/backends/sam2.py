@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput, RgbImage
-from seg_ros.engine.backends.hf_stream import StreamingVideoTracker, TrackedMask
+from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import BackendError, ModelLoadError, PromptError, SegRosError
-from seg_ros.engine.hf_common import (
+from seg_ros.engine.prompts import Prompt
+from seg_ros.engine.results import Candidate
+from seg_ros.engine.sam.loading import (
     load_pretrained,
     logits_to_masks,
     mask_to_input,
@@ -38,8 +39,8 @@ from seg_ros.engine.hf_common import (
     resolve_dtype,
     to_model_xy,
 )
-from seg_ros.engine.prompts import Prompt
-from seg_ros.engine.results import Candidate
+from seg_ros.engine.sam.tracker import StreamingVideoTracker, TrackedMask
+from seg_ros.engine.types import RgbImage
 
 if TYPE_CHECKING:
     import torch
@@ -109,10 +110,10 @@ class Sam2Backend(Backend):
         self.config = config
         self.options = options
         self.model_type = str(model.config.model_type)
-        self.device: torch.device = next(model.parameters()).device
+        self.torch_device: torch.device = next(model.parameters()).device
         batch = options.batch_objects
         if batch is None:
-            batch = self.device.type == "cuda"
+            batch = self.torch_device.type == "cuda"
         try:
             self.tracker = StreamingVideoTracker(
                 model,
@@ -132,13 +133,17 @@ class Sam2Backend(Backend):
 
     # ------------------------------------------------------------------ protocol
     @property
+    def device(self) -> str:
+        return str(self.torch_device)
+
+    @property
     def memory_frames(self) -> int:
         return int(self.tracker.prompt_frames)
 
     def step(self, frame_index: int, image: RgbImage) -> dict[int, MaskOutput]:
         height, width = int(image.shape[0]), int(image.shape[1])
         try:
-            pixels = preprocess(image, self.image_size, self.device)
+            pixels = preprocess(image, self.image_size, self.torch_device)
             tracked = self.tracker.step(frame_index, pixels, lazy=self.options.lazy_encoding)
         except SegRosError:
             raise
@@ -184,7 +189,9 @@ class Sam2Backend(Backend):
             # The latest frame's features are cached (or encoded once, then cached): re-use them.
             features = self.tracker.latest_features() if image is self._latest_image else None
             pixels = (
-                None if features is not None else preprocess(image, self.image_size, self.device)
+                None
+                if features is not None
+                else preprocess(image, self.image_size, self.torch_device)
             )
             out = self.tracker.segment(pixels, features=features, multimask=multimask, **kwargs)
         except SegRosError:
@@ -198,7 +205,7 @@ class Sam2Backend(Backend):
         if self._closed:
             return
         self._closed = True
-        on_cuda = self.device.type == "cuda"
+        on_cuda = self.torch_device.type == "cuda"
         self.tracker.reset()
         self.tracker.model = None
         del self.tracker
@@ -213,16 +220,16 @@ class Sam2Backend(Backend):
             return {}
         stats = self.tracker.stats()
         stats["input_size"] = float(self.image_size)
-        if self.device.type == "cuda":
+        if self.torch_device.type == "cuda":
             import torch
 
-            stats["cuda_allocated_mb"] = torch.cuda.memory_allocated(self.device) / 2**20
+            stats["cuda_allocated_mb"] = torch.cuda.memory_allocated(self.torch_device) / 2**20
         return stats
 
     # ------------------------------------------------------------------ conversions
     def _prompt_kwargs(self, prompt: Prompt, height: int, width: int) -> dict[str, Any]:
         return tracker_prompt(
-            prompt, height, width, self.image_size, self.device, self.options.scribble_points
+            prompt, height, width, self.image_size, self.torch_device, self.options.scribble_points
         )
 
     def _outputs(
@@ -381,7 +388,7 @@ def _check_runs(backend: Sam2Backend) -> None:
 
     tracker = backend.tracker
     size = backend.image_size
-    pixels = torch.zeros(1, 3, size, size, device=backend.device)
+    pixels = torch.zeros(1, 3, size, size, device=backend.torch_device)
     try:
         tracker.step(0, pixels)
         tracker.add_prompt(0, 1, points=[(size / 2, size / 2)], labels=[1])

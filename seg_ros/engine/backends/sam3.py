@@ -31,10 +31,13 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from seg_ros.engine.backends.base import Backend, BoolArray, Capabilities, MaskOutput, RgbImage
-from seg_ros.engine.backends.hf_stream import StreamingVideoTracker, TrackedMask
+from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput
 from seg_ros.engine.backends.sam2 import prompt_tracker, tracker_prompt
-from seg_ros.engine.backends.sam3_detector import (
+from seg_ros.engine.config import BackendConfig
+from seg_ros.engine.errors import BackendError, ModelLoadError, PromptError, SegRosError
+from seg_ros.engine.prompts import Prompt
+from seg_ros.engine.results import Candidate
+from seg_ros.engine.sam.detector import (
     Detection,
     TextEncoder,
     detector_features,
@@ -43,17 +46,15 @@ from seg_ros.engine.backends.sam3_detector import (
     read_normalisation,
     run_detector,
 )
-from seg_ros.engine.config import BackendConfig
-from seg_ros.engine.errors import BackendError, ModelLoadError, PromptError, SegRosError
-from seg_ros.engine.hf_common import (
+from seg_ros.engine.sam.loading import (
     load_pretrained,
     logits_to_masks,
     model_type_of,
     resolve_device,
     resolve_dtype,
 )
-from seg_ros.engine.prompts import Prompt
-from seg_ros.engine.results import Candidate
+from seg_ros.engine.sam.tracker import StreamingVideoTracker, TrackedMask
+from seg_ros.engine.types import BoolArray, RgbImage
 
 #: The checkpoint a robot uses unless told otherwise (fetched beforehand with seg-ros-download).
 DEFAULT_MODEL = "facebook/sam3"
@@ -246,7 +247,7 @@ class Sam3Backend(Backend):
         self.image_size = int(vision_config.backbone_config.image_size)
         self.grid = self.image_size // int(vision_config.backbone_config.patch_size)
         first = next(self.detector.parameters())
-        self.device: torch.device = first.device
+        self.torch_device: torch.device = first.device
         self.dtype: torch.dtype = first.dtype
         self.mean, self.std = normalisation or ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
         nms = self.options.nms_iou
@@ -262,7 +263,7 @@ class Sam3Backend(Backend):
                 memory_frames=memory_frames,
                 max_conditioning_frames=max_conditioning_frames,
                 prompt_frames=self.options.prompt_frames,
-                batch_objects=self.device.type == "cuda" if batch is None else batch,
+                batch_objects=self.torch_device.type == "cuda" if batch is None else batch,
                 corrections_as_conditioning=self.options.corrections_as_conditioning,
                 independent_objects=self.options.independent_objects,
             )
@@ -274,6 +275,10 @@ class Sam3Backend(Backend):
         self._closed = False
 
     # ------------------------------------------------------------------ protocol
+    @property
+    def device(self) -> str:
+        return str(self.torch_device)
+
     @property
     def memory_frames(self) -> int:
         return int(self.tracker.prompt_frames)
@@ -387,7 +392,7 @@ class Sam3Backend(Backend):
         # Drop every reference to the weights so that their memory can go back.
         del self.tracker, self.text, self.model, self.detector, self.backbones
         gc.collect()
-        if self.device.type == "cuda":
+        if self.torch_device.type == "cuda":
             torch.cuda.empty_cache()
 
     def stats(self) -> dict[str, float]:
@@ -403,13 +408,15 @@ class Sam3Backend(Backend):
                 "input_size": float(self.image_size),
             }
         )
-        if self.device.type == "cuda":
-            stats["cuda_allocated_mb"] = torch.cuda.memory_allocated(self.device) / 2**20
+        if self.torch_device.type == "cuda":
+            stats["cuda_allocated_mb"] = torch.cuda.memory_allocated(self.torch_device) / 2**20
         return stats
 
     # ------------------------------------------------------------------ internals
     def _pixels(self, image: RgbImage) -> torch.Tensor:
-        return preprocess(image, self.image_size, self.device, self.dtype, self.mean, self.std)
+        return preprocess(
+            image, self.image_size, self.torch_device, self.dtype, self.mean, self.std
+        )
 
     def _frame(self, frame_index: int) -> _Frame:
         frame = self.backbones.frames.get(frame_index)
@@ -450,7 +457,7 @@ class Sam3Backend(Backend):
             height,
             width,
             self.image_size,
-            self.device,
+            self.torch_device,
             self.options.scribble_points,
             self.dtype,
         )

@@ -18,10 +18,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-RgbImage = npt.NDArray[np.uint8]
-BoolArray = npt.NDArray[np.bool_]
-FloatArray = npt.NDArray[np.float32]
-BinImage = npt.NDArray[np.int32]
+from seg_ros.engine.types import BinImage, BoolArray, FloatArray, RgbImage
+
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1; x1 / y1 exclusive
 
 L_BINS, A_BINS, B_BINS = 4, 16, 16

@@ -123,7 +123,7 @@ def _load(folder: pathlib.Path, model_type: str) -> None:
     import transformers
 
     from seg_ros.engine.errors import ModelLoadError
-    from seg_ros.engine.hf_common import load_pretrained
+    from seg_ros.engine.sam.loading import load_pretrained
 
     model_cls = getattr(transformers, SUPPORTED[model_type][1])
     try:

@@ -58,9 +58,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from seg_ros.engine.backends import hf_adapter as lib
-from seg_ros.engine.backends.hf_adapter import session_class_for  # noqa: F401 (re-exported)
 from seg_ros.engine.errors import PromptError
+from seg_ros.engine.sam import adapter as lib
+from seg_ros.engine.sam.adapter import session_class_for  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     import torch

@@ -9,7 +9,7 @@ summary line per frame and, at the end, the achieved frame rate, the latency (so
 instances received) and what each object did; the same goes into `output_dir/summary.json`.
 The exit code is 0 when every prompt succeeded and every prompted object was seen visible.
 
-    python -m seg_ros.demo_client --ros-args -p output_dir:=demo_out -p frames:=300 \\
+    python -m seg_ros.tools.demo_client --ros-args -p output_dir:=demo_out -p frames:=300 \\
         -p plan:='{"point": [190, 200], "box": [395, 129, 107, 79], ...}'
 """
 
@@ -119,7 +119,9 @@ class DemoClient(Node):
         self.declare_parameter("node", "/segmentation_node")
         self.declare_parameter("output_dir", "demo_out")
         self.declare_parameter("frames", 300)
-        self.declare_parameter("plan", "")  # JSON: seg_ros.demo_camera.demo_plan(width, height)
+        self.declare_parameter(
+            "plan", ""
+        )  # JSON: seg_ros.tools.demo_camera.demo_plan(width, height)
         self.declare_parameter("write_png_every", 10)
         self.declare_parameter("video", True)
         target = str(self.get_parameter("node").value).rstrip("/")
@@ -130,7 +132,7 @@ class DemoClient(Node):
         self.want_video = bool(self.get_parameter("video").value)
         plan_text = str(self.get_parameter("plan").value)
         if not plan_text:
-            from seg_ros.demo_camera import demo_plan  # the clip's own prompts, 640x480
+            from seg_ros.tools.demo_camera import demo_plan  # the clip's own prompts, 640x480
 
             plan_text = json.dumps(demo_plan())
         self.plan = DemoPlan.from_json(plan_text)

@@ -8,9 +8,9 @@ Layout (20 bytes per point, little-endian, unorganised: height 1, width N):
     offset 12 rgb       float32  PCL-style packed colour 0x00RRGGBB (the bits, not a number)
     offset 16 instance  uint32   the object's mask value (as in ~/mask and Instance.mask_value)
 
-`rgb` is the object's colour from `seg_ros.colors` (the overlay's and the markers'), so RViz's
-RGB8 colour transformer shows each object's points in its overlay colour; `instance` is the
-field to segment by. Built with a numpy structured array, no per-point Python.
+`rgb` is the object's colour from `seg_ros.outputs.colors` (the overlay's and the markers'),
+so RViz's RGB8 colour transformer shows each object's points in its overlay colour; `instance`
+is the field to segment by. Built with a numpy structured array, no per-point Python.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from sensor_msgs.msg import PointCloud2, PointField
 
-from seg_ros.colors import color_rgb
+from seg_ros.outputs.colors import color_rgb
 
 #: One point of the cloud, in the byte order of the message (little-endian). `rgb` holds the
 #: packed 0x00RRGGBB bits (stored as uint32 here; the message declares FLOAT32 as PCL does).

@@ -2,7 +2,7 @@
 
 Per object with a finite centroid, visible on the frame:
   * a CUBE (or SPHERE) at `Instance.centroid` scaled by `Instance.extent`, in the object's colour
-    (`seg_ros.colors.color_rgba_float(mask_value)`, the overlay's colour);
+    (`seg_ros.outputs.colors.color_rgba_float(mask_value)`, the overlay's colour);
   * a TEXT_VIEW_FACING "id: label score" just above it ("above" in the image: -y in the camera
     optical frame, y pointing down).
 
@@ -26,7 +26,7 @@ from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from seg_ros.colors import color_rgba_float
+from seg_ros.outputs.colors import color_rgba_float
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ and the pillow on the first frame it saw (stamped prompts: the node keeps recent
 refines the boy with a background click. `--clip synthetic` plays the generated clip instead
 (the default where the real one is absent, e.g. from an install without the source tree).
 
-    python -m seg_ros.demo [--frames 300] [--fps 15] [--backend classic] [--out demo_out]
+    python -m seg_ros.tools.demo [--frames 300] [--fps 15] [--backend classic] [--out demo_out]
         [--clip data/bedroom.mp4 | synthetic]
 """
 
@@ -27,9 +27,9 @@ import subprocess
 import sys
 import time
 
-from seg_ros.demo_camera import clip_plan, demo_plan
+from seg_ros.tools.demo_camera import clip_plan, demo_plan
 
-PACKAGE_ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = pathlib.Path(__file__).resolve().parents[2]
 #: The real clip shipped in the source checkout.
 DEFAULT_CLIP = PACKAGE_ROOT / "data" / "bedroom.mp4"
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.input_qos:
         node_cmd += ["-p", f"qos_reliability:={args.input_qos}"]
     camera_cmd = [
-        py, "-m", "seg_ros.demo_camera", "--ros-args",
+        py, "-m", "seg_ros.tools.demo_camera", "--ros-args",
         "-p", f"width:={args.width}", "-p", f"height:={args.height}", "-p", f"fps:={args.fps}",
     ]  # fmt: skip
     real = args.clip != "synthetic"
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             at = [max(1 + i, round(f * args.frames / (2 * at[-1]))) for i, f in enumerate(at)]
         plan = json.dumps({**plan_dict, "at_frames": at})
     client_cmd = [
-        py, "-m", "seg_ros.demo_client", "--ros-args",
+        py, "-m", "seg_ros.tools.demo_client", "--ros-args",
         "-p", f"output_dir:={args.out}", "-p", f"frames:={args.frames}", "-p", f"plan:='{plan}'",
     ]  # fmt: skip
     print(f"[demo] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}; overlays -> {args.out}/", flush=True)

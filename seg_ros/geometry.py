@@ -41,9 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seg_ros.engine.errors import FrameError
-
-FloatArray = npt.NDArray[np.float32]
-BoolArray = npt.NDArray[np.bool_]
+from seg_ros.engine.types import BoolArray, FloatArray
 
 #: Depth encodings accepted by `depth_array_from_msg`: encoding -> (dtype, scale to metres).
 DEPTH_ENCODINGS: dict[str, tuple[str, float]] = {

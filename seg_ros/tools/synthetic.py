@@ -15,7 +15,7 @@ Any size works; the default is 640x480.
     for t in range(len(seq)):
         frame = seq.frame(t)        # frame.image: RGB uint8 (H, W, 3); frame.masks: {id: bool HxW}
 
-`python -m seg_ros.synthetic --out /tmp/seq` writes a contact sheet of every named sequence.
+`python -m seg_ros.tools.synthetic --out /tmp/seq` writes a contact sheet of every named sequence.
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
-RgbImage = npt.NDArray[np.uint8]
-BoolArray = npt.NDArray[np.bool_]
+from seg_ros.engine.types import BoolArray, RgbImage
+
 Rgb = tuple[int, int, int]
 
 #: Shapes an object can have (outline in object coordinates, radius ~1).

@@ -1,15 +1,15 @@
 """A camera that plays the demo clip: a real recording (`clip`, e.g. data/bedroom.mp4) or the
-synthetic one, three toys on a tiled floor (seg_ros.synthetic).
+synthetic one, three toys on a tiled floor (seg_ros.tools.synthetic).
 
 Publishes `~/image` (sensor_msgs/Image, rgb8, reliable depth 1) at `fps`, stamped with the
 time of publication, frame_id `frame_id`, looping the clip. The clip starts when the first
 subscriber appears, so a node that starts late still sees the still opening where the demo's
 prompts (`demo_plan`) land on their objects.
 
-    python -m seg_ros.demo_camera --ros-args -p width:=640 -p height:=480 -p fps:=15.0
+    python -m seg_ros.tools.demo_camera --ros-args -p width:=640 -p height:=480 -p fps:=15.0
 
 `demo_plan(width, height)` gives the prompts the demo client sends for this clip; it needs no
-ROS (launch files and `seg_ros.demo` import it).
+ROS (launch files and `seg_ros.tools.demo` import it).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from seg_ros.synthetic import DEMO_FRAMES, box_of, interior_point, make_sequence
+from seg_ros.tools.synthetic import DEMO_FRAMES, box_of, interior_point, make_sequence
 
 
 def demo_plan(width: int = 640, height: int = 480) -> dict[str, Any]:

@@ -21,13 +21,13 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-from seg_ros.engine import hf_common
 from seg_ros.engine.errors import ModelLoadError
+from seg_ros.engine.sam import loading as hf_common
+from seg_ros.engine.types import BoolArray
 
 if TYPE_CHECKING:
     from transformers import Sam3Model
 
-BoolArray = npt.NDArray[np.bool_]
 
 #: SAM 3's image processor normalises with mean = std = 0.5 (not ImageNet's statistics, unlike
 #: SAM 2): `Sam3ImageProcessor.image_mean/std = IMAGENET_STANDARD_MEAN/STD`.

@@ -29,10 +29,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from seg_ros.engine.backends import classic_ops as ops
-
-FloatArray = npt.NDArray[np.float32]
-BoolArray = npt.NDArray[np.bool_]
+from seg_ros.engine.classic import ops
+from seg_ros.engine.types import BoolArray, FloatArray
 
 #: Variance floor of the local colour models (8-bit Lab units squared): sensor noise and JPEG.
 _VAR_FLOOR = 16.0

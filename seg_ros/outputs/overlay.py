@@ -1,6 +1,6 @@
 """The `~/overlay` picture: coloured masks, contours and "id: label score" on the camera frame.
 
-Colours come from seg_ros.colors (by mask value), so the overlay matches the RViz markers.
+Colours come from seg_ros.outputs.colors (by mask value), so the overlay matches the RViz markers.
 The node renders it only while `~/overlay` has a subscriber.
 """
 
@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from seg_ros.colors import color_bgr
 from seg_ros.engine.results import ObjectMask
+from seg_ros.outputs.colors import color_bgr
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 

@@ -1,0 +1,1 @@
+"""The weightless classic backend's image operations and per-object tracking."""

@@ -1,0 +1,1 @@
+"""Tools around the node: the demo (camera, client, runner), synthetic clips, model download."""
