@@ -1,4 +1,4 @@
-"""engine.sam.loading's preprocessing is the SAM 2 image processor's, to the bit, without torchvision."""
+"""engine.sam.loading: preprocessing equals the SAM 2 image processor's, bit for bit."""
 
 from __future__ import annotations
 
