@@ -167,7 +167,7 @@ class SegmentationNode(Node):
         if session is not None:
             session.close()
             self.load_error = "the model was released"
-            gc.collect()  # frames and results held in reference cycles keep their arrays
+            gc.collect()  # model tensors in reference cycles would keep their (GPU) memory
 
     # ------------------------------------------------------------------ I/O
     def open_io(self) -> None:
