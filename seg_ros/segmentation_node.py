@@ -110,9 +110,11 @@ class SegmentationNode(ServiceHandlers, Node):
         self.stats = NodeStats()
         self.markers = MarkerPublisherState()
         self._markers_output: Output | None = None  # ~/markers while open (with use_depth)
+        self._pub_diagnostics: Any = None  # /diagnostics while open (diagnostics_period_s > 0)
         #: The image + depth + camera_info synchroniser while open with use_depth.
         self.sync: SyncHandle | None = None
-        self._vision_msgs = detections.available()  # once: a failing import is retried each call
+        # Checked once at start-up: a missing module's import would be retried on every call.
+        self._vision_msgs = detections.available()
         if not self._vision_msgs:
             self.get_logger().info("vision_msgs is not installed: no ~/detections output")
         #: Called in turn with every ProcessedFrame (from the worker thread): the Output records
@@ -248,7 +250,7 @@ class SegmentationNode(ServiceHandlers, Node):
             self.get_logger().warning("the worker is still in a frame; leaving it behind")
         # Deactivated or shut down: take this node's boxes off RViz rather than freeze them there.
         self._clear_markers()  # nothing after Ctrl-C
-        self._markers_output = self.sync = None
+        self._markers_output = self.sync = self._pub_diagnostics = None
         destroy: dict[str, Callable[[Any], Any]] = {
             "subscription": self.destroy_subscription,
             "publisher": self.destroy_publisher,
@@ -338,6 +340,9 @@ class SegmentationNode(ServiceHandlers, Node):
 
     def _publish_diagnostics(self) -> None:
         """Timer: one DiagnosticStatus from `stats` and what the node knows about its model."""
+        publisher = self._pub_diagnostics  # None once close_io ran
+        if publisher is None:
+            return
         session = self.session
         info = NodeInfo(
             node_name=self.get_fully_qualified_name(),
@@ -350,7 +355,7 @@ class SegmentationNode(ServiceHandlers, Node):
         )
         stamp = self.get_clock().now().to_msg()
         send(
-            self._pub_diagnostics,
+            publisher,
             lambda: build_diagnostic_array(stamp, self.stats.snapshot(), info),
             self.context.ok,
         )
