@@ -12,7 +12,7 @@ calls one of its steps, so no behaviour is duplicated here:
                                 FAILURE, the error is logged and the node stays unconfigured
     activate    open_io         subscriptions, publishers, services, worker, diagnostics timer
     deactivate  close_io        the worker finishes its frame; every topic and service goes away
-    cleanup     release_model   close the session, free the model (torch.cuda.empty_cache)
+    cleanup     release_model   close the session; the backend's close() frees the model (GPU too)
     shutdown    close_io + release_model, from any state
     error       close_io + release_model, back to unconfigured
 

@@ -4,12 +4,18 @@ Every parameter has a description and, where it makes sense, a range or a list o
 (`ros2 param describe /segmentation_node <name>`). They are read at startup (read-only): change
 them in config/seg_ros.yaml or with `-p name:=value` and restart. An invalid value raises
 `ParameterError` naming the parameter, the value and what is allowed.
+
+`SPECS` is the one source of truth for names, descriptions, ranges and defaults. The model's
+defaults (backend, model, device, dtype, input_size, memory_frames, max_conditioning_frames,
+compile) are the engine's `BackendConfig` field defaults, read from it, not repeated here.
+`NodeParams` has no defaults of its own: `parse` fills what is not given from SPECS.
+config/seg_ros.yaml lists every parameter at its default (test/test_params.py checks all three).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -36,29 +42,37 @@ class _Spec:
     float_range: tuple[float, float] | None = None
 
 
+#: The engine's defaults for the model parameters (BackendConfig's own field defaults).
+_ENGINE: dict[str, Any] = {f.name: f.default for f in fields(BackendConfig) if f.name != "options"}
+
 # name -> spec, in the order of config/seg_ros.yaml.
 SPECS: dict[str, _Spec] = {
-    "backend": _Spec("classic", "Segmentation model", choices=tuple(available_backends())),
+    "backend": _Spec(_ENGINE["backend"], "Segmentation model", choices=tuple(available_backends())),
     "model": _Spec(
-        "", "Local folder (config.json + *.safetensors) or hub id; empty = the backend's default"
+        _ENGINE["model"],
+        "Local folder (config.json + *.safetensors) or hub id; empty = the backend's default",
     ),
-    "device": _Spec("auto", "auto (cuda when available), cuda, cuda:N or cpu"),
-    "dtype": _Spec("float32", "Compute dtype (float16 / bfloat16 on GPU)", choices=DTYPES),
+    "device": _Spec(_ENGINE["device"], "auto (cuda when available), cuda, cuda:N or cpu"),
+    "dtype": _Spec(_ENGINE["dtype"], "Compute dtype (float16 / bfloat16 on GPU)", choices=DTYPES),
     "input_size": _Spec(
-        0,
+        _ENGINE["input_size"],
         "Model input side in pixels, a multiple of 16; 0 = the model's own",
         int_range=(0, 4096, 16),
     ),
     "memory_frames": _Spec(
-        0,
+        _ENGINE["memory_frames"],
         "Recent frames the tracker attends to (bounds memory and cost); 0 = the model's own. "
         "classic: frames kept for prompts stamped on a past frame (0 = 30; ~0.5 MB each)",
         int_range=(0, 1024, 1),
     ),
     "max_conditioning_frames": _Spec(
-        4, "Prompted frames kept per object (oldest dropped beyond it)", int_range=(1, 64, 1)
+        _ENGINE["max_conditioning_frames"],
+        "Prompted frames kept per object (oldest dropped beyond it)",
+        int_range=(1, 64, 1),
     ),
-    "compile": _Spec(False, "torch.compile the heavy modules (GPU; the first frames are slow)"),
+    "compile": _Spec(
+        _ENGINE["compile"], "torch.compile the heavy modules (GPU; the first frames are slow)"
+    ),
     "backend_options": _Spec(
         "", 'Backend-specific options as a JSON object, e.g. {"delay_s": 0.1} for fake; "" = none'
     ),
@@ -67,11 +81,6 @@ SPECS: dict[str, _Spec] = {
         0.5, "Objects scoring below it are reported not visible", float_range=(0.0, 1.0)
     ),
     "input_compressed": _Spec(False, "Subscribe to image/compressed (jpeg / png) instead of image"),
-    "publish_mask": _Spec(True, "Publish ~/mask, the mono16 label image"),
-    "publish_overlay": _Spec(
-        True, "Publish ~/overlay, the coloured bgr8 picture (rendered only when subscribed)"
-    ),
-    "overlay_alpha": _Spec(0.5, "Opacity of the mask colours in ~/overlay", float_range=(0.0, 1.0)),
     "qos_reliability": _Spec(
         "best_effort",
         "Input image QoS reliability (sensor data: best_effort)",
@@ -82,6 +91,11 @@ SPECS: dict[str, _Spec] = {
         "Input QoS history depth (the newest frame wins anyway; with use_depth at least 5 each)",
         int_range=(1, 100, 1),
     ),
+    "publish_mask": _Spec(True, "Publish ~/mask, the mono16 label image"),
+    "publish_overlay": _Spec(
+        True, "Publish ~/overlay, the coloured bgr8 picture (rendered only when subscribed)"
+    ),
+    "overlay_alpha": _Spec(0.5, "Opacity of the mask colours in ~/overlay", float_range=(0.0, 1.0)),
     "use_depth": _Spec(
         False,
         "Also subscribe to depth (registered to image) and camera_info, approximately synchronised "
@@ -114,32 +128,39 @@ SPECS: dict[str, _Spec] = {
 
 @dataclass(frozen=True)
 class NodeParams:
-    """The node's validated parameter values (see SPECS for their meaning)."""
+    """The node's validated parameter values: one field per SPECS entry (meaning, default).
 
-    backend: str = "classic"
-    model: str = ""
-    device: str = "auto"
-    dtype: str = "float32"
-    input_size: int = 0
-    memory_frames: int = 0
-    max_conditioning_frames: int = 4
-    compile: bool = False
-    backend_options: dict[str, Any] = field(default_factory=dict)
-    max_objects: int = 16
-    score_threshold: float = 0.5
-    input_compressed: bool = False
-    publish_mask: bool = True
-    publish_overlay: bool = True
-    overlay_alpha: float = 0.5
-    qos_reliability: str = "best_effort"
-    qos_depth: int = 1
-    use_depth: bool = False
-    sync_slop_s: float = 0.05
-    sync_queue_size: int = 10
-    publish_markers: bool = True
-    publish_points: bool = True
-    points_max_per_object: int = 5000
-    diagnostics_period_s: float = 1.0
+    Made by `parse` (or `declare_parameters`); `NodeParams.defaults()` is every default.
+    """
+
+    backend: str
+    model: str
+    device: str
+    dtype: str
+    input_size: int
+    memory_frames: int
+    max_conditioning_frames: int
+    compile: bool
+    backend_options: dict[str, Any]  # the parsed JSON object of the parameter's text
+    max_objects: int
+    score_threshold: float
+    input_compressed: bool
+    qos_reliability: str
+    qos_depth: int
+    publish_mask: bool
+    publish_overlay: bool
+    overlay_alpha: float
+    use_depth: bool
+    sync_slop_s: float
+    sync_queue_size: int
+    publish_markers: bool
+    publish_points: bool
+    points_max_per_object: int
+    diagnostics_period_s: float
+
+    @classmethod
+    def defaults(cls) -> NodeParams:
+        return parse({})
 
     def backend_config(self) -> BackendConfig:
         return BackendConfig(
@@ -200,10 +221,14 @@ def declare_parameters(node: Node) -> NodeParams:
 
 
 def parse(values: dict[str, Any]) -> NodeParams:
-    """Validate raw values (as declared) into NodeParams; unknown names are refused."""
+    """Validate raw values (as declared) into NodeParams; unknown names are refused.
+
+    A parameter not in `values` takes its SPECS default.
+    """
     unknown = set(values) - set(SPECS)
     if unknown:
         raise ParameterError(f"unknown parameters {sorted(unknown)}")
+    values = {**{name: spec.default for name, spec in SPECS.items()}, **values}
     for name, value in values.items():
         spec = SPECS[name]
         if spec.choices and value not in spec.choices:

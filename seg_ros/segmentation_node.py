@@ -15,9 +15,12 @@ Every service answers success + message and never raises; a backend that fails t
 node up, answering success=false with the reason.
 
 Structure: `load_model` / `release_model` (weights), `open_io` / `close_io` (topics, services,
-worker), `process_frame` (message -> ProcessedFrame) and `publish`, which calls every callable in
-`outputs` with the ProcessedFrame: further outputs join that list, and `locate` is the hook
-that fills the instances' 3D fields.
+worker), `process_frame` (message -> ProcessedFrame) and `publish`, which calls every entry of
+`outputs` with the ProcessedFrame. The per-frame topics and the parameters that turn them on are
+one table, seg_ros.outputs.registry.make_outputs; `locate` is the hook that fills the instances'
+3D fields. One counter, `stats` (seg_ros.outputs.diagnostics.NodeStats), counts every frame as
+received, dropped, processed (after publishing) or failed, and feeds /diagnostics. The service
+handlers (`_on_add_points` ...) are seg_ros.services.ServiceHandlers, mixed into this class.
 
 Robot-side outputs. With `use_depth`, `image` + `depth` + `camera_info` are approximately
 synchronised (seg_ros.sync: message_filters when installed) and the *set* goes through the same
@@ -25,69 +28,51 @@ one-slot buffer. Each frame then carries a lazy `FrameDepth` (seg_ros.rgbd): dep
 and each visible object's geometry computed only when an output asks for 3D (instances, markers,
 points, detections with a subscriber), once per frame and object. `~/markers` (RViz boxes +
 labels, DELETE / DELETEALL), `~/points` (PointCloud2 with an instance field), `~/detections`
-(+ `~/detections_3d`, when vision_msgs is installed) and `/diagnostics` (a timer over NodeStats)
-are further entries of `outputs` / timers made in `open_io`. seg_ros.lifecycle_node runs the same
-class as a managed node: configure = load_model, activate = open_io, deactivate = close_io,
-cleanup = release_model.
+(+ `~/detections_3d`, when vision_msgs is installed) are further outputs; `/diagnostics` is a
+timer over `stats`. seg_ros.lifecycle_node runs the same class as a managed node:
+configure = load_model, activate = open_io, deactivate = close_io, cleanup = release_model.
 """
 
 from __future__ import annotations
 
 import gc
-import importlib
 import signal
-import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cached_property
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeAlias
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from rclpy.qos import ReliabilityPolicy
+from rclpy.utilities import try_shutdown
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
-from std_srvs.srv import Trigger
-from visualization_msgs.msg import MarkerArray
 
 from seg_ros.conversions import (
     ConversionError,
     Locate3D,
-    RgbImage,
-    build_prompt,
-    candidate_instances,
     compressed_to_rgb,
-    frame_to_msg,
     image_to_rgb,
-    instance_to_msg,
-    ns_to_stamp,
-    numpy_to_image,
     stamp_to_ns,
 )
-from seg_ros.engine import FrameResult, Prompt, SegmentationSession, SegRosError
-from seg_ros.engine.errors import NoFrameError
+from seg_ros.engine import SegmentationSession, SegRosError
 from seg_ros.engine.registry import build_backend
-from seg_ros.msg import InstanceArray
+from seg_ros.frame_queue import LatestSlot, RequestsFirst
 from seg_ros.node_params import NodeParams, ParameterError, declare_parameters
 from seg_ros.outputs import detections
 from seg_ros.outputs.diagnostics import NodeInfo, NodeStats, build_diagnostic_array
 from seg_ros.outputs.markers import MarkerPublisherState
-from seg_ros.outputs.overlay import render_overlay
-from seg_ros.outputs.pointcloud import build_pointcloud2
+from seg_ros.outputs.registry import OUTPUT_QOS, Output, ProcessedFrame, make_outputs, send
 from seg_ros.rgbd import FrameDepth, RgbdInput
-from seg_ros.srv import AddBox, AddMask, AddPoints, AddText, RemoveObject, SegmentImage
+from seg_ros.services import ServiceHandlers
 from seg_ros.sync import SyncHandle, make_synchronizer
 
 NODE_NAME = "segmentation_node"
-#: Outputs are reliable; a short history is enough (a late reader wants the newest frame).
-OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 #: History depth of each synchronised input (image, depth, camera_info) at least: a set needs
 #: all three, and with depth 1 a late executor lost whole sets (measured with the real
 #: message_filters under CPU load by the review that found it, not re-measured since: 5.7-7.9 Hz
@@ -100,101 +85,11 @@ LOG_THROTTLE_S = 5.0
 #: another clock: its age is then not reported in /diagnostics (seconds).
 MAX_SENSIBLE_AGE_S = 60.0
 
-Msg = TypeVar("Msg")
+#: What the worker takes from the input slot: an image, or a synchronised RGB-D set.
+InputMsg: TypeAlias = Image | CompressedImage | RgbdInput
 
 
-@dataclass(frozen=True)
-class ProcessedFrame:
-    """One processed camera frame: what every output is made from."""
-
-    header: Header  # the input image's header: stamp and frame_id of every output
-    rgb: RgbImage  # RGB uint8 (H, W, 3), the frame the model saw
-    result: FrameResult
-    received_at: float  # time.monotonic() when the message arrived (latency = now - this)
-    locate: Locate3D | None = None  # 3D of an object on this frame (None: NaN)
-    depth: FrameDepth | None = None  # this frame's depth (use_depth), converted on first use
-
-    @cached_property
-    def instance_array(self) -> InstanceArray:
-        """The frame's InstanceArray (with 3D through `locate`), built once for every output."""
-        return frame_to_msg(self.result, self.header, self.locate)
-
-
-@dataclass
-class FrameStats:
-    received: int = 0  # messages the subscription delivered
-    dropped: int = 0  # replaced by a newer message before the worker took them
-    processed: int = 0  # went through the model and were published
-    failed: int = 0  # refused (bad message, model error, no model)
-    bad_depth: int = 0  # processed, but their depth was unusable (no 3D)
-
-
-class LatestSlot(Generic[Msg]):
-    """A one-message buffer: `put` replaces (and counts as dropped) what was not taken yet."""
-
-    def __init__(self, stats: FrameStats) -> None:
-        self._cond = threading.Condition()
-        self._item: tuple[Msg, float] | None = None
-        self._closed = False
-        self._stats = stats
-
-    def put(self, msg: Msg) -> bool:
-        """Offer the newest message; True when it replaced one the worker never took."""
-        now = time.monotonic()
-        with self._cond:
-            self._stats.received += 1
-            replaced = self._item is not None
-            if replaced:
-                self._stats.dropped += 1
-            self._item = (msg, now)
-            self._cond.notify()
-        return replaced
-
-    def take(self) -> tuple[Msg, float] | None:
-        """(newest message, its monotonic arrival time), waiting for one; None once closed."""
-        with self._cond:
-            while self._item is None and not self._closed:
-                self._cond.wait()
-            item, self._item = self._item, None
-            return None if self._closed else item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
-class RequestsFirst:
-    """Lets waiting service requests take the session before the worker's next frame.
-
-    The session's lock is not fair: a worker that always has a next frame ready would re-take it
-    at once and could starve a prompt for many frames. Requests register here; the worker starts
-    a frame only when none is waiting (or after `max_wait_s`, so a flood of requests cannot stop
-    the stream).
-    """
-
-    def __init__(self, max_wait_s: float = 1.0) -> None:
-        self._cond = threading.Condition()
-        self._waiting = 0
-        self.max_wait_s = max_wait_s
-
-    @contextmanager
-    def request(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._waiting -= 1
-                self._cond.notify_all()
-
-    def wait_for_requests(self) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: self._waiting == 0, timeout=self.max_wait_s)
-
-
-class SegmentationNode(Node):
+class SegmentationNode(ServiceHandlers, Node):
     """Segments and tracks prompted objects on the `image` stream (see the module docstring).
 
     Raises ParameterError at construction for an invalid parameter value. `start=False` only
@@ -211,23 +106,24 @@ class SegmentationNode(Node):
         self.session: SegmentationSession | None = None
         self.load_error = "the model is not loaded"
         self.device = ""  # where the model runs ("cuda:0", "cpu"), once loaded
-        self.stats = FrameStats()
-        #: Rates, latencies and drops for /diagnostics (fed alongside `stats`).
-        self.health = NodeStats()
+        #: The one frame counter: totals for tests, rates and latencies for /diagnostics.
+        self.stats = NodeStats()
         self.markers = MarkerPublisherState()
-        self._marker_header = Header()  # of the last markers published (for DELETEALL)
-        self._pub_markers: Any = None  # ~/markers while open (with use_depth)
+        self._markers_output: Output | None = None  # ~/markers while open (with use_depth)
+        self._pub_diagnostics: Any = None  # /diagnostics while open (diagnostics_period_s > 0)
         #: The image + depth + camera_info synchroniser while open with use_depth.
         self.sync: SyncHandle | None = None
+        # Checked once at start-up: a missing module's import would be retried on every call.
         self._vision_msgs = detections.available()
         if not self._vision_msgs:
             self.get_logger().info("vision_msgs is not installed: no ~/detections output")
-        #: Called in turn with every ProcessedFrame (from the worker thread).
+        #: Called in turn with every ProcessedFrame (from the worker thread): the Output records
+        #: of make_outputs while open; tests and benchmarks may add their own callables.
         self.outputs: list[Callable[[ProcessedFrame], None]] = []
         #: 3D centroid / extent of an object (None: NaN in the instances).
         self.locate: Locate3D | None = None
         self._latest: ProcessedFrame | None = None
-        self._slot: LatestSlot[Image | CompressedImage | RgbdInput] = LatestSlot(self.stats)
+        self._slot: LatestSlot[InputMsg] = LatestSlot()
         self._requests = RequestsFirst()
         self._worker: threading.Thread | None = None
         self._entities: list[tuple[str, Any]] = []  # (kind, entity) made by open_io
@@ -262,51 +158,62 @@ class SegmentationNode(Node):
         return True
 
     def release_model(self) -> None:
-        """Close the session and give the model's memory back (GPU included). Idempotent."""
+        """Close the session; its backend's close() gives the model's memory back. Idempotent."""
         session, self.session = self.session, None
         self._latest = None
         if session is not None:
             session.close()
             self.load_error = "the model was released"
-            gc.collect()  # model tensors in reference cycles would keep their GPU blocks
-            torch = sys.modules.get("torch")  # never import torch just to free nothing
-            if torch is not None and torch.cuda.is_initialized():
-                torch.cuda.empty_cache()
+            gc.collect()  # model tensors in reference cycles would keep their (GPU) memory
 
     # ------------------------------------------------------------------ I/O
     def open_io(self) -> None:
         """Input subscription, output publishers, services and the worker thread."""
         if self._worker is not None:
             return
-        params = self.params
-        slot: LatestSlot[Image | CompressedImage | RgbdInput] = LatestSlot(self.stats)
+        slot: LatestSlot[InputMsg] = LatestSlot()
         self._slot = slot
+        qos, inputs = self._open_input(slot)
+        outputs = make_outputs(self, self.params, self.markers, self._vision_msgs)
+        self.outputs = list(outputs)
+        self._entities += [("publisher", out.publisher) for out in outputs]
+        self._markers_output = next((o for o in outputs if o.name == "~/markers"), None)
+        if self.params.diagnostics_period_s > 0:
+            self._pub_diagnostics = self.create_publisher(
+                DiagnosticArray, "/diagnostics", OUTPUT_QOS
+            )
+            timer = self.create_timer(
+                self.params.diagnostics_period_s,
+                self._publish_diagnostics,
+                callback_group=self._timer_group,
+            )
+            self._entities += [("publisher", self._pub_diagnostics), ("timer", timer)]
+        for srv_type, name, handler in self._service_table():
+            service = self.create_service(
+                srv_type, name, handler, callback_group=self._service_group
+            )
+            self._entities.append(("service", service))
+        self._worker = threading.Thread(
+            target=self._run_worker, args=(slot,), name="segmentation_worker", daemon=True
+        )
+        self._worker.start()
+        reliability = "reliable" if qos.reliability == ReliabilityPolicy.RELIABLE else "best effort"
+        self.get_logger().info(f"segmenting {inputs}, {reliability}, history {qos.depth}")
+
+    def _open_input(self, slot: LatestSlot[InputMsg]) -> tuple[Any, str]:
+        """The image subscription, or the image + depth + camera_info synchroniser (use_depth).
+
+        Returns the input QoS and the input topics' names for the start-up log line.
+        """
+        params = self.params
         image_type: type = Image
         image_topic = "image"
         if params.input_compressed:
             # `-r image:=/cam/image` must move image/compressed too, as image_transport does.
-            image_type, image_topic = (
-                CompressedImage,
-                self.resolve_topic_name("image") + "/compressed",
-            )
+            image_type = CompressedImage
+            image_topic = self.resolve_topic_name("image") + "/compressed"
         qos = params.input_qos()
-        if params.use_depth:
-            # The synchronised set takes the image's place in the slot: newest set wins.
-            qos.depth = max(qos.depth, SYNC_MIN_QOS_DEPTH)
-            sync = make_synchronizer(
-                self,
-                [(image_type, image_topic), (Image, "depth"), (CameraInfo, "camera_info")],
-                lambda image, depth, info: self._offer(slot, RgbdInput(image, depth, info)),
-                slop_s=params.sync_slop_s,
-                queue_size=params.sync_queue_size,
-                qos_profile=qos,
-                callback_group=self._input_group,
-            )
-            self.sync = sync
-            self._entities = [("sync", sync)]
-            names = [self.resolve_topic_name(t) for t in (image_topic, "depth", "camera_info")]
-            inputs = " + ".join(names) + f" ({sync.backend} approximate-time sync)"
-        else:
+        if not params.use_depth:
             sub = self.create_subscription(
                 image_type,
                 image_topic,
@@ -315,74 +222,22 @@ class SegmentationNode(Node):
                 callback_group=self._input_group,
             )
             self._entities = [("subscription", sub)]
-            inputs = sub.topic_name
-        self._pub_instances = self.create_publisher(InstanceArray, "~/instances", OUTPUT_QOS)
-        self._entities.append(("publisher", self._pub_instances))
-        self.outputs = [self._publish_instances]
-        if params.publish_mask:
-            self._pub_mask = self.create_publisher(Image, "~/mask", OUTPUT_QOS)
-            self._entities.append(("publisher", self._pub_mask))
-            self.outputs.append(self._publish_mask)
-        if params.publish_overlay:
-            self._pub_overlay = self.create_publisher(Image, "~/overlay", OUTPUT_QOS)
-            self._entities.append(("publisher", self._pub_overlay))
-            self.outputs.append(self._publish_overlay)
-        self._open_robot_outputs()
-        services: list[tuple[Any, str, Callable[[Any, Any], Any]]] = [
-            (AddPoints, "~/add_points", self._on_add_points),
-            (AddBox, "~/add_box", self._on_add_box),
-            (AddMask, "~/add_mask", self._on_add_mask),
-            (AddText, "~/add_text", self._on_add_text),
-            (RemoveObject, "~/remove_object", self._on_remove_object),
-            (Trigger, "~/reset", self._on_reset),
-            (SegmentImage, "~/segment", self._on_segment),
-        ]
-        for srv_type, name, handler in services:
-            service = self.create_service(
-                srv_type, name, handler, callback_group=self._service_group
-            )
-            self._entities.append(("service", service))
-        self._worker = threading.Thread(
-            target=self._run_worker, args=(self._slot,), name="segmentation_worker", daemon=True
+            return qos, sub.topic_name
+        # The synchronised set takes the image's place in the slot: newest set wins.
+        qos.depth = max(qos.depth, SYNC_MIN_QOS_DEPTH)
+        sync = make_synchronizer(
+            self,
+            [(image_type, image_topic), (Image, "depth"), (CameraInfo, "camera_info")],
+            lambda image, depth, info: self._offer(slot, RgbdInput(image, depth, info)),
+            slop_s=params.sync_slop_s,
+            queue_size=params.sync_queue_size,
+            qos_profile=qos,
+            callback_group=self._input_group,
         )
-        self._worker.start()
-        reliability = "reliable" if qos.reliability == ReliabilityPolicy.RELIABLE else "best effort"
-        self.get_logger().info(f"segmenting {inputs}, {reliability}, history {qos.depth}")
-
-    def _open_robot_outputs(self) -> None:
-        """3D, RViz, vision_msgs and diagnostics outputs (part of `open_io`)."""
-        params = self.params
-        if params.use_depth and params.publish_markers:
-            self._pub_markers = self.create_publisher(MarkerArray, "~/markers", OUTPUT_QOS)
-            self._entities.append(("publisher", self._pub_markers))
-            self.outputs.append(self._publish_markers)
-        if params.use_depth and params.publish_points:
-            self._pub_points = self.create_publisher(PointCloud2, "~/points", OUTPUT_QOS)
-            self._entities.append(("publisher", self._pub_points))
-            self.outputs.append(self._publish_points)
-        if self._vision_msgs:
-            vision = importlib.import_module("vision_msgs.msg")
-            self._pub_det2d = self.create_publisher(
-                vision.Detection2DArray, "~/detections", OUTPUT_QOS
-            )
-            self._entities.append(("publisher", self._pub_det2d))
-            self.outputs.append(self._publish_detections)
-            if params.use_depth:
-                self._pub_det3d = self.create_publisher(
-                    vision.Detection3DArray, "~/detections_3d", OUTPUT_QOS
-                )
-                self._entities.append(("publisher", self._pub_det3d))
-                self.outputs.append(self._publish_detections_3d)
-        if params.diagnostics_period_s > 0:
-            self._pub_diagnostics = self.create_publisher(
-                DiagnosticArray, "/diagnostics", OUTPUT_QOS
-            )
-            timer = self.create_timer(
-                params.diagnostics_period_s,
-                self._publish_diagnostics,
-                callback_group=self._timer_group,
-            )
-            self._entities += [("publisher", self._pub_diagnostics), ("timer", timer)]
+        self.sync = sync
+        self._entities = [("sync", sync)]
+        names = [self.resolve_topic_name(t) for t in (image_topic, "depth", "camera_info")]
+        return qos, " + ".join(names) + f" ({sync.backend} approximate-time sync)"
 
     def close_io(self) -> None:
         """Stop the worker (after its current frame) and destroy topics and services."""
@@ -394,10 +249,8 @@ class SegmentationNode(Node):
         if worker.is_alive():
             self.get_logger().warning("the worker is still in a frame; leaving it behind")
         # Deactivated or shut down: take this node's boxes off RViz rather than freeze them there.
-        cleared = self.markers.reset(self._marker_header)
-        if self._pub_markers is not None:
-            self._send(self._pub_markers, lambda: cleared)  # nothing after Ctrl-C
-        self._pub_markers = self.sync = None
+        self._clear_markers()  # nothing after Ctrl-C
+        self._markers_output = self.sync = self._pub_diagnostics = None
         destroy: dict[str, Callable[[Any], Any]] = {
             "subscription": self.destroy_subscription,
             "publisher": self.destroy_publisher,
@@ -415,30 +268,28 @@ class SegmentationNode(Node):
         super().destroy_node()
 
     # ------------------------------------------------------------------ frames
-    def _offer(self, slot: LatestSlot[Image | CompressedImage | RgbdInput], msg: Any) -> None:
+    def _offer(self, slot: LatestSlot[InputMsg], msg: InputMsg) -> None:
         """Input callback: the message (or synchronised set) replaces what was not taken yet."""
-        replaced = slot.put(msg)
-        self.health.frame_received()
-        if replaced:
-            self.health.frame_dropped()
+        self.stats.frame_received()  # before the worker can see it: processed <= received
+        if slot.put(msg):
+            self.stats.frame_dropped()
 
-    def _run_worker(self, slot: LatestSlot[Image | CompressedImage | RgbdInput]) -> None:
+    def _run_worker(self, slot: LatestSlot[InputMsg]) -> None:
         while (item := slot.take()) is not None:
             try:
                 frame = self.process_frame(*item)
                 if frame is not None:
                     self.publish(frame)
-                    self.health.frame_processed(
+                    self.stats.frame_processed(
                         time.monotonic() - frame.received_at, self._age_s(frame.header)
                     )
             except Exception:  # the worker must survive anything a frame does
                 # e.g. torch.cuda.OutOfMemoryError from the model: a dropped frame like any other
-                self.stats.failed += 1
-                self.health.bad_frame()
+                self.stats.bad_frame()
                 self._warn(f"frame dropped ({self.stats.failed} so far): {traceback.format_exc()}")
 
     def process_frame(
-        self, msg: Image | CompressedImage | RgbdInput, received_at: float | None = None
+        self, msg: InputMsg, received_at: float | None = None
     ) -> ProcessedFrame | None:
         """Convert and segment one message (or RGB-D set); None (logged, counted) when it cannot be.
 
@@ -447,7 +298,7 @@ class SegmentationNode(Node):
         """
         session = self.session
         if session is None:
-            self.stats.failed += 1
+            self.stats.no_model()
             self._warn(f"frame dropped: {self.load_error}")
             return None
         image = msg.image if isinstance(msg, RgbdInput) else msg
@@ -457,8 +308,7 @@ class SegmentationNode(Node):
             self._requests.wait_for_requests()
             result = session.step(rgb, stamp_to_ns(image.header.stamp))
         except (ConversionError, SegRosError) as exc:
-            self.stats.failed += 1
-            self.health.bad_frame()
+            self.stats.bad_frame()
             self._warn(f"frame dropped ({self.stats.failed} so far): {exc}")
             return None
         arrival = time.monotonic() if received_at is None else received_at
@@ -470,85 +320,29 @@ class SegmentationNode(Node):
         locate = depth.locate if depth is not None else self.locate
         frame = ProcessedFrame(image.header, rgb, result, arrival, locate, depth)
         self._latest = frame
-        self.stats.processed += 1
         return frame
 
     def publish(self, frame: ProcessedFrame) -> None:
+        """Every output in turn; one that fails is logged and the others still publish."""
         for output in self.outputs:
             try:
                 output(frame)
             except Exception:  # one broken output must not silence the others
-                name = getattr(output, "__name__", repr(output))
+                name = getattr(output, "name", None) or getattr(output, "__name__", repr(output))
                 self._warn(f"output {name} failed: {traceback.format_exc()}")
 
-    def _send(self, publisher: Any, build: Callable[[], Any]) -> None:
-        """Publish `build()` when someone subscribes; nothing once the context has shut down.
-
-        Ctrl-C: rclpy's SIGINT handler shuts the context down while the worker may still be in
-        a frame, and before destroy_node -> close_io runs; from then on every publisher call
-        raises RCLError ("publisher's context is invalid"). Nobody can receive anything then.
-        """
-        if not self.context.ok():
-            return
-        try:
-            if publisher.get_subscription_count():
-                publisher.publish(build())
-        except Exception:
-            if self.context.ok():  # a real failure, not the shutdown racing this call
-                raise
-
-    def _publish_instances(self, frame: ProcessedFrame) -> None:
-        self._send(self._pub_instances, lambda: frame.instance_array)
-
-    def _publish_mask(self, frame: ProcessedFrame) -> None:
-        self._send(
-            self._pub_mask,
-            lambda: numpy_to_image(frame.result.label_image(), "mono16", frame.header),
-        )
-
-    def _publish_overlay(self, frame: ProcessedFrame) -> None:
-        def build() -> Image:
-            bgr = render_overlay(frame.rgb, frame.result.objects, self.params.overlay_alpha)
-            return numpy_to_image(bgr, "bgr8", frame.header)
-
-        self._send(self._pub_overlay, build)
-
-    def _publish_markers(self, frame: ProcessedFrame) -> None:
-        def build() -> MarkerArray:
-            markers = self.markers.update(frame.header, frame.instance_array.instances)
-            self._marker_header = frame.header
-            return markers
-
-        self._send(self._pub_markers, build)
-
-    def _publish_points(self, frame: ProcessedFrame) -> None:
-        depth = frame.depth
-        if depth is None:
-            return
-        max_points = self.params.points_max_per_object
-        self._send(
-            self._pub_points,
-            lambda: build_pointcloud2(frame.header, depth.clouds(frame.result.objects, max_points)),
-        )
-
-    def _publish_detections(self, frame: ProcessedFrame) -> None:
-        self._send(
-            self._pub_det2d,
-            lambda: detections.build_detection2d_array(
-                frame.header, frame.instance_array.instances
-            ),
-        )
-
-    def _publish_detections_3d(self, frame: ProcessedFrame) -> None:
-        self._send(
-            self._pub_det3d,
-            lambda: detections.build_detection3d_array(
-                frame.header, frame.instance_array.instances
-            ),
-        )
+    def _clear_markers(self) -> None:
+        """DELETEALL on ~/markers (when open): RViz forgets this node's boxes too."""
+        cleared = self.markers.reset()
+        output = self._markers_output  # None once close_io ran
+        if output is not None:
+            send(output.publisher, lambda: cleared, self.context.ok)
 
     def _publish_diagnostics(self) -> None:
-        """Timer: one DiagnosticStatus from `health` and what the node knows about its model."""
+        """Timer: one DiagnosticStatus from `stats` and what the node knows about its model."""
+        publisher = self._pub_diagnostics  # None once close_io ran
+        if publisher is None:
+            return
         session = self.session
         info = NodeInfo(
             node_name=self.get_fully_qualified_name(),
@@ -560,15 +354,15 @@ class SegmentationNode(Node):
             objects_tracked=len(session.object_ids) if session is not None else 0,
         )
         stamp = self.get_clock().now().to_msg()
-        self._send(
-            self._pub_diagnostics,
-            lambda: build_diagnostic_array(stamp, self.health.snapshot(), info),
+        send(
+            publisher,
+            lambda: build_diagnostic_array(stamp, self.stats.snapshot(), info),
+            self.context.ok,
         )
 
     def _on_bad_depth(self, text: str) -> None:
         """A processed frame's depth could not be used: counted, warned, its objects get NaN."""
-        self.stats.bad_depth += 1
-        self.health.bad_frame()
+        self.stats.depth_unusable()
         self._warn(f"{text} ({self.stats.bad_depth} such frames so far)")
 
     def _age_s(self, header: Header) -> float | None:
@@ -577,169 +371,8 @@ class SegmentationNode(Node):
         age = (self.get_clock().now().nanoseconds - stamp_ns) / 1e9
         return age if stamp_ns and 0.0 <= age <= MAX_SENSIBLE_AGE_S else None
 
-    def _locate_at(self, stamp_ns: int) -> Locate3D | None:
-        """3D for an answer about the frame with this stamp: the latest frame's depth, if it is."""
-        latest = self._latest
-        if latest is not None and stamp_to_ns(latest.header.stamp) == stamp_ns:
-            return latest.locate
-        return self.locate
-
     def _warn(self, text: str) -> None:
         self.get_logger().warning(text, throttle_duration_sec=LOG_THROTTLE_S)
-
-    def _header_at(self, stamp_ns: int) -> Header:
-        """Header of a processed frame named by its stamp (frame_id of the stream)."""
-        latest = self._latest
-        if latest is not None and stamp_to_ns(latest.header.stamp) == stamp_ns:
-            return latest.header
-        frame_id = latest.header.frame_id if latest is not None else ""
-        return Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
-
-    # ------------------------------------------------------------------ services
-    def _serve(self, srv_type: Any, handle: Callable[[SegmentationSession], Any]) -> Any:
-        """Run a request; any refusal or failure becomes success=false + the reason."""
-        session = self.session
-        if session is None:
-            return srv_type.Response(success=False, message=self.load_error)
-        try:
-            with self._requests.request():
-                response = handle(session)
-            response.success = True
-            return response
-        except (SegRosError, ValueError) as exc:  # refused: the session changed nothing
-            message = str(exc)
-        except Exception as exc:  # a bug or a model failure must not kill the node
-            self.get_logger().error(f"{srv_type.__name__} failed: {traceback.format_exc()}")
-            message = f"internal error: {type(exc).__name__}: {exc}"
-        return srv_type.Response(success=False, message=message)
-
-    def _prompt(
-        self, srv_type: Any, session: SegmentationSession, req: Any, prompt: Prompt, multimask: bool
-    ) -> Any:
-        """add_points / add_box / add_mask: create or refine an object on a frame in memory."""
-        out = session.add_prompt(
-            prompt,
-            req.object_id,
-            label=req.label,
-            stamp_ns=stamp_to_ns(req.stamp),
-            multimask=multimask,
-        )
-        header = self._header_at(out.stamp_ns)
-        locate = self._locate_at(out.stamp_ns)
-        response = srv_type.Response(
-            object_id=out.object_id, instance=instance_to_msg(out.object, header, locate)
-        )
-        if multimask:
-            response.candidates = candidate_instances(out.object, header)
-        label = f" '{out.object.label}'" if out.object.label else ""
-        hidden = "" if out.object.visible else " (not visible: empty mask or low score)"
-        verb = "refined" if req.object_id else "created"
-        response.message = f"{verb} object {out.object_id}{label}{hidden}"
-        return response
-
-    def _on_add_points(self, req: AddPoints.Request, _: AddPoints.Response) -> Any:
-        return self._serve(
-            AddPoints,
-            lambda s: self._prompt(
-                AddPoints,
-                s,
-                req,
-                build_prompt(points=req.points, point_labels=req.point_labels),
-                req.multimask,
-            ),
-        )
-
-    def _on_add_box(self, req: AddBox.Request, _: AddBox.Response) -> Any:
-        return self._serve(
-            AddBox,
-            lambda s: self._prompt(
-                AddBox,
-                s,
-                req,
-                build_prompt(points=req.points, point_labels=req.point_labels, box=req.box),
-                False,
-            ),
-        )
-
-    def _on_add_mask(self, req: AddMask.Request, _: AddMask.Response) -> Any:
-        return self._serve(
-            AddMask,
-            lambda s: self._prompt(
-                AddMask, s, req, build_prompt(mask=req.mask, scribble=req.scribble), False
-            ),
-        )
-
-    def _on_add_text(self, req: AddText.Request, _: AddText.Response) -> Any:
-        def run(session: SegmentationSession) -> AddText.Response:
-            objects = session.add_text(
-                req.text, score_threshold=float(req.score_threshold), max_objects=req.max_objects
-            )
-            latest = session.latest
-            stamp_ns = latest.stamp_ns if latest is not None else 0
-            header, locate = self._header_at(stamp_ns), self._locate_at(stamp_ns)
-            return AddText.Response(
-                message=f"{len(objects)} object(s) found for '{req.text.strip()}'",
-                object_ids=[o.object_id for o in objects],
-                instances=[instance_to_msg(o, header, locate) for o in objects],
-            )
-
-        return self._serve(AddText, run)
-
-    def _on_remove_object(self, req: RemoveObject.Request, _: RemoveObject.Response) -> Any:
-        def run(session: SegmentationSession) -> RemoveObject.Response:
-            session.remove_object(req.object_id)
-            return RemoveObject.Response(message=f"removed object {req.object_id}")
-
-        return self._serve(RemoveObject, run)
-
-    def _on_reset(self, _req: Trigger.Request, _: Trigger.Response) -> Any:
-        def run(session: SegmentationSession) -> Trigger.Response:
-            session.reset()
-            self._latest = None
-            cleared = self.markers.reset(self._marker_header)  # DELETEALL: RViz forgets them too
-            markers = self._pub_markers  # None once close_io ran
-            if markers is not None:
-                self._send(markers, lambda: cleared)
-            return Trigger.Response(message="forgot every object and frame")
-
-        return self._serve(Trigger, run)
-
-    def _on_segment(self, req: SegmentImage.Request, _: SegmentImage.Response) -> Any:
-        """One-shot: every prompt kind given makes one Prompt; tracking is untouched.
-
-        With `multimask`, each object's alternatives follow the objects in `instances`.
-        """
-
-        def run(session: SegmentationSession) -> SegmentImage.Response:
-            if req.image.height == 0 or req.image.width == 0:
-                latest = self._latest
-                if latest is None:
-                    raise NoFrameError("no frame received yet: send an image with the request")
-                rgb, header = latest.rgb, latest.header
-            else:
-                rgb, header = image_to_rgb(req.image), req.image.header
-            prompt = build_prompt(
-                points=req.points,
-                point_labels=req.point_labels,
-                box=req.box if req.box.width and req.box.height else None,
-                mask=req.mask if req.mask.height else None,
-                text=req.text,
-            )
-            objects = session.segment(
-                prompt,
-                rgb,
-                multimask=req.multimask,
-                score_threshold=float(req.score_threshold),
-            )
-            instances = [instance_to_msg(o, header) for o in objects]
-            if req.multimask:
-                for obj in objects:
-                    instances += candidate_instances(obj, header)
-            return SegmentImage.Response(
-                message=f"{len(objects)} object(s)", header=header, instances=instances
-            )
-
-        return self._serve(SegmentImage, run)
 
 
 def main(args: list[str] | None = None) -> int:
@@ -757,7 +390,7 @@ def run(make_node: Callable[[], SegmentationNode], args: list[str] | None = None
         node = make_node()
     except ParameterError as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
-        rclpy.try_shutdown()
+        try_shutdown()
         return 2
     # Threads: the input callback, services (reentrant) and spare; the model runs on the worker.
     executor = MultiThreadedExecutor(num_threads=4)
@@ -788,7 +421,7 @@ def _stop(executor: MultiThreadedExecutor, node: SegmentationNode) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     executor.shutdown()
     node.destroy_node()
-    rclpy.try_shutdown()
+    try_shutdown()
 
 
 if __name__ == "__main__":

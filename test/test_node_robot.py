@@ -321,7 +321,7 @@ def test_unusable_depth_keeps_2d_tracking_and_is_counted(ros_graph: RosGraph) ->
     out = next(m for m in cam.received["instances"] if _stamp_sec(m) == 5)
     assert out.instances[0].visible and math.isnan(out.instances[0].centroid.z)
     assert node.stats.bad_depth >= 1 and node.stats.failed == 0
-    assert node.health.snapshot().bad_frames >= 1
+    assert node.stats.snapshot().bad_frames >= 1
     # The next good set has 3D again.
     again = cam.send_until("instances", 6)
     assert again.instances[0].centroid.z == pytest.approx(1.5)

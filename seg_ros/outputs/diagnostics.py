@@ -1,9 +1,13 @@
 """Node health for /diagnostics: rates, latency, drops, and a DiagnosticArray builder.
 
-`NodeStats` is a pure accumulator with an injectable clock (seconds, monotonic), so tests drive
-time by hand. The node calls `frame_received()` when an image arrives, `frame_dropped()` when a
-newer frame replaces one that was never processed (the newest frame wins), `bad_frame()` when a
-frame cannot be decoded / is refused, and `frame_processed(latency_s)` after publishing.
+`NodeStats` is the node's one frame counter: a pure accumulator with an injectable clock
+(seconds, monotonic), so tests drive time by hand. The node calls `frame_received()` when an
+image (or RGB-D set) arrives, `frame_dropped()` when a newer one replaces it before the worker
+took it (the newest frame wins), `bad_frame()` when a frame is refused (cannot be decoded, the
+model fails on it), `no_model()` when there is no model to run it, `frame_processed(latency_s)`
+after every output published it, and `depth_unusable()` for a processed frame whose depth
+could not be used. Every received frame ends as exactly one of processed, dropped or failed
+(`failed` = bad + no model), so `received == processed + dropped + failed` once it is quiet.
 `build_diagnostic_array` turns a `StatsSnapshot` and the node's `NodeInfo` into one
 DiagnosticStatus named "seg_ros: <node>":
 
@@ -109,7 +113,10 @@ class StatsSnapshot:
 
 
 class NodeStats:
-    """Accumulates the frame path's events; `snapshot()` summarises them. Thread-safe.
+    """Counts the frame path's events; `snapshot()` summarises them for /diagnostics. Thread-safe.
+
+    The totals (`received`, `dropped`, `processed`, `failed`, `no_model_frames`, `bad_depth`) are
+    read by tests and benchmarks; see the module docstring for when each is counted.
 
     Args:
         window_s: sliding window for rates, latency percentiles and recent bad frames (seconds).
@@ -124,22 +131,26 @@ class NodeStats:
         self._lock = threading.Lock()
         self._input = RateStats(window_s, clock, max_samples)
         self._processed = RateStats(window_s, clock, max_samples)
-        self._bad = RateStats(window_s, clock, max_samples)
+        self._bad = RateStats(window_s, clock, max_samples)  # refused frames and unusable depth
         self._latencies: deque[tuple[float, float]] = deque(maxlen=max_samples)
         self._ages: deque[tuple[float, float]] = deque(maxlen=max_samples)
         self.window_s = float(window_s)
         self._dropped = 0
+        self._refused = 0
+        self._no_model = 0
+        self._bad_depth = 0
         self._first_input: float | None = None
 
+    # ------------------------------------------------------------------ events
     def frame_received(self) -> None:
-        """An image arrived on the input topic."""
+        """An image (or a synchronised RGB-D set) arrived on the input."""
         with self._lock:
             t = self._input.tick()
             if self._first_input is None:
                 self._first_input = t
 
     def frame_processed(self, latency_s: float, age_s: float | None = None) -> None:
-        """A frame was processed and published.
+        """A frame went through the model and every output published it.
 
         Args:
             latency_s: arrival (or stamp) to publish, seconds.
@@ -159,9 +170,54 @@ class NodeStats:
             self._dropped += int(count)
 
     def bad_frame(self) -> None:
-        """A frame that could not be used (bad encoding, size, depth ...)."""
+        """A frame refused: bad encoding or size, invalid stamp, the model failed on it."""
         with self._lock:
+            self._refused += 1
             self._bad.tick()
+
+    def no_model(self) -> None:
+        """A frame that could not be run: no model loaded (the status is ERROR for that)."""
+        with self._lock:
+            self._no_model += 1
+
+    def depth_unusable(self) -> None:
+        """A processed frame whose depth was unusable (its objects have no 3D)."""
+        with self._lock:
+            self._bad_depth += 1
+            self._bad.tick()
+
+    # ------------------------------------------------------------------ totals
+    @property
+    def received(self) -> int:
+        return self._input.count
+
+    @property
+    def processed(self) -> int:
+        return self._processed.count
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    @property
+    def failed(self) -> int:
+        """Frames received but neither processed nor dropped: refused, or no model."""
+        return self._refused + self._no_model
+
+    @property
+    def no_model_frames(self) -> int:
+        return self._no_model
+
+    @property
+    def bad_depth(self) -> int:
+        return self._bad_depth
+
+    def __repr__(self) -> str:
+        return (
+            f"NodeStats(received={self.received}, processed={self.processed}, "
+            f"dropped={self.dropped}, failed={self.failed}, no_model={self._no_model}, "
+            f"bad_depth={self._bad_depth})"
+        )
 
     def snapshot(self) -> StatsSnapshot:
         with self._lock:

@@ -23,7 +23,7 @@ from typing import Any
 
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
-from std_msgs.msg import ColorRGBA
+from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from seg_ros.outputs.colors import color_rgba_float
@@ -88,6 +88,7 @@ class MarkerPublisherState:
     def __init__(self, style: MarkerStyle | None = None) -> None:
         self.style = style or MarkerStyle()
         self._shown: set[int] = set()
+        self._header: Any = Header()  # of the last update: a DELETEALL goes to its frame_id
         self._lock = threading.Lock()
 
     @property
@@ -112,6 +113,7 @@ class MarkerPublisherState:
         with self._lock:
             gone = sorted(self._shown - now.keys())
             self._shown = set(now)
+            self._header = header
         for value in gone:
             out.markers.append(self._delete(header, self.style.box_ns, value))
             out.markers.append(self._delete(header, self.style.label_ns, value))
@@ -119,10 +121,15 @@ class MarkerPublisherState:
             out.markers.extend(self._object_markers(header, value, now[value]))
         return out
 
-    def reset(self, header: Any) -> MarkerArray:
-        """DELETEALL in both namespaces (after the node's reset); forgets what was shown."""
+    def reset(self, header: Any = None) -> MarkerArray:
+        """DELETEALL in both namespaces (after the node's reset); forgets what was shown.
+
+        `header` defaults to the last update's, so RViz clears the frame the boxes were drawn in.
+        """
         with self._lock:
             self._shown.clear()
+            if header is None:
+                header = self._header
         out = MarkerArray()
         for ns in (self.style.box_ns, self.style.label_ns):
             m = Marker(header=header, ns=ns, id=0)

@@ -7,6 +7,7 @@ The node renders it only while `~/overlay` has a subscriber.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import cv2
 import numpy as np
@@ -34,7 +35,7 @@ def render_overlay(
     and captioned at their box's top-left corner. Lower scores are painted first, as in the label
     image. Work is confined to each object's box.
     """
-    out = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    out = cast("npt.NDArray[np.uint8]", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     scale = max(0.4, min(out.shape[:2]) / 900.0)
     thickness = max(1, int(round(scale * 2)))
     for obj in sorted(objects, key=lambda o: o.score):
@@ -49,7 +50,8 @@ def render_overlay(
         # assignment is ~15x slower); cv2 writes into a contiguous copy, then back.
         tinted = np.ascontiguousarray(roi)
         offset = (color[0] * alpha, color[1] * alpha, color[2] * alpha, 0.0)
-        cv2.add(cv2.convertScaleAbs(roi, alpha=1.0 - alpha), offset, dst=tinted, mask=mask8)
+        # A 4-tuple is OpenCV's scalar (added to every pixel); the stubs only know arrays.
+        cv2.add(cv2.convertScaleAbs(roi, alpha=1.0 - alpha), offset, dst=tinted, mask=mask8)  # type: ignore[call-overload]
         roi[...] = tinted
         contours, _ = cv2.findContours(
             mask8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)

@@ -1,0 +1,222 @@
+"""The segmentation node's services: one `_on_<service>` handler each, mixed into the node.
+
+    ~/add_points  ~/add_box  ~/add_mask   create or refine an object (`_prompt`)
+    ~/add_text                            objects from a text prompt (SAM 3)
+    ~/remove_object  ~/reset              forget one object / everything
+    ~/segment                             one-shot segmentation, tracking untouched
+
+Every handler is one `_serve` call: it answers success + message and never raises (rclpy would
+re-raise out of spin and kill the node). A refusal (`SegRosError`, `ValueError`: bad request,
+unknown id, no frame yet) leaves the session as it was; any other failure is logged with its
+traceback and answered as an internal error. Requests register with `RequestsFirst` so the
+worker's next frame waits for them; the session's own lock serialises them with frames.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from seg_ros.conversions import (
+    Locate3D,
+    build_prompt,
+    candidate_instances,
+    image_to_rgb,
+    instance_to_msg,
+    ns_to_stamp,
+    stamp_to_ns,
+)
+from seg_ros.engine import Prompt, SegmentationSession, SegRosError
+from seg_ros.frame_queue import RequestsFirst
+from seg_ros.outputs.registry import ProcessedFrame
+from seg_ros.srv import AddBox, AddMask, AddPoints, AddText, RemoveObject, SegmentImage
+
+
+class ServiceHandlers:
+    """The node's service handlers (a mixin of SegmentationNode, which provides the state)."""
+
+    # Provided by SegmentationNode.
+    session: SegmentationSession | None
+    load_error: str
+    locate: Locate3D | None
+    _latest: ProcessedFrame | None
+    _requests: RequestsFirst
+
+    if TYPE_CHECKING:  # for the type checker only: at run time these would shadow the node's
+
+        def get_logger(self) -> Any: ...  # rclpy's Node
+
+        def _clear_markers(self) -> None: ...  # SegmentationNode: DELETEALL on ~/markers
+
+    def _service_table(self) -> list[tuple[Any, str, Callable[[Any, Any], Any]]]:
+        """(type, name, handler) of every service, for the node's open_io."""
+        return [
+            (AddPoints, "~/add_points", self._on_add_points),
+            (AddBox, "~/add_box", self._on_add_box),
+            (AddMask, "~/add_mask", self._on_add_mask),
+            (AddText, "~/add_text", self._on_add_text),
+            (RemoveObject, "~/remove_object", self._on_remove_object),
+            (Trigger, "~/reset", self._on_reset),
+            (SegmentImage, "~/segment", self._on_segment),
+        ]
+
+    def _locate_at(self, stamp_ns: int) -> Locate3D | None:
+        """3D for an answer about the frame with this stamp: the latest frame's depth, if it is."""
+        latest = self._latest
+        if latest is not None and stamp_to_ns(latest.header.stamp) == stamp_ns:
+            return latest.locate
+        return self.locate
+
+    def _header_at(self, stamp_ns: int) -> Header:
+        """Header of a processed frame named by its stamp (frame_id of the stream)."""
+        latest = self._latest
+        if latest is not None and stamp_to_ns(latest.header.stamp) == stamp_ns:
+            return latest.header
+        frame_id = latest.header.frame_id if latest is not None else ""
+        return Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
+
+    def _serve(self, srv_type: Any, handle: Callable[[SegmentationSession], Any]) -> Any:
+        """Run a request; any refusal or failure becomes success=false + the reason."""
+        session = self.session
+        if session is None:
+            return srv_type.Response(success=False, message=self.load_error)
+        try:
+            with self._requests.request():
+                response = handle(session)
+            response.success = True
+            return response
+        except (SegRosError, ValueError) as exc:  # refused: the session changed nothing
+            message = str(exc)
+        except Exception as exc:  # a bug or a model failure must not kill the node
+            self.get_logger().error(f"{srv_type.__name__} failed: {traceback.format_exc()}")
+            message = f"internal error: {type(exc).__name__}: {exc}"
+        return srv_type.Response(success=False, message=message)
+
+    def _prompt(
+        self, srv_type: Any, session: SegmentationSession, req: Any, prompt: Prompt, multimask: bool
+    ) -> Any:
+        """add_points / add_box / add_mask: create or refine an object on a frame in memory."""
+        out = session.add_prompt(
+            prompt,
+            req.object_id,
+            label=req.label,
+            stamp_ns=stamp_to_ns(req.stamp),
+            multimask=multimask,
+        )
+        header = self._header_at(out.stamp_ns)
+        locate = self._locate_at(out.stamp_ns)
+        response = srv_type.Response(
+            object_id=out.object_id, instance=instance_to_msg(out.object, header, locate)
+        )
+        if multimask:
+            response.candidates = candidate_instances(out.object, header)
+        label = f" '{out.object.label}'" if out.object.label else ""
+        hidden = "" if out.object.visible else " (not visible: empty mask or low score)"
+        verb = "refined" if req.object_id else "created"
+        response.message = f"{verb} object {out.object_id}{label}{hidden}"
+        return response
+
+    def _on_add_points(self, req: AddPoints.Request, _: AddPoints.Response) -> Any:
+        return self._serve(
+            AddPoints,
+            lambda s: self._prompt(
+                AddPoints,
+                s,
+                req,
+                build_prompt(points=req.points, point_labels=req.point_labels),
+                req.multimask,
+            ),
+        )
+
+    def _on_add_box(self, req: AddBox.Request, _: AddBox.Response) -> Any:
+        return self._serve(
+            AddBox,
+            lambda s: self._prompt(
+                AddBox,
+                s,
+                req,
+                build_prompt(points=req.points, point_labels=req.point_labels, box=req.box),
+                False,
+            ),
+        )
+
+    def _on_add_mask(self, req: AddMask.Request, _: AddMask.Response) -> Any:
+        return self._serve(
+            AddMask,
+            lambda s: self._prompt(
+                AddMask, s, req, build_prompt(mask=req.mask, scribble=req.scribble), False
+            ),
+        )
+
+    def _on_add_text(self, req: AddText.Request, _: AddText.Response) -> Any:
+        def run(session: SegmentationSession) -> AddText.Response:
+            objects = session.add_text(
+                req.text, score_threshold=float(req.score_threshold), max_objects=req.max_objects
+            )
+            latest = session.latest
+            stamp_ns = latest.stamp_ns if latest is not None else 0
+            header, locate = self._header_at(stamp_ns), self._locate_at(stamp_ns)
+            return AddText.Response(
+                message=f"{len(objects)} object(s) found for '{req.text.strip()}'",
+                object_ids=[o.object_id for o in objects],
+                instances=[instance_to_msg(o, header, locate) for o in objects],
+            )
+
+        return self._serve(AddText, run)
+
+    def _on_remove_object(self, req: RemoveObject.Request, _: RemoveObject.Response) -> Any:
+        def run(session: SegmentationSession) -> RemoveObject.Response:
+            session.remove_object(req.object_id)
+            return RemoveObject.Response(message=f"removed object {req.object_id}")
+
+        return self._serve(RemoveObject, run)
+
+    def _on_reset(self, _req: Trigger.Request, _: Trigger.Response) -> Any:
+        def run(session: SegmentationSession) -> Trigger.Response:
+            session.reset()
+            self._latest = None
+            self._clear_markers()
+            return Trigger.Response(message="forgot every object and frame")
+
+        return self._serve(Trigger, run)
+
+    def _on_segment(self, req: SegmentImage.Request, _: SegmentImage.Response) -> Any:
+        """One-shot: every prompt kind given makes one Prompt; tracking is untouched.
+
+        Without an image the session segments its latest frame. With `multimask`, each object's
+        alternatives follow the objects in `instances`.
+        """
+
+        def run(session: SegmentationSession) -> SegmentImage.Response:
+            given = req.image.height != 0 and req.image.width != 0
+            rgb = image_to_rgb(req.image) if given else None  # None: the latest frame
+            prompt = build_prompt(
+                points=req.points,
+                point_labels=req.point_labels,
+                box=req.box if req.box.width and req.box.height else None,
+                mask=req.mask if req.mask.height else None,
+                text=req.text,
+            )
+            objects = session.segment(
+                prompt, rgb, multimask=req.multimask, score_threshold=float(req.score_threshold)
+            )
+            # The session's latest frame is the one segmented: this request holds the worker's
+            # next frame back (RequestsFirst, up to its max_wait_s).
+            latest = session.latest
+            if given or latest is None:
+                header = req.image.header
+            else:
+                header = self._header_at(latest.stamp_ns)
+            instances = [instance_to_msg(o, header) for o in objects]
+            if req.multimask:
+                for obj in objects:
+                    instances += candidate_instances(obj, header)
+            return SegmentImage.Response(
+                message=f"{len(objects)} object(s)", header=header, instances=instances
+            )
+
+        return self._serve(SegmentImage, run)

@@ -1,0 +1,103 @@
+"""One source of truth for the node's parameters: SPECS, NodeParams, BackendConfig, the yaml.
+
+SPECS (seg_ros.node_params) holds every name, description, range and default; the model's
+defaults come from the engine's BackendConfig; NodeParams has one field per spec and no
+defaults of its own; config/seg_ros.yaml lists every parameter at its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import typing
+
+import pytest
+import yaml
+
+from seg_ros.engine.config import BackendConfig
+from seg_ros.node_params import SPECS, NodeParams, ParameterError, declare_parameters, parse
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_every_spec_is_a_node_params_field_and_back_in_the_same_order() -> None:
+    assert [f.name for f in dataclasses.fields(NodeParams)] == list(SPECS)
+
+
+def test_node_params_has_no_defaults_of_its_own() -> None:
+    for f in dataclasses.fields(NodeParams):
+        assert f.default is dataclasses.MISSING, f.name
+        assert f.default_factory is dataclasses.MISSING, f.name
+
+
+def test_each_field_has_the_type_of_its_declared_default() -> None:
+    hints = typing.get_type_hints(NodeParams)
+    for name, spec in SPECS.items():
+        declared = str if name == "backend_options" else hints[name]  # JSON text -> dict
+        assert type(spec.default) is declared, name  # 0.5 not 0, False not 0
+
+
+def test_model_defaults_are_the_engines() -> None:
+    overlap = [f for f in dataclasses.fields(BackendConfig) if f.name != "options"]
+    assert overlap, "BackendConfig has no fields?"
+    for f in overlap:
+        assert SPECS[f.name].default == f.default, f.name
+    assert NodeParams.defaults().backend_config() == BackendConfig()
+
+
+def test_every_default_is_allowed_by_its_own_descriptor() -> None:
+    for name, spec in SPECS.items():
+        if spec.choices:
+            assert spec.default in spec.choices, name
+        if spec.int_range is not None:
+            lo, hi, step = spec.int_range
+            assert lo <= spec.default <= hi, name
+            assert step == 0 or (spec.default - lo) % step == 0, name
+        if spec.float_range is not None:
+            assert spec.float_range[0] <= spec.default <= spec.float_range[1], name
+            assert math.isfinite(spec.default), name
+        assert spec.description.strip(), f"{name} has no description"
+
+
+def test_params_file_lists_exactly_the_parameters_at_their_defaults() -> None:
+    config = yaml.safe_load((ROOT / "config" / "seg_ros.yaml").read_text())
+    params = config["/**"]["ros__parameters"]
+    assert list(params) == list(SPECS)  # same names, same order as the descriptors
+    for name, spec in SPECS.items():
+        assert params[name] == spec.default, name
+        assert type(params[name]) is type(spec.default), name  # 0.5 not 0, "" not null
+
+
+def test_parse_fills_defaults_and_refuses_unknown_names() -> None:
+    defaults = parse({})
+    assert defaults == NodeParams.defaults()
+    assert defaults.backend_options == {}
+    for name, spec in SPECS.items():
+        if name != "backend_options":
+            assert getattr(defaults, name) == spec.default, name
+    given = parse({"max_objects": 3, "backend_options": '{"delay_s": 0.1}'})
+    assert (given.max_objects, given.backend_options) == (3, {"delay_s": 0.1})
+    assert given.qos_depth == SPECS["qos_depth"].default
+    with pytest.raises(ParameterError, match="unknown parameters"):
+        parse({"no_such_parameter": 1})
+
+
+@pytest.mark.graph
+def test_a_node_declares_exactly_the_specs_with_their_defaults(ros_graph: object) -> None:
+    from rclpy.node import Node
+
+    node = Node("params_probe", context=ros_graph.context)  # type: ignore[attr-defined]
+    try:
+        params = declare_parameters(node)
+        declared = {
+            name: node.get_parameter(name).value
+            for name in SPECS
+            if node.has_parameter(name)  # a missing one fails the comparison below
+        }
+        assert declared == {name: spec.default for name, spec in SPECS.items()}
+        for name in SPECS:
+            assert node.describe_parameter(name).read_only, name
+        assert params == NodeParams.defaults()
+    finally:
+        node.destroy_node()
