@@ -1,6 +1,7 @@
 """Live multi-object tracking with a BOUNDED memory on a transformers SAM 2-family video model.
 
-Where is the tracking memory bounded? Here: `StreamingVideoTracker._prune`, run after every frame.
+Where is the tracking memory bounded? In memory.py (`MemoryPlan`: what is kept, and why); this
+module applies the plan after every frame (`StreamingVideoTracker._prune`).
 
 transformers' video models (`Sam2VideoModel`, `EdgeTamVideoModel`, `Sam3TrackerVideoModel`) ship
 with an inference session that keeps every frame, every cached feature and every per-object output
@@ -10,7 +11,7 @@ attend to. It keeps, per object, the prompted (conditioning) frames and the most
 the memory window, and for the whole stream the last few frames a late prompt may still name.
 Everything the model reads is computed by the library's own functions (memory gathering helpers,
 memory attention, mask decoder, memory encoder) in the order it uses them; the private ones are
-reached only through hf_adapter.py, which checks them against the tested transformers release.
+reached only through adapter.py, which checks them against the tested transformers release.
 
 The reference (what the shipped defaults reproduce, bit for bit, tested in test/test_sam2.py):
 transformers' own streaming inference session (`Sam2VideoInferenceSession`, ... ) with ONE
@@ -61,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 from seg_ros.engine.errors import PromptError
 from seg_ros.engine.sam import adapter as lib
 from seg_ros.engine.sam.adapter import session_class_for  # noqa: F401 (re-exported)
+from seg_ros.engine.sam.memory import MemoryBounds, MemoryPlan
 
 if TYPE_CHECKING:
     import torch
@@ -91,25 +93,6 @@ class TrackedMask:
     object_pointer: torch.Tensor
     candidate_logits: torch.Tensor | None = None
     candidate_scores: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class MemoryBounds:
-    """The most the tracker holds at once (checked by tests; reported in `stats`).
-
-    Attributes:
-        frames: input frames kept for prompts naming a recent frame (`prompt_frames`).
-        feature_frames: frames whose image features are cached (the latest + one re-encoded).
-        conditioning_per_object: prompted frames kept per object.
-        full_outputs_per_object: tracked frames with spatial memory kept per object.
-        pointer_outputs_per_object: tracked frames with (at least) an object pointer per object.
-    """
-
-    frames: int
-    feature_frames: int
-    conditioning_per_object: int
-    full_outputs_per_object: int
-    pointer_outputs_per_object: int
 
 
 @dataclass
@@ -170,14 +153,15 @@ class StreamingVideoTracker:
 
     Public API (kept stable for the other backends):
         step(frame_index, pixel_values) -> {obj_id: TrackedMask}   encode once + track all
-        encode_frame(frame_index, pixel_values=None, features=None) encode (or take features)
+        encode_frame(frame_index, pixel_values)                     encode only
         track(frame_index) -> {obj_id: TrackedMask}                 track all on an encoded frame
         add_prompt(frame_index, obj_id, points=, labels=, box=, mask=, multimask=) -> TrackedMask
         remove_object(obj_id), reset(), discard_frame(frame_index)
         segment(pixel_values | features, points=, labels=, box=, mask=, multimask=) -> TrackedMask
         has_frame(i), object_ids, latest_frame, image_size, bounds, stats(), counters
 
-    Memory policy (`_prune`, after every frame, latest frame L):
+    Memory policy (`self.memory`, a `MemoryPlan` (memory.py), applied by `_prune` after every
+    frame and by `_limit_conditioning` after a prompt; latest frame L):
         - input frames: the last `prompt_frames` (a late prompt may name one of them);
         - image features: the latest frame (plus one re-encoded past frame, for a late prompt);
         - per object, prompted frames: the newest `max_conditioning_frames` (oldest dropped);
@@ -241,11 +225,15 @@ class StreamingVideoTracker:
         self.device: torch.device = first.device
         self.dtype: torch.dtype = first.dtype
         self.image_size = int(config.image_size)
-        self.memory_frames = memory_frames or model_window
-        self.max_conditioning_frames = max_conditioning_frames
-        self.prompt_frames = prompt_frames or self.memory_frames
-        #: The model attends to object pointers of this many previous tracked frames.
-        self.pointer_frames = max(0, int(config.max_object_pointers_in_encoder) - 1)
+        memory_frames = memory_frames or model_window
+        #: What is kept and what is forgotten (memory.py): the tracking memory's bound.
+        self.memory = MemoryPlan(
+            memory_frames=memory_frames,
+            # The model attends to object pointers of this many previous tracked frames.
+            pointer_frames=max(0, int(config.max_object_pointers_in_encoder) - 1),
+            prompt_frames=prompt_frames or memory_frames,
+            max_conditioning_frames=max_conditioning_frames,
+        )
         self.batch_objects = batch_objects
         self.corrections_as_conditioning = corrections_as_conditioning
         self.independent_objects = independent_objects
@@ -270,14 +258,28 @@ class StreamingVideoTracker:
     # ------------------------------------------------------------------ properties
     @property
     def bounds(self) -> MemoryBounds:
-        return MemoryBounds(
-            frames=self.prompt_frames,
-            feature_frames=2,
-            conditioning_per_object=self.max_conditioning_frames,
-            full_outputs_per_object=self.prompt_frames + self.memory_frames,
-            pointer_outputs_per_object=self.prompt_frames
-            + max(self.pointer_frames, self.memory_frames),
-        )
+        """The most this tracker holds at once (the memory plan's bounds)."""
+        return self.memory.bounds
+
+    @property
+    def memory_frames(self) -> int:
+        """Recent tracked frames whose spatial memory each object attends to."""
+        return self.memory.memory_frames
+
+    @property
+    def pointer_frames(self) -> int:
+        """Recent tracked frames whose object pointer each object attends to."""
+        return self.memory.pointer_frames
+
+    @property
+    def prompt_frames(self) -> int:
+        """Recent frames a prompt may name."""
+        return self.memory.prompt_frames
+
+    @property
+    def max_conditioning_frames(self) -> int:
+        """Prompted frames kept per object."""
+        return self.memory.max_conditioning_frames
 
     @property
     def object_ids(self) -> list[int]:
@@ -340,19 +342,13 @@ class StreamingVideoTracker:
         return outputs
 
     def encode_frame(
-        self,
-        frame_index: int,
-        pixel_values: torch.Tensor | None = None,
-        features: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]] | None = None,
-        *,
-        lazy: bool = False,
+        self, frame_index: int, pixel_values: torch.Tensor, *, lazy: bool = False
     ) -> None:
-        """Make `frame_index` the latest frame: run the image encoder (or take its output).
+        """Make `frame_index` the latest frame and run the image encoder on it.
 
-        `features` = (fpn_hidden_states, fpn_position_encoding) as `model.get_image_features`
-        returns them (each level (H*W, 1, C)), for callers sharing one backbone between models
-        (SAM 3's detector and tracker); `pixel_values` are then only stored for late prompts.
         `lazy` stores `pixel_values` without encoding them (encoded when first needed).
+        SAM 3 shares its backbone between detector and tracker by standing in for the
+        tracker's vision encoder (backends/sam3.py), so this always takes pixels.
         """
         import torch
 
@@ -360,23 +356,17 @@ class StreamingVideoTracker:
             raise ValueError(
                 f"frame index {frame_index} does not follow the latest frame {self._latest}"
             )
-        if pixel_values is None and features is None:
-            raise ValueError("encode_frame needs pixel_values or features")
-        if pixel_values is not None:
-            pixel_values = self._as_pixels(pixel_values)
+        pixel_values = self._as_pixels(pixel_values)
         feats: list[torch.Tensor] | None = None
-        with torch.inference_mode():
-            if features is not None:
-                feats = list(features[0])
-                if self._pos is None:
-                    self._pos = features[1][-1]
-            elif not lazy:
-                assert pixel_values is not None
+        if not lazy:
+            with torch.inference_mode():
                 feats = self._encode(pixel_values)
-        if pixel_values is not None:
-            self._frames[frame_index] = pixel_values
-        # Only the latest frame's features are kept: a late prompt re-encodes its frame.
-        self._features = {frame_index: feats} if feats is not None else {}
+        self._frames[frame_index] = pixel_values
+        # A new latest frame drops every other frame's features: a late prompt re-encodes.
+        keep = self.memory.features_after_encoding(frame_index, frame_index)
+        self._features = {i: f for i, f in self._features.items() if i in keep}
+        if feats is not None:
+            self._features[frame_index] = feats
         self._latest = frame_index
 
     def discard_frame(self, frame_index: int) -> None:
@@ -697,43 +687,36 @@ class StreamingVideoTracker:
 
     # ------------------------------------------------------------------ memory bound
     def _prune(self) -> None:
-        """Evict every frame, feature and output that no allowed prompt or next frame can reach.
-
-        With L the latest frame, a prompt may name frames >= L - prompt_frames + 1 = F, and a
-        frame t attends to tracked frames t - memory_frames .. t - 1 (spatial memory) and
-        t - pointer_frames .. t - 1 (object pointers). So tracked outputs older than
-        F - memory_frames lose their spatial memory, those older than F - pointer_frames go.
-        """
+        """Forget what the memory plan says no allowed prompt or next frame can reach."""
         if self._latest is None:
             return
-        first_promptable = self._latest - self.prompt_frames + 1
-        keep_full = first_promptable - self.memory_frames
-        keep_pointer = first_promptable - max(self.pointer_frames, self.memory_frames)
-        for index in [i for i in self._frames if i < first_promptable]:
+        plan, latest = self.memory, self._latest
+        for index in plan.stale_frames(latest, self._frames):
             del self._frames[index]
-        for index in [i for i in self._features if i != self._latest and i < first_promptable]:
+        for index in plan.stale_features(latest, self._features):
             del self._features[index]
         for obj_id in self.object_ids:
-            tracked_outputs = lib.tracked_outputs(self.session, self._idx(obj_id))
-            for index in list(tracked_outputs):
-                if index < keep_pointer:
-                    del tracked_outputs[index]
-                elif index < keep_full and "maskmem_features" in tracked_outputs[index]:
-                    # The pointer window is longer than the spatial one: keep only the pointer.
-                    entry = tracked_outputs[index]
-                    tracked_outputs[index] = {"object_pointer": entry["object_pointer"]}
+            outputs = lib.tracked_outputs(self.session, self._idx(obj_id))
+            forget, pointer_only = plan.stale_outputs(
+                latest, {i: "maskmem_features" in o for i, o in outputs.items()}
+            )
+            for index in forget:
+                del outputs[index]
+            for index in pointer_only:
+                # The pointer window is longer than the spatial one: keep only the pointer.
+                outputs[index] = {"object_pointer": outputs[index]["object_pointer"]}
             tracked = self._tracked.get(obj_id, set())
-            for index in [i for i in tracked if i < first_promptable]:
+            for index in plan.stale_frames(latest, tracked):
                 tracked.discard(index)
             prompts = self._prompts.get(obj_id, {})
-            for index in [i for i in prompts if i < first_promptable]:
+            for index in plan.stale_frames(latest, prompts):
                 del prompts[index]
 
     def _limit_conditioning(self, obj_id: int) -> None:
         """Keep the newest `max_conditioning_frames` prompted frames of `obj_id`."""
         conditioning = lib.conditioning_outputs(self.session, self._idx(obj_id))
-        while len(conditioning) > self.max_conditioning_frames:
-            del conditioning[min(conditioning)]
+        for index in self.memory.surplus_conditioning(conditioning):
+            del conditioning[index]
 
     def held_bytes(self) -> int:
         """Bytes of tensor storage the tracker holds: frames, features, per-object outputs.
@@ -808,8 +791,9 @@ class StreamingVideoTracker:
         with torch.inference_mode():
             feats = self._encode(self._frames[frame_index])
         # Keep the latest frame's features and this one (a second late prompt is likely).
-        latest = self._latest
-        self._features = {i: f for i, f in self._features.items() if i == latest}
+        latest = frame_index if self._latest is None else self._latest
+        keep = self.memory.features_after_encoding(latest, frame_index)
+        self._features = {i: f for i, f in self._features.items() if i in keep}
         self._features[frame_index] = feats
         return feats
 
