@@ -60,8 +60,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from seg_ros.engine.errors import PromptError
-from seg_ros.engine.sam import adapter as lib
-from seg_ros.engine.sam.adapter import session_class_for  # noqa: F401 (re-exported)
+from seg_ros.engine.sam.adapter import (
+    LibraryAdapter,
+    session_class_for,  # noqa: F401 (re-exported)
+)
 from seg_ros.engine.sam.memory import MemoryBounds, MemoryPlan
 
 if TYPE_CHECKING:
@@ -101,6 +103,40 @@ class _PointPrompt:
 
     coords: list[tuple[float, float]] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        points: Sequence[Sequence[float]],
+        labels: Sequence[int],
+        box: Sequence[float] | None,
+        previous: _PointPrompt | None = None,
+    ) -> _PointPrompt:
+        """A prompt's points, joined to `previous` (earlier clicks on its frame) unless a box
+        restarts them."""
+        merged = cls()
+        if box is not None:
+            merged.coords += [(float(box[0]), float(box[1])), (float(box[2]), float(box[3]))]
+            merged.labels += list(BOX_LABELS)
+        elif previous is not None:
+            merged.coords += previous.coords
+            merged.labels += previous.labels
+        merged.coords += [(float(x), float(y)) for x, y in points]
+        merged.labels += [int(v) for v in labels]
+        return merged
+
+
+def _check_prompt(
+    points: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    box: Sequence[float] | None,
+    mask: torch.Tensor | None,
+) -> None:
+    """Raises PromptError for an empty prompt or points without one label each."""
+    if len(points) != len(labels):
+        raise PromptError(f"got {len(points)} points but {len(labels)} point labels")
+    if not len(points) and box is None and mask is None:
+        raise PromptError("a prompt needs points, a box or a mask")
 
 
 @dataclass
@@ -218,12 +254,11 @@ class StreamingVideoTracker:
             raise ValueError("max_conditioning_frames must be >= 1")
         if prompt_frames < 0:
             raise ValueError("prompt_frames must be >= 0")
-        self.model = model
-        # Every private library call used below exists with the parameters it is called with.
-        self.session_cls = lib.check_library(model, session_cls)
-        first = next(model.mask_decoder.parameters())
-        self.device: torch.device = first.device
-        self.dtype: torch.dtype = first.dtype
+        # The model and its session; every private library call is made through it (and
+        # checked, on construction, to exist with the parameters it is called with).
+        self.lib = LibraryAdapter(model, session_cls)
+        self.device: torch.device = self.lib.device
+        self.dtype: torch.dtype = self.lib.dtype
         self.image_size = int(config.image_size)
         memory_frames = memory_frames or model_window
         #: What is kept and what is forgotten (memory.py): the tracking memory's bound.
@@ -238,17 +273,15 @@ class StreamingVideoTracker:
         self.corrections_as_conditioning = corrections_as_conditioning
         self.independent_objects = independent_objects
         # One library session re-encodes every object of a prompted frame (SAM 2.1, SAM 3).
-        self._shared_prompt_flag = not independent_objects and lib.library_batches_memory_flag(
-            model
-        )
+        self._shared_prompt_flag = not independent_objects and self.lib.batches_memory_flag
         self.hidden_dim = int(model.hidden_dim)
         self.feature_sizes = [tuple(int(v) for v in s) for s in model.backbone_feature_sizes]
         # EdgeTAM's memory attention needs the count of spatial memory frames (perceiver layout).
-        self._attention_kwargs_spatial = lib.takes_spatial_count(model)
+        self._attention_kwargs_spatial = self.lib.takes_spatial_count
         # EdgeTAM's memory encoder returns (batch, tokens, C); SAM 2's (tokens, batch, C).
-        self._memory_batch_dim = 0 if lib.has_perceiver(model) else 1
+        self._memory_batch_dim = 0 if self.lib.has_perceiver else 1
         # EdgeTAM's perceiver resampler `view`s an expanded tensor: it only takes one object.
-        self._memory_encoder_batches = not lib.has_perceiver(model)
+        self._memory_encoder_batches = not self.lib.has_perceiver
         with torch.inference_mode():
             self._image_pe = model.get_image_wide_positional_embeddings()
         #: Work counters (tests and benchmarks read them).
@@ -257,33 +290,18 @@ class StreamingVideoTracker:
 
     # ------------------------------------------------------------------ properties
     @property
+    def model(self) -> Any:
+        """The video model (None once its backend closed)."""
+        return self.lib.model
+
+    @property
     def bounds(self) -> MemoryBounds:
         """The most this tracker holds at once (the memory plan's bounds)."""
         return self.memory.bounds
 
     @property
-    def memory_frames(self) -> int:
-        """Recent tracked frames whose spatial memory each object attends to."""
-        return self.memory.memory_frames
-
-    @property
-    def pointer_frames(self) -> int:
-        """Recent tracked frames whose object pointer each object attends to."""
-        return self.memory.pointer_frames
-
-    @property
-    def prompt_frames(self) -> int:
-        """Recent frames a prompt may name."""
-        return self.memory.prompt_frames
-
-    @property
-    def max_conditioning_frames(self) -> int:
-        """Prompted frames kept per object."""
-        return self.memory.max_conditioning_frames
-
-    @property
     def object_ids(self) -> list[int]:
-        return lib.object_ids(self.session)
+        return self.lib.object_ids
 
     @property
     def latest_frame(self) -> int | None:
@@ -291,11 +309,11 @@ class StreamingVideoTracker:
 
     def conditioning_frames(self, obj_id: int) -> list[int]:
         """Frames kept as prompted (conditioning) frames of `obj_id`, oldest first."""
-        return sorted(lib.conditioning_outputs(self.session, self._idx(obj_id)))
+        return sorted(self.lib.conditioning_outputs(self._idx(obj_id)))
 
     def tracked_frames(self, obj_id: int, *, spatial: bool = False) -> list[int]:
         """Tracked frames of `obj_id` with an output kept (`spatial`: with spatial memory)."""
-        outputs = lib.tracked_outputs(self.session, self._idx(obj_id))
+        outputs = self.lib.tracked_outputs(self._idx(obj_id))
         return sorted(i for i, o in outputs.items() if not spatial or "maskmem_features" in o)
 
     def has_frame(self, frame_index: int) -> bool:
@@ -305,7 +323,7 @@ class StreamingVideoTracker:
     # ------------------------------------------------------------------ stream
     def reset(self) -> None:
         """Forget every object, frame and cached feature."""
-        self.session = self._new_session()
+        self.lib.reset()
         self._frames: dict[int, torch.Tensor] = {}
         self._features: dict[int, list[torch.Tensor]] = {}
         self._pos: torch.Tensor | None = None
@@ -373,8 +391,8 @@ class StreamingVideoTracker:
         """Undo `encode_frame` for a frame whose tracking failed (the stream does not advance)."""
         self._frames.pop(frame_index, None)
         self._features.pop(frame_index, None)
-        for idx in range(lib.object_count(self.session)):
-            lib.tracked_outputs(self.session, idx).pop(frame_index, None)
+        for idx in range(self.lib.object_count):
+            self.lib.tracked_outputs(idx).pop(frame_index, None)
         for tracked in self._tracked.values():
             tracked.discard(frame_index)
         earlier = [i for i in self._frames if i < frame_index]
@@ -387,7 +405,7 @@ class StreamingVideoTracker:
         obj_ids = [
             obj_id
             for obj_id in self.object_ids
-            if frame_index not in lib.conditioning_outputs(self.session, self._idx(obj_id))
+            if frame_index not in self.lib.conditioning_outputs(self._idx(obj_id))
         ]
         results: dict[int, TrackedMask] = {}
         if not obj_ids:
@@ -408,7 +426,7 @@ class StreamingVideoTracker:
                 groups.setdefault(key, []).append((obj_id, memory, memory_pos))
                 layouts[key] = (n_ptr, n_spatial)
             decoded: dict[int, tuple[_Decoded, int]] = {}
-            multimask = lib.use_multimask(self.model, False, None)
+            multimask = self.lib.use_multimask(False, None)
             for key, members in groups.items():
                 memory = torch.cat([m[1] for m in members], dim=1)
                 memory_pos = torch.cat([m[2] for m in members], dim=1)
@@ -435,13 +453,13 @@ class StreamingVideoTracker:
             for (start, stop), (maskmem, maskmem_pos) in zip(spans, encoded, strict=True):
                 for j, obj_id in enumerate(order[start:stop]):
                     out, i = decoded[obj_id]
-                    stored = {
-                        "object_pointer": out.object_pointer[i : i + 1],
-                        "object_score_logits": out.object_score_logits[i : i + 1],
-                        "maskmem_features": self._memory_slice(maskmem, j),
-                        "maskmem_pos_enc": self._memory_slice(maskmem_pos, j),
-                    }
-                    lib.store_output(self.session, self._idx(obj_id), frame_index, stored, False)
+                    stored = self.lib.output(
+                        out.object_pointer[i : i + 1],
+                        out.object_score_logits[i : i + 1],
+                        self._memory_slice(maskmem, j),
+                        self._memory_slice(maskmem_pos, j),
+                    )
+                    self.lib.store_output(self._idx(obj_id), frame_index, stored, False)
                     self._tracked.setdefault(obj_id, set()).add(frame_index)
                     results[obj_id] = self._result(out, i, candidates=False)
         return results
@@ -481,10 +499,7 @@ class StreamingVideoTracker:
             raise PromptError(
                 f"frame {frame_index} is no longer in memory (frames kept: {kept or 'none'})"
             )
-        if len(points) != len(labels):
-            raise PromptError(f"got {len(points)} points but {len(labels)} point labels")
-        if not len(points) and box is None and mask is None:
-            raise PromptError("a prompt needs points, a box or a mask")
+        _check_prompt(points, labels, box, mask)
         new = obj_id not in self.object_ids
         tracked = self._tracked.get(obj_id, set())
         is_init = frame_index not in tracked
@@ -515,7 +530,7 @@ class StreamingVideoTracker:
                         memory, memory_pos, n_ptr, n_spatial = self._memory_inputs(idx, frame_index)
                         pix_feat = self._attend(feats, memory, memory_pos, n_ptr, n_spatial)
                     dense = self._dense_prompt(mask) if mask is not None else None
-                    decode_multi = multimask or lib.use_multimask(self.model, is_init, point_inputs)
+                    decode_multi = multimask or self.lib.use_multimask(is_init, point_inputs)
                     out = self._decode(
                         [*high_res, pix_feat],
                         points=coords.to(self.dtype),
@@ -536,18 +551,16 @@ class StreamingVideoTracker:
                 if idx is not None:
                     self._restore_outputs(idx, frame_index, previous)
                 raise
-            # Commit: nothing above changed the tracker's state.
+            # Commit: nothing above changed the tracker's state (a failure restored the
+            # outputs popped for this frame; only the feature cache may have changed).
             if new:
-                idx = lib.object_index(self.session, obj_id)
+                idx = self.lib.object_index(obj_id)
             assert idx is not None
             conditioning = is_init or self.corrections_as_conditioning
-            stored = {
-                "object_pointer": out.object_pointer,
-                "object_score_logits": out.object_score_logits,
-                "maskmem_features": maskmem,
-                "maskmem_pos_enc": maskmem_pos,
-            }
-            lib.store_output(self.session, idx, frame_index, stored, conditioning)
+            stored = self.lib.output(
+                out.object_pointer, out.object_score_logits, maskmem, maskmem_pos
+            )
+            self.lib.store_output(idx, frame_index, stored, conditioning)
             prompts = self._prompts.setdefault(obj_id, {})
             if point_prompt is None:
                 prompts.pop(frame_index, None)
@@ -557,7 +570,7 @@ class StreamingVideoTracker:
             if conditioning:
                 self._limit_conditioning(obj_id)
             for other, other_stored in others.items():
-                lib.store_output(self.session, self._idx(other), frame_index, other_stored, False)
+                self.lib.store_output(self._idx(other), frame_index, other_stored, False)
                 self._tracked.setdefault(other, set()).add(frame_index)
             return self._result(out, 0, candidates=candidates)
 
@@ -579,7 +592,7 @@ class StreamingVideoTracker:
         """
         import torch
 
-        multimask = lib.use_multimask(self.model, False, None)
+        multimask = self.lib.use_multimask(False, None)
         decoded: dict[int, _Decoded] = {}
         known = self.object_ids
         for other in [*known, *([] if obj_id in known else [obj_id])]:
@@ -587,7 +600,7 @@ class StreamingVideoTracker:
                 decoded[other] = prompted
                 continue
             idx = self._idx(other)
-            if frame_index in lib.conditioning_outputs(self.session, idx):
+            if frame_index in self.lib.conditioning_outputs(idx):
                 continue  # the library re-uses a prompted frame's output as it is
             memory, memory_pos, n_ptr, n_spatial = self._memory_inputs(idx, frame_index)
             pix_feat = self._attend(feats, memory, memory_pos, n_ptr, n_spatial)
@@ -609,19 +622,16 @@ class StreamingVideoTracker:
                     result[other] = {"memory": memory_pair}
                     continue
                 out = decoded[other]
-                result[other] = {
-                    "object_pointer": out.object_pointer,
-                    "object_score_logits": out.object_score_logits,
-                    "maskmem_features": memory_pair[0],
-                    "maskmem_pos_enc": memory_pair[1],
-                }
+                result[other] = self.lib.output(
+                    out.object_pointer, out.object_score_logits, *memory_pair
+                )
         return result
 
     def remove_object(self, obj_id: int) -> None:
         """Forget `obj_id` and every output it had (unknown ids are ignored)."""
         if obj_id not in self.object_ids:
             return
-        self.session = lib.without_object(self.session, self._new_session(), obj_id)
+        self.lib.remove_object(obj_id)
         self._prompts.pop(obj_id, None)
         self._tracked.pop(obj_id, None)
 
@@ -643,10 +653,7 @@ class StreamingVideoTracker:
         """
         import torch
 
-        if not len(points) and box is None and mask is None:
-            raise PromptError("a prompt needs points, a box or a mask")
-        if len(points) != len(labels):
-            raise PromptError(f"got {len(points)} points but {len(labels)} point labels")
+        _check_prompt(points, labels, box, mask)
         with torch.inference_mode():
             if features is None:
                 if pixel_values is None:
@@ -654,12 +661,7 @@ class StreamingVideoTracker:
                 feats = self._encode(self._as_pixels(pixel_values))
             else:
                 feats = list(features)
-            prompt = _PointPrompt()
-            if box is not None:
-                prompt.coords += [(float(box[0]), float(box[1])), (float(box[2]), float(box[3]))]
-                prompt.labels += list(BOX_LABELS)
-            prompt.coords += [(float(x), float(y)) for x, y in points]
-            prompt.labels += [int(v) for v in labels]
+            prompt = _PointPrompt.build(points, labels, box)
             coords = labels_t = None
             if prompt.coords:
                 coords = torch.tensor([[prompt.coords]], dtype=self.dtype, device=self.device)
@@ -677,11 +679,10 @@ class StreamingVideoTracker:
     def latest_features(self) -> list[torch.Tensor] | None:
         """The latest frame's image features (for `segment` on that frame), encoded on demand.
 
-        None before the first frame, or when the latest frame was given as features only.
+        None before the first frame. (The latest frame's input is always kept: prompt_frames
+        >= 1, so a lazily stored frame can be encoded here.)
         """
         if self._latest is None:
-            return None
-        if self._latest not in self._features and self._latest not in self._frames:
             return None
         return self._features_of(self._latest)
 
@@ -696,7 +697,7 @@ class StreamingVideoTracker:
         for index in plan.stale_features(latest, self._features):
             del self._features[index]
         for obj_id in self.object_ids:
-            outputs = lib.tracked_outputs(self.session, self._idx(obj_id))
+            outputs = self.lib.tracked_outputs(self._idx(obj_id))
             forget, pointer_only = plan.stale_outputs(
                 latest, {i: "maskmem_features" in o for i, o in outputs.items()}
             )
@@ -714,7 +715,7 @@ class StreamingVideoTracker:
 
     def _limit_conditioning(self, obj_id: int) -> None:
         """Keep the newest `max_conditioning_frames` prompted frames of `obj_id`."""
-        conditioning = lib.conditioning_outputs(self.session, self._idx(obj_id))
+        conditioning = self.lib.conditioning_outputs(self._idx(obj_id))
         for index in self.memory.surplus_conditioning(conditioning):
             del conditioning[index]
 
@@ -724,15 +725,15 @@ class StreamingVideoTracker:
         Counted from the tensors themselves, so unlike RSS it does not depend on what the
         allocator keeps; the model's weights are not included.
         """
-        return tensor_bytes(self._frames, self._features, lib.all_outputs(self.session), self._pos)
+        return tensor_bytes(self._frames, self._features, self.lib.all_outputs(), self._pos)
 
     def stats(self) -> dict[str, float]:
         """What the tracker holds now (frames, features, outputs) and its work counters."""
         cond = full = pointer = 0
         for obj_id in self.object_ids:
             idx = self._idx(obj_id)
-            cond = max(cond, len(lib.conditioning_outputs(self.session, idx)))
-            tracked = lib.tracked_outputs(self.session, idx)
+            cond = max(cond, len(self.lib.conditioning_outputs(idx)))
+            tracked = self.lib.tracked_outputs(idx)
             full = max(full, sum("maskmem_features" in o for o in tracked.values()))
             pointer = max(pointer, len(tracked))
         stats = {
@@ -742,20 +743,17 @@ class StreamingVideoTracker:
             "max_conditioning_per_object": float(cond),
             "max_full_outputs_per_object": float(full),
             "max_pointer_outputs_per_object": float(pointer),
-            "memory_frames": float(self.memory_frames),
-            "prompt_frames": float(self.prompt_frames),
+            "memory_frames": float(self.memory.memory_frames),
+            "prompt_frames": float(self.memory.prompt_frames),
             "held_mb": self.held_bytes() / 2**20,
         }
         stats.update({k: float(v) for k, v in self.counters.items()})
         return stats
 
     # ------------------------------------------------------------------ model pieces
-    def _new_session(self) -> Any:
-        return lib.new_session(self.session_cls, self.device, self.dtype)
-
     def _idx(self, obj_id: int) -> int:
         """The session's index of a known object id."""
-        return lib.object_index(self.session, obj_id)
+        return self.lib.object_index(obj_id)
 
     def _as_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if pixel_values.dim() == 3:
@@ -820,26 +818,21 @@ class StreamingVideoTracker:
         """
         import torch
 
-        model = self.model
-        conditioning = lib.conditioning_outputs(self.session, obj_idx)
+        conditioning = self.lib.conditioning_outputs(obj_idx)
         if not conditioning:
             raise RuntimeError(f"object index {obj_idx} has no prompted frame to track from")
-        selected, unselected = lib.select_conditioning(model, frame_index, conditioning)
+        selected, unselected = self.lib.select_conditioning(frame_index, conditioning)
         gathered: list[tuple[int, Any]] = [(0, out) for out in selected.values()]
-        tracked = lib.tracked_outputs(self.session, obj_idx)
-        for offset in range(self.memory_frames, 0, -1):
+        tracked = self.lib.tracked_outputs(obj_idx)
+        for offset in range(self.memory.memory_frames, 0, -1):
             previous = frame_index - offset
             gathered.append((offset, tracked.get(previous, unselected.get(previous))))
-        memories, positions = lib.memory_tensors(model, gathered, self.device)
+        memories, positions = self.lib.memory_tensors(gathered)
         n_spatial = len(memories)
-        offsets, tokens, max_pointers = lib.object_pointers(
-            model, self.session, obj_idx, frame_index, self.device
-        )
+        offsets, tokens, max_pointers = self.lib.object_pointers(obj_idx, frame_index)
         n_pointers = 0
         if tokens:
-            pointers, pointer_pos = lib.pointer_tensors(
-                model, offsets, tokens, max_pointers, self.device
-            )
+            pointers, pointer_pos = self.lib.pointer_tensors(offsets, tokens, max_pointers)
             memories.append(pointers)
             positions.append(pointer_pos)
             n_pointers = int(pointers.shape[0])
@@ -858,8 +851,7 @@ class StreamingVideoTracker:
         assert self._pos is not None
         batch = memory.shape[1]
         self.counters["memory_attention_calls"] += 1
-        out: torch.Tensor = lib.memory_attention(
-            self.model,
+        out: torch.Tensor = self.lib.memory_attention(
             feats[-1].expand(-1, batch, -1),
             self._pos.expand(-1, batch, -1),
             memory,
@@ -961,7 +953,7 @@ class StreamingVideoTracker:
             raise PromptError(f"mask must be {size}x{size} (model input size)")
         pix_feat = feats[-1].permute(1, 2, 0).reshape(-1, self.hidden_dim, *self.feature_sizes[-1])
         self.counters["decoder_calls"] += 1
-        out = lib.mask_as_output(self.model, pix_feat, high_res, mask)
+        out = self.lib.mask_as_output(pix_feat, high_res, mask)
         import torch
 
         best = torch.zeros(1, dtype=torch.long, device=self.device)
@@ -990,8 +982,7 @@ class StreamingVideoTracker:
         """Memory encoder for B objects on one frame -> (features, positions), batched."""
         batch = high_res_masks.shape[0]
         self.counters["memory_encoder_calls"] += 1
-        return lib.encode_memory(
-            self.model,
+        return self.lib.encode_memory(
             feats[-1].expand(-1, batch, -1),
             high_res_masks,
             object_score_logits,
@@ -1032,22 +1023,13 @@ class StreamingVideoTracker:
     ) -> _PointPrompt:
         """This prompt's points joined to the earlier ones on the same frame (a box restarts)."""
         previous = self._prompts.get(obj_id, {}).get(frame_index)
-        merged = _PointPrompt()
-        if box is not None:
-            merged.coords += [(float(box[0]), float(box[1])), (float(box[2]), float(box[3]))]
-            merged.labels += list(BOX_LABELS)
-        elif previous is not None:
-            merged.coords += previous.coords
-            merged.labels += previous.labels
-        merged.coords += [(float(x), float(y)) for x, y in points]
-        merged.labels += [int(v) for v in labels]
-        return merged
+        return _PointPrompt.build(points, labels, box, previous)
 
     def _pop_outputs(self, idx: int, frame_index: int) -> dict[bool, Any]:
         found = {}
         for conditioning, outputs in (
-            (True, lib.conditioning_outputs(self.session, idx)),
-            (False, lib.tracked_outputs(self.session, idx)),
+            (True, self.lib.conditioning_outputs(idx)),
+            (False, self.lib.tracked_outputs(idx)),
         ):
             if frame_index in outputs:
                 found[conditioning] = outputs.pop(frame_index)
@@ -1056,9 +1038,9 @@ class StreamingVideoTracker:
     def _restore_outputs(self, idx: int, frame_index: int, previous: dict[bool, Any]) -> None:
         for conditioning, value in previous.items():
             if conditioning:
-                lib.conditioning_outputs(self.session, idx)[frame_index] = value
+                self.lib.conditioning_outputs(idx)[frame_index] = value
             else:
-                lib.tracked_outputs(self.session, idx)[frame_index] = value
+                self.lib.tracked_outputs(idx)[frame_index] = value
 
     def _result(self, out: _Decoded, i: int, *, candidates: bool) -> TrackedMask:
         """Object i of a decoder batch as a TrackedMask (candidates sorted best first)."""
