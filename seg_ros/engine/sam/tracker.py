@@ -195,6 +195,7 @@ class StreamingVideoTracker:
         remove_object(obj_id), reset(), discard_frame(frame_index)
         segment(pixel_values | features, points=, labels=, box=, mask=, multimask=) -> TrackedMask
         has_frame(i), object_ids, latest_frame, image_size, bounds, stats(), counters
+        memory (the MemoryPlan: windows, bounds), lib (the LibraryAdapter: model + session)
 
     Memory policy (`self.memory`, a `MemoryPlan` (memory.py), applied by `_prune` after every
     frame and by `_limit_conditioning` after a prompt; latest frame L):
