@@ -27,13 +27,14 @@ import pytest
 import torch
 from tiny_models import TINY_IMAGE_SIZE, bias_object_scores, build_model, save_model, save_tiny
 
-from seg_ros.engine.backends.sam2 import Sam2Backend, scribble_points
+from seg_ros.engine.backends.sam2 import Sam2Backend
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import ModelLoadError, PromptError
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.registry import build_backend
 from seg_ros.engine.sam import adapter as lib
 from seg_ros.engine.sam.tracker import StreamingVideoTracker, session_class_for
+from seg_ros.engine.sam.transforms import scribble_points
 from seg_ros.engine.session import SegmentationSession
 
 KINDS = ("sam2", "edgetam")
@@ -279,10 +280,10 @@ def assert_not_vacuous(
     result: Comparison, tracker: StreamingVideoTracker, count: int, minimum: int = 150
 ) -> None:
     assert result.compared >= minimum and result.present >= result.compared // 2, result
-    if not lib.has_perceiver(tracker.model):  # SAM 2.1: objects come and go
+    if not tracker.lib.has_perceiver:  # SAM 2.1: objects come and go
         assert result.absent >= 10, result
     stats = tracker.stats()
-    assert stats["frames_in_memory"] == tracker.prompt_frames < count
+    assert stats["frames_in_memory"] == tracker.memory.prompt_frames < count
     assert stats["max_pointer_outputs_per_object"] < count - 1  # the library keeps count - 1
 
 
@@ -301,7 +302,10 @@ def test_defaults_equal_one_library_session_per_object(kind: str) -> None:
     )
     stats = tracker.stats()
     assert held == 40 - 1 > stats["max_pointer_outputs_per_object"]
-    assert stats["max_full_outputs_per_object"] <= tracker.prompt_frames + tracker.memory_frames
+    assert (
+        stats["max_full_outputs_per_object"]
+        <= tracker.memory.prompt_frames + tracker.memory.memory_frames
+    )
     # Corrections stay ordinary tracked frames (the library's semantics): object 1 keeps frame
     # 0 only as a prompted frame; its corrections on 12 and 25 leave memory with the windows.
     assert tracker.conditioning_frames(1) == [0]
@@ -461,11 +465,11 @@ def test_a_changed_private_call_fails_clearly(monkeypatch: pytest.MonkeyPatch) -
 
 
 def snapshot(tracker: StreamingVideoTracker) -> Any:
-    return copy.deepcopy((tracker.session, tracker._tracked, tracker._prompts))
+    return copy.deepcopy((tracker.lib.session, tracker._tracked, tracker._prompts))
 
 
 def restore(tracker: StreamingVideoTracker, state: Any) -> None:
-    tracker.session, tracker._tracked, tracker._prompts = copy.deepcopy(state)
+    tracker.lib.session, tracker._tracked, tracker._prompts = copy.deepcopy(state)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -511,8 +515,8 @@ def held_bound_bytes(tracker: StreamingVideoTracker, objects: int) -> int:
     for obj in tracker.object_ids:
         idx = tracker._idx(obj)
         for entry in [
-            *lib.conditioning_outputs(tracker.session, idx).values(),
-            *lib.tracked_outputs(tracker.session, idx).values(),
+            *tracker.lib.conditioning_outputs(idx).values(),
+            *tracker.lib.tracked_outputs(idx).values(),
         ]:
             if "maskmem_features" in entry:
                 full = max(full, tensor_bytes(entry))
@@ -546,7 +550,7 @@ def test_memory_stays_within_its_stated_bound(
     session = SegmentationSession(backend, max_objects=8)
     tracker = backend.tracker
     bounds = tracker.bounds
-    prompt_frames, window = tracker.prompt_frames, tracker.memory_frames
+    prompt_frames, window = tracker.memory.prompt_frames, tracker.memory.memory_frames
     pointer_window = int(tracker.model.config.max_object_pointers_in_encoder) - 1
     # The stated bound is what the model's windows need, no more.
     assert bounds.frames == prompt_frames and bounds.feature_frames == 2
@@ -779,7 +783,7 @@ def test_scribble_points_spread_along_strokes() -> None:
 
 def test_memory_frames_option(folders: dict[str, pathlib.Path]) -> None:
     backend = build(folders["sam2"], memory_frames=2, options={"prompt_frames": 3})
-    assert backend.tracker.memory_frames == 2 and backend.memory_frames == 3
+    assert backend.tracker.memory.memory_frames == 2 and backend.memory_frames == 3
     session = SegmentationSession(backend)
     stream = images(20)
     session.step(next(stream))

@@ -21,7 +21,7 @@ from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import ModelLoadError, PromptError
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.registry import build_backend
-from seg_ros.engine.sam import detector as sam3_detector
+from seg_ros.engine.sam import detector
 from seg_ros.engine.session import SegmentationSession
 
 pytestmark = pytest.mark.skipif(
@@ -126,7 +126,7 @@ def test_preprocessing_matches_the_sam3_image_processor() -> None:
     image = _frames(1)[0]
     processor = Sam3ImageProcessor(size={"height": 112, "width": 112})
     expected = processor(images=image, return_tensors="pt")["pixel_values"]
-    ours = sam3_detector.preprocess(image, 112, torch.device("cpu"), torch.float32)
+    ours = detector.preprocess(image, 112, torch.device("cpu"), torch.float32)
     # The processor's own path (uint8 antialiased resize, fused mean / std): bit-exact.
     assert torch.equal(ours, expected), float((ours - expected).abs().max())
 
@@ -157,9 +157,9 @@ def test_mask_nms_keeps_the_best_of_overlapping_masks() -> None:
     masks[2, 5:, 5:] = True  # elsewhere
     masks[3, :5, 3:8] = True  # IoU 0.25 with 0
     scores = torch.tensor([0.9, 0.8, 0.5, 0.7])
-    assert sam3_detector.mask_nms(masks, scores, 0.5) == [0, 3, 2]
-    assert sam3_detector.mask_nms(masks, scores, 0.1) == [0, 2]
-    assert sam3_detector.mask_nms(masks, scores, 1.0) == [0, 1, 3, 2]
+    assert detector.mask_nms(masks, scores, 0.5) == [0, 3, 2]
+    assert detector.mask_nms(masks, scores, 0.1) == [0, 2]
+    assert detector.mask_nms(masks, scores, 1.0) == [0, 1, 3, 2]
 
 
 def test_nms_on_model_output(checkpoint: pathlib.Path) -> None:

@@ -1,4 +1,5 @@
-"""engine.sam.loading: preprocessing equals the SAM 2 image processor's, bit for bit."""
+"""engine/sam/transforms.py's preprocessing is the SAM 2 image processor's, to the bit, without
+torchvision."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from seg_ros.engine.sam.loading import preprocess
+from seg_ros.engine.sam.transforms import preprocess
 
 
 @pytest.mark.parametrize("shape", [(720, 1280), (480, 640), (256, 320), (96, 80), (256, 256)])

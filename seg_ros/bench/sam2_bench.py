@@ -197,7 +197,7 @@ def random_model(
     import torch
     from transformers import EdgeTamVideoModel, Sam2VideoModel
 
-    from seg_ros.engine.backends.sam2 import resized_config
+    from seg_ros.engine.sam.loading import resized_config
 
     config = CONFIGS[name]()
     if input_size and input_size != int(config.image_size):
@@ -241,11 +241,9 @@ def _fill_window(backend: Any, obj: int, frame: int) -> int:
     one tracked frame into the whole window reaches the steady state without paying
     num_maskmem - 1 warm-up steps (minutes per model on a CPU). Returns the next frame index.
     """
-    from seg_ros.engine.sam import adapter as hf_adapter
-
     tracker = backend.tracker
-    tracked = hf_adapter.tracked_outputs(tracker.session, tracker._idx(obj))
-    window = max(tracker.memory_frames, tracker.pointer_frames)
+    tracked = tracker.lib.tracked_outputs(tracker._idx(obj))
+    window = max(tracker.memory.memory_frames, tracker.memory.pointer_frames)
     entry = tracked[frame]
     # Renumber: the real frame becomes the newest of a full window of identical frames.
     for k in range(1, window + 1):
@@ -256,12 +254,10 @@ def _fill_window(backend: Any, obj: int, frame: int) -> int:
 
 def _copy_memory(backend: Any, source: int, targets: list[int]) -> None:
     """Give `targets` the tracked-frame memory of `source` (same shortcut, more objects)."""
-    from seg_ros.engine.sam import adapter as hf_adapter
-
     tracker = backend.tracker
-    src = hf_adapter.tracked_outputs(tracker.session, tracker._idx(source))
+    src = tracker.lib.tracked_outputs(tracker._idx(source))
     for obj in targets:
-        tracked = hf_adapter.tracked_outputs(tracker.session, tracker._idx(obj))
+        tracked = tracker.lib.tracked_outputs(tracker._idx(obj))
         tracked.clear()
         tracked.update({k: dict(v) for k, v in src.items()})
         tracker._tracked[obj] = set(tracker._tracked.get(source, set()))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Self
 
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -51,3 +52,24 @@ class BackendConfig:
             raise ValueError("memory_frames must be >= 0")
         if self.max_conditioning_frames < 1:
             raise ValueError("max_conditioning_frames must be >= 1")
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Base of every backend's options (`BackendConfig.options`): a frozen dataclass whose
+    fields are the options, validated in `__post_init__`."""
+
+    @classmethod
+    def from_options(cls, raw: Mapping[str, Any], backend: str) -> Self:
+        """The options `raw` gives (the rest at their defaults).
+
+        Raises ValueError naming the unknown keys and the known ones, before anything loads
+        (a misspelt option would otherwise be silently ignored).
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(
+                f"unknown {backend} backend options {sorted(unknown)}; known: {sorted(known)}"
+            )
+        return cls(**raw)

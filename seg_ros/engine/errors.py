@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class SegRosError(Exception):
     """Base class: a request or a frame that the engine refused, with the reason."""
@@ -40,3 +43,23 @@ class ModelLoadError(SegRosError):
 
 class BackendError(SegRosError):
     """The model failed on a step (e.g. out of GPU memory); the frame is dropped."""
+
+
+#: What model code raises when it fails on an input: torch raises RuntimeError (its CUDA
+#: out-of-memory error is one) or ValueError (shapes); the engine's own errors pass unchanged.
+MODEL_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError)
+
+
+@contextmanager
+def backend_errors(what: str, errors: tuple[type[Exception], ...] = MODEL_ERRORS) -> Iterator[None]:
+    """Re-raise a model failure inside the block as BackendError(f"{what}: {exc}").
+
+    A SegRosError (a refused prompt, ...) passes unchanged. `errors` names what a model raises
+    (the classic backend passes OpenCV's `cv2.error`).
+    """
+    try:
+        yield
+    except SegRosError:
+        raise
+    except errors as exc:
+        raise BackendError(f"{what}: {exc}") from exc

@@ -13,7 +13,7 @@ No model, no weights, CPU real time. What it does with each request:
   - a full mask: taken as the object.
   Each object then keeps a colour model (Lab histogram of its pixels) and one of the rest of
   the frame.
-* Tracking, per frame (`classic_track`): one dense optical flow (DIS, "medium") from the new
+* Tracking, per frame (classic/track.py): one dense optical flow (DIS, "medium") from the new
   frame back to the previous one; per object the previous mask is pulled along it pixel by
   pixel (the temporal prior: the object goes where its pixels went, it cannot teleport); only
   when the flow inside the mask disagrees with itself does mean shift on the object's colours
@@ -54,8 +54,8 @@ import numpy as np
 from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput
 from seg_ros.engine.classic import ops
 from seg_ros.engine.classic import track as trk
-from seg_ros.engine.config import BackendConfig
-from seg_ros.engine.errors import BackendError, PromptError
+from seg_ros.engine.config import BackendConfig, BackendOptions
+from seg_ros.engine.errors import PromptError, backend_errors
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.types import BinImage, BoolArray, FloatArray, RgbImage
 
@@ -67,7 +67,7 @@ _FLOW_PRESETS = {
 
 
 @dataclass(frozen=True)
-class ClassicConfig:
+class ClassicConfig(BackendOptions):
     """Tuning of the classic backend.
 
     Attributes:
@@ -267,10 +267,9 @@ class ClassicBackend(Backend):
         return _Frame(small, gray, ops.bins_of_lab(lab), height, width)
 
     def step(self, frame_index: int, image: RgbImage) -> dict[int, MaskOutput]:
-        try:
+        # OpenCV refusing odd data: drop this frame, keep the objects.
+        with backend_errors(f"classic backend failed on frame {frame_index}", (cv2.error,)):
             return self._step(frame_index, image)
-        except cv2.error as exc:  # OpenCV refusing odd data: drop this frame, keep the objects
-            raise BackendError(f"classic backend failed on frame {frame_index}: {exc}") from exc
 
     def _step(self, frame_index: int, image: RgbImage) -> dict[int, MaskOutput]:
         frame = self._prepare(image)
@@ -355,7 +354,7 @@ class ClassicBackend(Backend):
         # On a past frame, a refinement starts from the prompt alone: the object's mask on
         # that frame is not kept (only its latest one).
         track = None if past else self._tracks.get(obj)
-        try:
+        with backend_errors("classic backend failed on the prompt", (cv2.error,)):
             mask, full_mask, confidence = self._segment_prompt(frame, prompt, track, frame_index)
             new = self._new_track(frame, mask, confidence, track, prompt, frame_index)
             new.full_mask = full_mask
@@ -364,8 +363,6 @@ class ClassicBackend(Backend):
             output = self._output(new, frame)
             if past:
                 self._carry_forward(new, position)
-        except cv2.error as exc:
-            raise BackendError(f"classic backend failed on the prompt: {exc}") from exc
         self._tracks[obj] = new
         return output
 
@@ -527,10 +524,8 @@ class ClassicBackend(Backend):
         if not prompt.has_geometry:
             return super().segment(image, prompt, multimask, score_threshold)
         frame = self._prepare(image)
-        try:
+        with backend_errors("classic backend failed on the prompt", (cv2.error,)):
             mask, full_mask, confidence = self._segment_prompt(frame, prompt, None, -1)
-        except cv2.error as exc:
-            raise BackendError(f"classic backend failed on the prompt: {exc}") from exc
         track = self._new_track(frame, mask, confidence, None, prompt, -1)
         track.full_mask = full_mask
         return [self._output(track, frame)]
@@ -543,7 +538,7 @@ class ClassicBackend(Backend):
         flow: np.ndarray,
         maps: tuple[FloatArray, FloatArray],
     ) -> tuple[ops.Box, FloatArray] | None:
-        """Move `track` to `frame`; return its ROI and its log-odds there (see classic_track)."""
+        """Move `track` to `frame`; return its ROI and its log-odds there (see classic/track.py)."""
         track.full_mask = None
         box = ops.mask_box(track.mask)
         if box is None:
@@ -855,15 +850,9 @@ def build(config: BackendConfig) -> ClassicBackend:
     """Registry entry. `input_size` sets the working resolution's long side (0 = 320),
     `memory_frames` the frames kept for past-frame prompts (0 = 30);
     options: any ClassicConfig field (work_size, flow_preset, lost_confidence, ...)."""
-    known = set(ClassicConfig.__dataclass_fields__)
-    unknown = set(config.options) - known
-    if unknown:
-        raise ValueError(
-            f"unknown classic backend options {sorted(unknown)}; known: {sorted(known)}"
-        )
     options = dict(config.options)
     if config.input_size and "work_size" not in options:
         options["work_size"] = config.input_size
     if config.memory_frames and "history_frames" not in options:
         options["history_frames"] = config.memory_frames
-    return ClassicBackend(ClassicConfig(**options))
+    return ClassicBackend(ClassicConfig.from_options(options, "classic"))

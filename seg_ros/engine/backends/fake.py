@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput
-from seg_ros.engine.config import BackendConfig
+from seg_ros.engine.config import BackendConfig, BackendOptions
 from seg_ros.engine.errors import BackendError, PromptError
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.results import Candidate
@@ -21,7 +21,7 @@ from seg_ros.engine.types import BoolArray, RgbImage
 
 
 @dataclass(frozen=True)
-class FakeConfig:
+class FakeConfig(BackendOptions):
     """Args: delay_s: sleep per step (a slow model); point_radius: disc radius in pixels;
     memory_frames: frames a prompt may refer back to; fail_every: raise BackendError on every
     n-th step (fault injection, 0 = never)."""
@@ -110,8 +110,4 @@ class FakeBackend(Backend):
 
 def build(config: BackendConfig) -> FakeBackend:
     """Registry entry: options delay_s, point_radius, memory_frames, fail_every."""
-    known = set(FakeConfig.__dataclass_fields__)
-    unknown = set(config.options) - known
-    if unknown:
-        raise ValueError(f"unknown fake backend options {sorted(unknown)}; known: {sorted(known)}")
-    return FakeBackend(FakeConfig(**config.options))
+    return FakeBackend(FakeConfig.from_options(config.options, "fake"))

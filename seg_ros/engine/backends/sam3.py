@@ -6,7 +6,7 @@ CLIP tokenizer files) holds two models on ONE vision backbone:
 - the detector (`Sam3Model`): text (+ optional exemplar boxes) -> every matching instance, scored;
 - the tracker (`Sam3TrackerVideoModel`, SAM 2's architecture, without a vision encoder of its
   own): points / box / mask prompts and frame-to-frame tracking with a memory bank, driven here by
-  the generic bounded-memory `StreamingVideoTracker` (hf_stream.py).
+  the generic bounded-memory `StreamingVideoTracker` (engine/sam/tracker.py).
 
 The ViT backbone (most of the compute: 35-70 s a frame for the 840M checkpoint on a 2-core CPU)
 runs at most ONCE per frame. Each stored frame's backbone output is memoised (`BackboneCache`); the
@@ -21,9 +21,7 @@ prompt for the tracker and labels the object with the text.
 
 from __future__ import annotations
 
-import gc
 import importlib.util
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,12 +29,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput
-from seg_ros.engine.backends.sam2 import prompt_tracker, tracker_prompt
+from seg_ros.engine.backends.base import Capabilities, MaskOutput
 from seg_ros.engine.config import BackendConfig
-from seg_ros.engine.errors import BackendError, ModelLoadError, PromptError, SegRosError
+from seg_ros.engine.errors import ModelLoadError, PromptError, backend_errors
 from seg_ros.engine.prompts import Prompt
-from seg_ros.engine.results import Candidate
+from seg_ros.engine.sam.adapter import sam3_vision_output
 from seg_ros.engine.sam.detector import (
     Detection,
     TextEncoder,
@@ -48,12 +45,20 @@ from seg_ros.engine.sam.detector import (
 )
 from seg_ros.engine.sam.loading import (
     load_pretrained,
-    logits_to_masks,
     model_type_of,
+    release_memory,
     resolve_device,
     resolve_dtype,
 )
-from seg_ros.engine.sam.tracker import StreamingVideoTracker, TrackedMask
+from seg_ros.engine.sam.options import SamOptions
+from seg_ros.engine.sam.prompting import (
+    TrackerBackend,
+    prompt_tracker,
+    to_output,
+    to_outputs,
+    tracker_prompt,
+)
+from seg_ros.engine.sam.tracker import StreamingVideoTracker
 from seg_ros.engine.types import BoolArray, RgbImage
 
 #: The checkpoint a robot uses unless told otherwise (fetched beforehand with seg-ros-download).
@@ -62,45 +67,25 @@ MODEL_TYPES = ("sam3_video",)
 
 
 @dataclass(frozen=True)
-class Sam3Options:
-    """Backend-specific options (`BackendConfig.options`).
+class Sam3Options(SamOptions):
+    """Options of the sam3 backend (`BackendConfig.options`): those of `SamOptions` (for the
+    tracker; `prompt_frames` and `lazy_encoding` also hold for text requests) and:
 
     Attributes:
         nms_iou: mask IoU above which a lower-scored detection is dropped as a duplicate;
             None = the checkpoint's `det_nms_thresh` (0.1 for facebook/sam3); 1.0 disables.
         text_cache_size: encoded phrases kept (a robot repeats its phrases).
-        prompt_frames: recent frames a prompt or a text request may name by stamp (0 = the
-            tracker's memory window). A past frame's backbone output is recomputed on demand.
-        batch_objects: track objects with equal memory layouts in one batched call; None = on
-            CUDA only (as the sam2 backend).
-        corrections_as_conditioning: see `Sam2Options` (a correction is kept as a prompted
-            frame; off by default, as the library).
-        independent_objects: see `Sam2Options` (False = as one library session for all).
-        lazy_encoding: while nothing is tracked, frames are only preprocessed; the backbone runs
-            when a prompt or a text request names the frame.
-        scribble_points: a scribble becomes this many positive clicks along its strokes.
-        offline: never download (the node's rule); False lets a hub id be fetched (tools only).
     """
 
     nms_iou: float | None = None
     text_cache_size: int = 32
-    prompt_frames: int = 0
-    batch_objects: bool | None = None
-    corrections_as_conditioning: bool = False
-    independent_objects: bool = True
-    lazy_encoding: bool = True
-    scribble_points: int = 8
-    offline: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.nms_iou is not None and not 0.0 <= self.nms_iou <= 1.0:
             raise ValueError(f"nms_iou must be in [0, 1]; got {self.nms_iou}")
         if self.text_cache_size < 1:
             raise ValueError("text_cache_size must be >= 1")
-        if self.prompt_frames < 0:
-            raise ValueError("prompt_frames must be >= 0")
-        if not 1 <= self.scribble_points <= 64:
-            raise ValueError("scribble_points must be in [1, 64]")
 
 
 @dataclass
@@ -204,18 +189,14 @@ class SharedVisionEncoder(torch.nn.Module):
         self.__dict__["cache"] = cache
 
     def forward(self, pixel_values: torch.Tensor, **kwargs: Any) -> Any:
-        from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
-
         cache: BackboneCache = self.__dict__["cache"]
         hidden = cache.hidden_for(pixel_values)
         spatial = hidden.view(hidden.shape[0], self.grid, self.grid, -1).permute(0, 3, 1, 2)
         fpn, pos = self.neck(spatial)
-        return Sam3VisionEncoderOutput(
-            last_hidden_state=hidden, fpn_hidden_states=fpn, fpn_position_encoding=pos
-        )
+        return sam3_vision_output(hidden, fpn, pos)
 
 
-class Sam3Backend(Backend):
+class Sam3Backend(TrackerBackend):
     """SAM 3 detector + tracker on one stream (see the module docstring).
 
     Args:
@@ -256,16 +237,12 @@ class Sam3Backend(Backend):
         model.tracker_model.vision_encoder = SharedVisionEncoder(
             self.backbones, model.tracker_neck, self.grid
         )
-        batch = self.options.batch_objects
         try:
             self.tracker = StreamingVideoTracker(
                 model.tracker_model,
                 memory_frames=memory_frames,
                 max_conditioning_frames=max_conditioning_frames,
-                prompt_frames=self.options.prompt_frames,
-                batch_objects=self.torch_device.type == "cuda" if batch is None else batch,
-                corrections_as_conditioning=self.options.corrections_as_conditioning,
-                independent_objects=self.options.independent_objects,
+                **self.options.tracker_kwargs(self.torch_device.type),
             )
         except ValueError as exc:
             raise ModelLoadError(f"sam3 tracker: {exc}") from exc
@@ -275,35 +252,21 @@ class Sam3Backend(Backend):
         self._closed = False
 
     # ------------------------------------------------------------------ protocol
-    @property
-    def device(self) -> str:
-        return str(self.torch_device)
-
-    @property
-    def memory_frames(self) -> int:
-        return int(self.tracker.prompt_frames)
-
     def step(self, frame_index: int, image: RgbImage) -> dict[int, MaskOutput]:
         size = (int(image.shape[0]), int(image.shape[1]))
         pixels = self._pixels(image)
         # Stored first: the tracker's encoder call finds the frame and memoises its backbone.
         self.backbones.add(frame_index, pixels, size)
         try:
-            # Lazy: while nothing is tracked the tracker only keeps the frame (no backbone run).
-            tracked = self.tracker.step(frame_index, pixels, lazy=self.options.lazy_encoding)
-        except BaseException as exc:
-            self.backbones.discard(frame_index)
-            if isinstance(exc, (RuntimeError, ValueError)) and not isinstance(exc, SegRosError):
-                # torch errors (out of memory, ...) are these: the frame is dropped.
-                raise BackendError(f"the sam3 model failed on frame {frame_index}: {exc}") from exc
+            with backend_errors(f"the sam3 model failed on frame {frame_index}"):
+                # Lazy: while nothing is tracked the tracker only keeps the frame (no backbone).
+                tracked = self.tracker.step(frame_index, pixels, lazy=self.options.lazy_encoding)
+        except BaseException:
+            self.backbones.discard(frame_index)  # the frame is dropped
             raise
         self.backbones.keep_last(self.memory_frames)
         self._latest_image = image
-        if not tracked:
-            return {}
-        ids = list(tracked)
-        masks = logits_to_masks(torch.stack([tracked[i].mask_logits for i in ids]), *size)
-        return {obj: _mask_output(tracked[obj], masks[n]) for n, obj in enumerate(ids)}
+        return to_outputs(tracked, *size)
 
     def add_prompt(
         self, frame_index: int, obj: int, prompt: Prompt, multimask: bool = False
@@ -319,12 +282,9 @@ class Sam3Backend(Backend):
             prompt,
             self._prompt_kwargs(prompt, frame.size),
             multimask,
-            lambda out: self._output(out, frame.size),
+            lambda out: to_output(out, *frame.size),
             self.name,
         )
-
-    def remove_object(self, obj: int) -> None:
-        self.tracker.remove_object(obj)
 
     def reset(self) -> None:
         self.tracker.reset()
@@ -343,20 +303,18 @@ class Sam3Backend(Backend):
         exemplar (SAM 3 then finds the boxed instance and its look-alikes more surely)."""
         frame = self._frame(frame_index)
         exemplar = geometry.box if geometry is not None else None
-        try:
+        with backend_errors("the sam3 detector failed"):
             hidden = self.backbones.hidden(frame_index)
             detections = self._detect(
                 hidden, text, frame.size, score_threshold, max_objects, exemplar=exemplar
             )
-        except (RuntimeError, ValueError) as exc:
-            raise BackendError(f"the sam3 detector failed: {exc}") from exc
         return [MaskOutput(d.mask, d.score, True) for d in detections]
 
     def segment(
         self, image: RgbImage, prompt: Prompt, multimask: bool = False, score_threshold: float = 0.0
     ) -> list[MaskOutput]:
         size = (int(image.shape[0]), int(image.shape[1]))
-        try:
+        with backend_errors("the sam3 model failed on a one-shot request"):
             # The latest frame's pixels are a stored frame's: its backbone output is reused.
             latest = max(self.backbones.frames, default=None)
             if image is self._latest_image and latest is not None:
@@ -375,11 +333,7 @@ class Sam3Backend(Backend):
             kwargs = self._prompt_kwargs(prompt, size)
             # The tracker's decoder; its features come from the memoised backbone output.
             out = self.tracker.segment(pixels, multimask=multimask, **kwargs)
-        except SegRosError:
-            raise
-        except (RuntimeError, ValueError) as exc:
-            raise BackendError(f"the sam3 model failed on a one-shot request: {exc}") from exc
-        return [self._output(out, size)]
+        return [to_output(out, *size)]
 
     def close(self) -> None:
         """Drop the model and every memory; give the GPU memory back. Idempotent."""
@@ -388,12 +342,10 @@ class Sam3Backend(Backend):
         self._closed = True
         self.reset()
         self.text.clear()
-        self.tracker.model = None
+        self.tracker.lib.model = None
         # Drop every reference to the weights so that their memory can go back.
         del self.tracker, self.text, self.model, self.detector, self.backbones
-        gc.collect()
-        if self.torch_device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_memory(self.torch_device)
 
     def stats(self) -> dict[str, float]:
         if self._closed:
@@ -408,8 +360,7 @@ class Sam3Backend(Backend):
                 "input_size": float(self.image_size),
             }
         )
-        if self.torch_device.type == "cuda":
-            stats["cuda_allocated_mb"] = torch.cuda.memory_allocated(self.torch_device) / 2**20
+        stats.update(self.device_stats())
         return stats
 
     # ------------------------------------------------------------------ internals
@@ -462,30 +413,6 @@ class Sam3Backend(Backend):
             self.dtype,
         )
 
-    def _output(self, out: TrackedMask, size: tuple[int, int]) -> MaskOutput:
-        mask = logits_to_masks(out.mask_logits[None], *size)[0]
-        candidates: tuple[Candidate, ...] = ()
-        if out.candidate_logits is not None:
-            cmasks = logits_to_masks(out.candidate_logits, *size)
-            candidates = tuple(
-                Candidate(cmasks[k], float(min(1.0, max(0.0, s))))
-                for k, s in enumerate(out.candidate_scores)
-            )
-        return _mask_output(out, mask, candidates)
-
-
-def _mask_output(
-    out: TrackedMask, mask: BoolArray, candidates: tuple[Candidate, ...] = ()
-) -> MaskOutput:
-    """Visible while the object score says present (and the mask is not empty)."""
-    logit = out.object_score_logit
-    visible = logit > 0.0 and bool(mask.any())
-    return MaskOutput(mask=mask, score=_sigmoid(logit), visible=visible, candidates=candidates)
-
-
-def _sigmoid(logit: float) -> float:
-    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))
-
 
 def _designated(detections: list[Detection], prompt: Prompt) -> Detection | None:
     """The detection the prompt's geometry points at (ties go to the higher score), or None."""
@@ -517,7 +444,7 @@ def load(config: BackendConfig) -> Sam3Backend:
     another architecture, missing tokenizer files, a tokenizer of another model, or torchvision
     missing; ValueError for unknown options.
     """
-    options = _options(config.options)
+    options = Sam3Options.from_options(config.options, "sam3")
     if importlib.util.find_spec("torchvision") is None:
         raise ModelLoadError(
             "the sam3 backend needs torchvision: transformers' SAM 3 detector pools exemplar "
@@ -575,14 +502,6 @@ def load(config: BackendConfig) -> Sam3Backend:
         options=options,
         normalisation=read_normalisation(source),
     )
-
-
-def _options(raw: dict[str, Any]) -> Sam3Options:
-    known = set(Sam3Options.__dataclass_fields__)
-    unknown = set(raw) - known
-    if unknown:
-        raise ValueError(f"unknown sam3 backend options {sorted(unknown)}; known: {sorted(known)}")
-    return Sam3Options(**raw)
 
 
 def build(config: BackendConfig) -> Sam3Backend:

@@ -1,12 +1,12 @@
-"""The ONE place that touches transformers' private SAM 2-family video API.
+"""The ONE place that touches transformers' private SAM 2-family video API: `LibraryAdapter`.
 
-`StreamingVideoTracker` (hf_stream.py) re-uses the library's own building blocks so that its
+`StreamingVideoTracker` (tracker.py) re-uses the library's own building blocks so that its
 results are the library's to the bit; several of them are private (underscore methods, the
-inference session's dictionaries, a misspelt keyword). Every such use goes through this module,
-and `check_library` verifies, before a model is used, that each one still exists with the
-parameters it is called with. A transformers release that renames or re-shapes one of them then
-fails at load time (and in test/test_sam2.py) with a message naming the call, instead of silently
-changing results.
+inference session's dictionaries, a misspelt keyword). Every such use goes through
+`LibraryAdapter` (a model and its inference session), and `check_library` verifies, before a
+model is used, that each one still exists with the parameters it is called with. A transformers
+release that renames or re-shapes one of them then fails at load time (and in
+test/test_sam2.py) with a message naming the call, instead of silently changing results.
 
 Tested with transformers `TESTED_TRANSFORMERS` (pinned in setup.py; requirements-model.txt pins a
 version inside it). The SAM 2.1 / EdgeTAM equality tests also pass on 5.24.0 and 5.25.0, but the
@@ -218,172 +218,204 @@ def check_library(model: Any, session_cls: Any = None) -> Any:
     return session_cls
 
 
-# ---------------------------------------------------------------------- session
-def new_session(session_cls: Any, device: Any, dtype: Any) -> Any:
-    """An empty library session on `device` (inputs, state and frames there)."""
-    import torch
+class LibraryAdapter:
+    """A SAM 2-family video model and one inference session of it, as the tracker uses them.
 
-    # dtype must be a torch.dtype: the session's string default crashes (transformers 5.23).
-    return session_cls(
-        inference_device=device,
-        inference_state_device=device,
-        video_storage_device=device,
-        dtype=dtype if isinstance(dtype, torch.dtype) else torch.float32,
-    )
+    Construction runs `check_library`. The session holds the per-object outputs in the library's
+    own dictionaries, so that the library's memory helpers read them as usual; the tracker
+    decides what goes in and what is evicted (memory.py).
 
-
-def object_index(session: Any, obj_id: int) -> int:
-    """The session's index of `obj_id` (created when new)."""
-    return int(session.obj_id_to_idx(obj_id))
-
-
-def object_ids(session: Any) -> list[int]:
-    return list(session.obj_ids)
-
-
-def object_count(session: Any) -> int:
-    return int(session.get_obj_num())
-
-
-def conditioning_outputs(session: Any, idx: int) -> dict[int, Any]:
-    """Prompted-frame outputs of object index `idx`, by frame (the library's own dict)."""
-    result: dict[int, Any] = session.output_dict_per_obj[idx][CONDITIONING]
-    return result
-
-
-def tracked_outputs(session: Any, idx: int) -> dict[int, Any]:
-    """Tracked-frame outputs of object index `idx`, by frame (the library's own dict)."""
-    result: dict[int, Any] = session.output_dict_per_obj[idx][TRACKED]
-    return result
-
-
-def all_outputs(session: Any) -> Any:
-    """Every object's outputs (for counting the tensors held)."""
-    return session.output_dict_per_obj
-
-
-def store_output(
-    session: Any, idx: int, frame_index: int, value: dict[str, Any], conditioning: bool
-) -> None:
-    """Store one frame's output where the library's memory helpers look for it."""
-    session.store_output(idx, frame_index, output_value=value, is_conditioning_frame=conditioning)
-
-
-def without_object(session: Any, fresh: Any, obj_id: int) -> Any:
-    """`fresh` (an empty session) given every object of `session` but `obj_id`, in order.
-
-    The library's session cannot forget an object; its indices must stay dense.
+    Args:
+        model: a loaded video model in eval mode, on its device and dtype.
+        session_cls: the model's inference-session class; None = found from the model's class.
     """
-    for other in session.obj_ids:
-        if other == obj_id:
-            continue
-        i, j = session.obj_id_to_idx(other), fresh.obj_id_to_idx(other)
-        fresh.output_dict_per_obj[j] = session.output_dict_per_obj[i]
-        fresh.point_inputs_per_obj[j] = session.point_inputs_per_obj[i]
-        fresh.mask_inputs_per_obj[j] = session.mask_inputs_per_obj[i]
-        fresh.frames_tracked_per_obj[j] = session.frames_tracked_per_obj[i]
-    return fresh
+
+    def __init__(self, model: Any, session_cls: Any = None) -> None:
+        self.model = model
+        self.session_cls = check_library(model, session_cls)
+        first = next(model.mask_decoder.parameters())
+        self.device = first.device
+        self.dtype = first.dtype
+        self.session = self.new_session()
+
+    # ------------------------------------------------------------------ model facts
+    @property
+    def has_perceiver(self) -> bool:
+        """EdgeTAM: the memory encoder ends in a perceiver resampler (batch-first, one object)."""
+        return hasattr(self.model, "spatial_perceiver")
+
+    @property
+    def takes_spatial_count(self) -> bool:
+        """EdgeTAM's memory attention needs the count of spatial memory frames."""
+        return (
+            "num_spatial_memory_tokens"
+            in inspect.signature(self.model.memory_attention.forward).parameters
+        )
+
+    @property
+    def batches_memory_flag(self) -> bool:
+        """Whether one library session encodes every object of a frame with ONE is_mask_from_pts.
+
+        SAM 2.1's and SAM 3's forward collect the objects of a frame into `_batch_encode_memories`
+        with `any(...)` of their flags; EdgeTAM's encodes each object with its own flag.
+        """
+        return hasattr(self.model, "_batch_encode_memories")
+
+    # ------------------------------------------------------------------ session
+    def new_session(self) -> Any:
+        """An empty library session on the model's device (inputs, state and frames there)."""
+        import torch
+
+        dtype = self.dtype
+        # dtype must be a torch.dtype: the session's string default crashes (transformers 5.23).
+        return self.session_cls(
+            inference_device=self.device,
+            inference_state_device=self.device,
+            video_storage_device=self.device,
+            dtype=dtype if isinstance(dtype, torch.dtype) else torch.float32,
+        )
+
+    def reset(self) -> None:
+        """Forget every object and output."""
+        self.session = self.new_session()
+
+    def object_index(self, obj_id: int) -> int:
+        """The session's index of `obj_id` (created when new)."""
+        return int(self.session.obj_id_to_idx(obj_id))
+
+    @property
+    def object_ids(self) -> list[int]:
+        return list(self.session.obj_ids)
+
+    @property
+    def object_count(self) -> int:
+        return int(self.session.get_obj_num())
+
+    def conditioning_outputs(self, idx: int) -> dict[int, Any]:
+        """Prompted-frame outputs of object index `idx`, by frame (the library's own dict)."""
+        result: dict[int, Any] = self.session.output_dict_per_obj[idx][CONDITIONING]
+        return result
+
+    def tracked_outputs(self, idx: int) -> dict[int, Any]:
+        """Tracked-frame outputs of object index `idx`, by frame (the library's own dict)."""
+        result: dict[int, Any] = self.session.output_dict_per_obj[idx][TRACKED]
+        return result
+
+    def all_outputs(self) -> Any:
+        """Every object's outputs (for counting the tensors held)."""
+        return self.session.output_dict_per_obj
+
+    def store_output(
+        self, idx: int, frame_index: int, value: dict[str, Any], conditioning: bool
+    ) -> None:
+        """Store one frame's output where the library's memory helpers look for it."""
+        self.session.store_output(
+            idx, frame_index, output_value=value, is_conditioning_frame=conditioning
+        )
+
+    @staticmethod
+    def output(pointer: Any, score_logits: Any, memory: Any, memory_pos: Any) -> dict[str, Any]:
+        """One frame's output of one object, under the keys the library's helpers read."""
+        return dict(zip(OUTPUT_KEYS, (pointer, score_logits, memory, memory_pos), strict=True))
+
+    def remove_object(self, obj_id: int) -> None:
+        """A fresh session given every object but `obj_id`, in order.
+
+        The library's session cannot forget an object; its indices must stay dense.
+        """
+        session, fresh = self.session, self.new_session()
+        for other in session.obj_ids:
+            if other == obj_id:
+                continue
+            i, j = session.obj_id_to_idx(other), fresh.obj_id_to_idx(other)
+            fresh.output_dict_per_obj[j] = session.output_dict_per_obj[i]
+            fresh.point_inputs_per_obj[j] = session.point_inputs_per_obj[i]
+            fresh.mask_inputs_per_obj[j] = session.mask_inputs_per_obj[i]
+            fresh.frames_tracked_per_obj[j] = session.frames_tracked_per_obj[i]
+        self.session = fresh
+
+    # ------------------------------------------------------------------ model calls
+    def select_conditioning(
+        self, frame_index: int, conditioning: dict[int, Any]
+    ) -> tuple[dict[int, Any], dict[int, Any]]:
+        """(selected, unselected) prompted frames for `frame_index` (config.max_cond_frame_num)."""
+        model = self.model
+        selected, unselected = model._select_closest_cond_frames(
+            frame_index, conditioning, max_cond_frame_num=model.config.max_cond_frame_num
+        )
+        return selected, unselected
+
+    def memory_tensors(self, gathered: list[tuple[int, Any]]) -> tuple[list[Any], list[Any]]:
+        """(offset, output) pairs -> spatial memories and their (temporal) position encodings."""
+        memories, positions = self.model._build_memory_attention_inputs(gathered, self.device)
+        return list(memories), list(positions)
+
+    def object_pointers(self, idx: int, frame_index: int) -> tuple[list[int], list[Any], int]:
+        """(temporal offsets, pointer tokens, max pointers) as the library's streaming forward."""
+        offsets, tokens, max_pointers = self.model._get_object_pointers(
+            self.session, idx, frame_index, None, self.device, False, True
+        )
+        return offsets, tokens, int(max_pointers)
+
+    def pointer_tensors(
+        self, offsets: list[int], tokens: list[Any], max_pointers: int
+    ) -> tuple[Any, Any]:
+        """Pointer tokens -> (pointer memory, its position encoding), batch of one."""
+        model = self.model
+        return model._process_object_pointers(  # type: ignore[no-any-return]
+            offsets, tokens, max_pointers, 1, int(model.hidden_dim), self.device
+        )
+
+    def use_multimask(self, is_init: bool, point_inputs: dict[str, Any] | None) -> bool:
+        return bool(self.model._use_multimask(is_init, point_inputs))
+
+    def mask_as_output(self, pix_feat: Any, high_res: list[Any], mask: Any) -> Any:
+        """A mask prompt as the object's output (the library's video semantics)."""
+        return self.model._use_mask_as_output(pix_feat, high_res, mask)
+
+    def encode_memory(
+        self, vision: Any, high_res_masks: Any, object_score_logits: Any, from_prompt: bool
+    ) -> tuple[Any, Any]:
+        """Memory encoder for a batch; `from_prompt` binarises the masks (the library's flag)."""
+        features, positions = self.model._encode_new_memory(
+            current_vision_feats=vision,
+            pred_masks_high_res=high_res_masks,
+            object_score_logits=object_score_logits,
+            is_mask_from_pts=from_prompt,
+        )
+        return features, positions
+
+    def memory_attention(
+        self,
+        vision: Any,
+        vision_pos: Any,
+        memory: Any,
+        memory_pos: Any,
+        n_pointers: int,
+        n_spatial: int | None,
+    ) -> Any:
+        """The memory attention; `n_spatial` only for models that take it (EdgeTAM's perceiver)."""
+        kwargs: dict[str, Any] = {}
+        if n_spatial is not None:
+            kwargs["num_spatial_memory_tokens"] = n_spatial
+        return self.model.memory_attention(
+            current_vision_features=vision,
+            current_vision_position_embeddings=vision_pos,
+            memory=memory,
+            memory_posision_embeddings=memory_pos,  # sic: the library's keyword
+            num_object_pointer_tokens=n_pointers,
+            **kwargs,
+        )
 
 
-# ---------------------------------------------------------------------- model calls
-def select_conditioning(
-    model: Any, frame_index: int, conditioning: dict[int, Any]
-) -> tuple[dict[int, Any], dict[int, Any]]:
-    """(selected, unselected) prompted frames for `frame_index` (config.max_cond_frame_num)."""
-    selected, unselected = model._select_closest_cond_frames(
-        frame_index, conditioning, max_cond_frame_num=model.config.max_cond_frame_num
-    )
-    return selected, unselected
+def sam3_vision_output(last_hidden_state: Any, fpn: Any, positions: Any) -> Any:
+    """SAM 3's vision-encoder output record (a class of transformers' internal sam3 module).
 
-
-def memory_tensors(
-    model: Any, gathered: list[tuple[int, Any]], device: Any
-) -> tuple[list[Any], list[Any]]:
-    """(offset, output) pairs -> spatial memories and their (temporal) position encodings."""
-    memories, positions = model._build_memory_attention_inputs(gathered, device)
-    return list(memories), list(positions)
-
-
-def object_pointers(
-    model: Any, session: Any, idx: int, frame_index: int, device: Any
-) -> tuple[list[int], list[Any], int]:
-    """(temporal offsets, pointer tokens, max pointers) as the library's streaming forward."""
-    offsets, tokens, max_pointers = model._get_object_pointers(
-        session, idx, frame_index, None, device, False, True
-    )
-    return offsets, tokens, int(max_pointers)
-
-
-def pointer_tensors(
-    model: Any, offsets: list[int], tokens: list[Any], max_pointers: int, device: Any
-) -> tuple[Any, Any]:
-    """Pointer tokens -> (pointer memory, its position encoding), batch of one."""
-    return model._process_object_pointers(  # type: ignore[no-any-return]
-        offsets, tokens, max_pointers, 1, int(model.hidden_dim), device
-    )
-
-
-def use_multimask(model: Any, is_init: bool, point_inputs: dict[str, Any] | None) -> bool:
-    return bool(model._use_multimask(is_init, point_inputs))
-
-
-def mask_as_output(model: Any, pix_feat: Any, high_res: list[Any], mask: Any) -> Any:
-    """A mask prompt as the object's output (the library's video semantics)."""
-    return model._use_mask_as_output(pix_feat, high_res, mask)
-
-
-def encode_memory(
-    model: Any, vision: Any, high_res_masks: Any, object_score_logits: Any, from_prompt: bool
-) -> tuple[Any, Any]:
-    """Memory encoder for a batch; `from_prompt` binarises the masks (the library's flag)."""
-    features, positions = model._encode_new_memory(
-        current_vision_feats=vision,
-        pred_masks_high_res=high_res_masks,
-        object_score_logits=object_score_logits,
-        is_mask_from_pts=from_prompt,
-    )
-    return features, positions
-
-
-def memory_attention(
-    model: Any,
-    vision: Any,
-    vision_pos: Any,
-    memory: Any,
-    memory_pos: Any,
-    n_pointers: int,
-    n_spatial: int | None,
-) -> Any:
-    """The memory attention; `n_spatial` only for models that take it (EdgeTAM's perceiver)."""
-    kwargs: dict[str, Any] = {}
-    if n_spatial is not None:
-        kwargs["num_spatial_memory_tokens"] = n_spatial
-    return model.memory_attention(
-        current_vision_features=vision,
-        current_vision_position_embeddings=vision_pos,
-        memory=memory,
-        memory_posision_embeddings=memory_pos,  # sic: the library's keyword
-        num_object_pointer_tokens=n_pointers,
-        **kwargs,
-    )
-
-
-def takes_spatial_count(model: Any) -> bool:
-    """EdgeTAM's memory attention needs the count of spatial memory frames (perceiver layout)."""
-    return (
-        "num_spatial_memory_tokens" in inspect.signature(model.memory_attention.forward).parameters
-    )
-
-
-def has_perceiver(model: Any) -> bool:
-    """EdgeTAM: the memory encoder ends in a perceiver resampler (batch-first, one object)."""
-    return hasattr(model, "spatial_perceiver")
-
-
-def library_batches_memory_flag(model: Any) -> bool:
-    """Whether one library session encodes every object of a frame with ONE is_mask_from_pts.
-
-    SAM 2.1's and SAM 3's forward collect the objects of a frame into `_batch_encode_memories`
-    with `any(...)` of their flags; EdgeTAM's encodes each object with its own flag.
+    The sam3 backend builds one for its shared backbone: the detector's neck reads it, and the
+    tracker's stand-in vision encoder returns it to the library's `get_image_features`.
     """
-    return hasattr(model, "_batch_encode_memories")
+    from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
+
+    return Sam3VisionEncoderOutput(
+        last_hidden_state=last_hidden_state, fpn_hidden_states=fpn, fpn_position_encoding=positions
+    )

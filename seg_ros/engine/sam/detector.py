@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from seg_ros.engine.errors import ModelLoadError
-from seg_ros.engine.sam import loading as hf_common
+from seg_ros.engine.sam import transforms
+from seg_ros.engine.sam.adapter import sam3_vision_output
 from seg_ros.engine.types import BoolArray
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def preprocess(
 
     Equals `Sam3ImageProcessor` to the bit (square resize without padding, mean = std = 0.5).
     """
-    return hf_common.preprocess(image, size, device, mean, std).to(dtype)
+    return transforms.preprocess(image, size, device, mean, std).to(dtype)
 
 
 def load_tokenizer(source: str, *, offline: bool = True) -> Any:
@@ -187,14 +188,10 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float) ->
 
 def detector_features(detector: Sam3Model, backbone_hidden: torch.Tensor, grid: int) -> Any:
     """The detector's FPN features from the ViT's output (1, grid*grid, C): the cheap part."""
-    from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
-
     spatial = backbone_hidden.view(backbone_hidden.shape[0], grid, grid, -1).permute(0, 3, 1, 2)
     with torch.inference_mode():
         fpn, pos = detector.vision_encoder.neck(spatial)
-    return Sam3VisionEncoderOutput(
-        last_hidden_state=backbone_hidden, fpn_hidden_states=fpn, fpn_position_encoding=pos
-    )
+    return sam3_vision_output(backbone_hidden, fpn, pos)
 
 
 def run_detector(

@@ -1,26 +1,23 @@
-"""Shared by the transformers backends: device / dtype choice, safe loading, image preprocessing.
+"""Loading for the transformers backends: device / dtype choice, safe weight loading, configs.
 
-Nothing here runs at import time: torch is imported by the functions that need it, so the engine
-(and the classic backend) import without torch installed.
+The pure tensor / array transforms (preprocessing, coordinates, masks) are in transforms.py, as
+segment-anything keeps `utils/transforms.py` apart from `build_sam.py`. Nothing here runs at
+import time: torch is imported by the functions that need it, so the engine (and the classic
+backend) import without torch installed.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import math
 import pathlib
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
-import numpy.typing as npt
 
 from seg_ros.engine.errors import ModelLoadError
 
 if TYPE_CHECKING:
     import torch
-
-#: ImageNet statistics, as the SAM 2 / SAM 3 image processors normalise (RGB order).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -144,49 +141,6 @@ def load_pretrained(
     return model.to(device).eval()
 
 
-def preprocess(
-    image: npt.NDArray[np.uint8],
-    size: int,
-    device: torch.device,
-    mean: tuple[float, ...] = IMAGENET_MEAN,
-    std: tuple[float, ...] = IMAGENET_STD,
-) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) -> float32 (1, 3, size, size), resized to a square, normalised.
-
-    The transformers SAM 2 / SAM 3 image processors' path, step for step, so the result is the
-    processor's to the bit (tested): the uint8 image is resized with antialiased bilinear
-    interpolation IN uint8 (torchvision's native uint8 kernel on a CPU; on a GPU float, rounded
-    back to uint8, as torchvision does there), then normalised with mean and std scaled by 255
-    (the processor's fused rescale + normalise). Resizing in float without the uint8 rounding
-    differed by up to 0.00875 (320x256 -> 256). Needs no torchvision at run time. SAM 3 passes
-    its own mean / std.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device)
-    tensor = tensor.permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W) uint8, channels-last strides
-    if tuple(tensor.shape[-2:]) != (size, size):
-        if tensor.device.type == "cpu":
-            tensor = F.interpolate(
-                tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-            )
-        else:  # no uint8 kernel: torchvision resizes in float and rounds back to uint8
-            tensor = F.interpolate(
-                tensor.float(),
-                size=(size, size),
-                mode="bilinear",
-                align_corners=False,
-                antialias=True,
-            )
-            tensor = tensor.round_().to(torch.uint8)
-    # The processor's rescale factor is 1/255, fused into mean and std as * (1 / (1 / 255)).
-    scale = 1.0 / (1.0 / 255.0)
-    mean_t = (torch.tensor(mean, device=device) * scale).view(1, 3, 1, 1)
-    std_t = (torch.tensor(std, device=device) * scale).view(1, 3, 1, 1)
-    return tensor.to(torch.float32).sub_(mean_t).div_(std_t)
-
-
 def model_type_of(source: str, offline: bool = True) -> str:
     """model_type of a checkpoint: a local folder's config.json, else the hub cache's.
 
@@ -216,47 +170,50 @@ def model_type_of(source: str, offline: bool = True) -> str:
     return str(config.model_type)
 
 
-def to_model_xy(
-    points: npt.NDArray[np.float32], height: int, width: int, size: int
-) -> list[tuple[float, float]]:
-    """(N, 2) source pixel XY -> the model's square input frame of `size` pixels.
+def resized_config(config: Any, size: int) -> Any:
+    """A copy of a SAM 2-family video config for another (square) input size.
 
-    Scales like the SAM 2 / SAM 3 processors (x * size / width, y * size / height); the prompt
-    encoder then adds half a pixel to reach the pixel centre.
+    Every size derived from the input (feature maps, RoPE grid of the memory attention, prompt
+    encoder frame) scales with it. Refuses (ModelLoadError) a size that does not divide evenly.
+    The learned position embeddings interpolate (Hiera's `pos_embed` is bicubic-resized; the
+    prompt encoder normalises coordinates; RoPE is recomputed), so the weights still apply,
+    though the model was trained at its own size: accuracy is best there.
     """
-    sx, sy = size / float(width), size / float(height)
-    return [(float(x) * sx, float(y) * sy) for x, y in np.asarray(points).reshape(-1, 2).tolist()]
+    config = config.__class__.from_dict(config.to_dict())
+    native = int(config.image_size)
+
+    def scaled(value: int, what: str) -> int:
+        if (value * size) % native:
+            raise ModelLoadError(
+                f"input_size {size} does not scale the model's {what} ({value} at {native} px) "
+                f"to whole cells; use a multiple of {native // math.gcd(native, value)} or 0"
+            )
+        return value * size // native
+
+    vision = config.vision_config
+    vision.backbone_feature_sizes = [
+        [scaled(int(v), "feature maps") for v in level] for level in vision.backbone_feature_sizes
+    ]
+    config.memory_attention_rope_feat_sizes = [
+        scaled(int(v), "memory attention grid") for v in config.memory_attention_rope_feat_sizes
+    ]
+    config.prompt_encoder_config.image_size = size
+    backbone = getattr(vision, "backbone_config", None)
+    if backbone is not None and getattr(backbone, "image_size", None) is not None:
+        backbone.image_size = [size, size]
+    config.image_size = size
+    return config
 
 
-def mask_to_input(mask: npt.NDArray[np.bool_], size: int, device: torch.device) -> torch.Tensor:
-    """(H, W) bool mask -> (size, size) float32 {0, 1}, as the SAM 2 video processor resizes.
+def release_memory(device: torch.device) -> None:
+    """Give the memory of dropped tensors back: collect cycles, then empty CUDA's cache.
 
-    Bilinear with antialiasing, then >= 0.5.
+    Called by a backend's `close()` once it dropped its model and memory bank: the CUDA caching
+    allocator keeps freed blocks reserved for this process until `empty_cache`, so other
+    processes (and a model loaded next) would not get them.
     """
-    import torch
-    import torch.nn.functional as F
+    gc.collect()
+    if device.type == "cuda":
+        import torch
 
-    tensor = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).to(device)
-    tensor = tensor[None, None]
-    if tuple(tensor.shape[-2:]) != (size, size):
-        tensor = F.interpolate(
-            tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-        )
-        tensor = (tensor >= 0.5).float()
-    return tensor[0, 0]
-
-
-def logits_to_masks(logits: torch.Tensor, height: int, width: int) -> npt.NDArray[np.bool_]:
-    """(N, h, w) mask logits -> (N, height, width) bool at the source resolution (logit > 0).
-
-    Bilinear upsampling in float32 on the logits' device, as the processors' post_process_masks.
-    """
-    import torch.nn.functional as F
-
-    if logits.shape[0] == 0:
-        return np.zeros((0, height, width), dtype=bool)
-    up = F.interpolate(
-        logits[:, None].float(), size=(height, width), mode="bilinear", align_corners=False
-    )
-    result: npt.NDArray[np.bool_] = (up[:, 0] > 0).cpu().numpy()
-    return result
+        torch.cuda.empty_cache()

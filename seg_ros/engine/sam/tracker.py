@@ -1,6 +1,7 @@
 """Live multi-object tracking with a BOUNDED memory on a transformers SAM 2-family video model.
 
-Where is the tracking memory bounded? Here: `StreamingVideoTracker._prune`, run after every frame.
+Where is the tracking memory bounded? In memory.py (`MemoryPlan`: what is kept, and why); this
+module applies the plan after every frame (`StreamingVideoTracker._prune`).
 
 transformers' video models (`Sam2VideoModel`, `EdgeTamVideoModel`, `Sam3TrackerVideoModel`) ship
 with an inference session that keeps every frame, every cached feature and every per-object output
@@ -10,7 +11,7 @@ attend to. It keeps, per object, the prompted (conditioning) frames and the most
 the memory window, and for the whole stream the last few frames a late prompt may still name.
 Everything the model reads is computed by the library's own functions (memory gathering helpers,
 memory attention, mask decoder, memory encoder) in the order it uses them; the private ones are
-reached only through hf_adapter.py, which checks them against the tested transformers release.
+reached only through adapter.py, which checks them against the tested transformers release.
 
 The reference (what the shipped defaults reproduce, bit for bit, tested in test/test_sam2.py):
 transformers' own streaming inference session (`Sam2VideoInferenceSession`, ... ) with ONE
@@ -59,8 +60,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from seg_ros.engine.errors import PromptError
-from seg_ros.engine.sam import adapter as lib
-from seg_ros.engine.sam.adapter import session_class_for  # noqa: F401 (re-exported)
+from seg_ros.engine.sam.adapter import (
+    LibraryAdapter,
+    session_class_for,  # noqa: F401 (re-exported)
+)
+from seg_ros.engine.sam.memory import MemoryBounds, MemoryPlan
 
 if TYPE_CHECKING:
     import torch
@@ -93,31 +97,46 @@ class TrackedMask:
     candidate_scores: tuple[float, ...] = ()
 
 
-@dataclass(frozen=True)
-class MemoryBounds:
-    """The most the tracker holds at once (checked by tests; reported in `stats`).
-
-    Attributes:
-        frames: input frames kept for prompts naming a recent frame (`prompt_frames`).
-        feature_frames: frames whose image features are cached (the latest + one re-encoded).
-        conditioning_per_object: prompted frames kept per object.
-        full_outputs_per_object: tracked frames with spatial memory kept per object.
-        pointer_outputs_per_object: tracked frames with (at least) an object pointer per object.
-    """
-
-    frames: int
-    feature_frames: int
-    conditioning_per_object: int
-    full_outputs_per_object: int
-    pointer_outputs_per_object: int
-
-
 @dataclass
 class _PointPrompt:
     """Points (box corners first) given for one object on one frame, in model input pixels."""
 
     coords: list[tuple[float, float]] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        points: Sequence[Sequence[float]],
+        labels: Sequence[int],
+        box: Sequence[float] | None,
+        previous: _PointPrompt | None = None,
+    ) -> _PointPrompt:
+        """A prompt's points, joined to `previous` (earlier clicks on its frame) unless a box
+        restarts them."""
+        merged = cls()
+        if box is not None:
+            merged.coords += [(float(box[0]), float(box[1])), (float(box[2]), float(box[3]))]
+            merged.labels += list(BOX_LABELS)
+        elif previous is not None:
+            merged.coords += previous.coords
+            merged.labels += previous.labels
+        merged.coords += [(float(x), float(y)) for x, y in points]
+        merged.labels += [int(v) for v in labels]
+        return merged
+
+
+def _check_prompt(
+    points: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    box: Sequence[float] | None,
+    mask: torch.Tensor | None,
+) -> None:
+    """Raises PromptError for an empty prompt or points without one label each."""
+    if len(points) != len(labels):
+        raise PromptError(f"got {len(points)} points but {len(labels)} point labels")
+    if not len(points) and box is None and mask is None:
+        raise PromptError("a prompt needs points, a box or a mask")
 
 
 @dataclass
@@ -170,14 +189,16 @@ class StreamingVideoTracker:
 
     Public API (kept stable for the other backends):
         step(frame_index, pixel_values) -> {obj_id: TrackedMask}   encode once + track all
-        encode_frame(frame_index, pixel_values=None, features=None) encode (or take features)
+        encode_frame(frame_index, pixel_values)                     encode only
         track(frame_index) -> {obj_id: TrackedMask}                 track all on an encoded frame
         add_prompt(frame_index, obj_id, points=, labels=, box=, mask=, multimask=) -> TrackedMask
         remove_object(obj_id), reset(), discard_frame(frame_index)
         segment(pixel_values | features, points=, labels=, box=, mask=, multimask=) -> TrackedMask
         has_frame(i), object_ids, latest_frame, image_size, bounds, stats(), counters
+        memory (the MemoryPlan: windows, bounds), lib (the LibraryAdapter: model + session)
 
-    Memory policy (`_prune`, after every frame, latest frame L):
+    Memory policy (`self.memory`, a `MemoryPlan` (memory.py), applied by `_prune` after every
+    frame and by `_limit_conditioning` after a prompt; latest frame L):
         - input frames: the last `prompt_frames` (a late prompt may name one of them);
         - image features: the latest frame (plus one re-encoded past frame, for a late prompt);
         - per object, prompted frames: the newest `max_conditioning_frames` (oldest dropped);
@@ -234,33 +255,34 @@ class StreamingVideoTracker:
             raise ValueError("max_conditioning_frames must be >= 1")
         if prompt_frames < 0:
             raise ValueError("prompt_frames must be >= 0")
-        self.model = model
-        # Every private library call used below exists with the parameters it is called with.
-        self.session_cls = lib.check_library(model, session_cls)
-        first = next(model.mask_decoder.parameters())
-        self.device: torch.device = first.device
-        self.dtype: torch.dtype = first.dtype
+        # The model and its session; every private library call is made through it (and
+        # checked, on construction, to exist with the parameters it is called with).
+        self.lib = LibraryAdapter(model, session_cls)
+        self.device: torch.device = self.lib.device
+        self.dtype: torch.dtype = self.lib.dtype
         self.image_size = int(config.image_size)
-        self.memory_frames = memory_frames or model_window
-        self.max_conditioning_frames = max_conditioning_frames
-        self.prompt_frames = prompt_frames or self.memory_frames
-        #: The model attends to object pointers of this many previous tracked frames.
-        self.pointer_frames = max(0, int(config.max_object_pointers_in_encoder) - 1)
+        memory_frames = memory_frames or model_window
+        #: What is kept and what is forgotten (memory.py): the tracking memory's bound.
+        self.memory = MemoryPlan(
+            memory_frames=memory_frames,
+            # The model attends to object pointers of this many previous tracked frames.
+            pointer_frames=max(0, int(config.max_object_pointers_in_encoder) - 1),
+            prompt_frames=prompt_frames or memory_frames,
+            max_conditioning_frames=max_conditioning_frames,
+        )
         self.batch_objects = batch_objects
         self.corrections_as_conditioning = corrections_as_conditioning
         self.independent_objects = independent_objects
         # One library session re-encodes every object of a prompted frame (SAM 2.1, SAM 3).
-        self._shared_prompt_flag = not independent_objects and lib.library_batches_memory_flag(
-            model
-        )
+        self._shared_prompt_flag = not independent_objects and self.lib.batches_memory_flag
         self.hidden_dim = int(model.hidden_dim)
         self.feature_sizes = [tuple(int(v) for v in s) for s in model.backbone_feature_sizes]
         # EdgeTAM's memory attention needs the count of spatial memory frames (perceiver layout).
-        self._attention_kwargs_spatial = lib.takes_spatial_count(model)
+        self._attention_kwargs_spatial = self.lib.takes_spatial_count
         # EdgeTAM's memory encoder returns (batch, tokens, C); SAM 2's (tokens, batch, C).
-        self._memory_batch_dim = 0 if lib.has_perceiver(model) else 1
+        self._memory_batch_dim = 0 if self.lib.has_perceiver else 1
         # EdgeTAM's perceiver resampler `view`s an expanded tensor: it only takes one object.
-        self._memory_encoder_batches = not lib.has_perceiver(model)
+        self._memory_encoder_batches = not self.lib.has_perceiver
         with torch.inference_mode():
             self._image_pe = model.get_image_wide_positional_embeddings()
         #: Work counters (tests and benchmarks read them).
@@ -269,19 +291,18 @@ class StreamingVideoTracker:
 
     # ------------------------------------------------------------------ properties
     @property
+    def model(self) -> Any:
+        """The video model (None once its backend closed)."""
+        return self.lib.model
+
+    @property
     def bounds(self) -> MemoryBounds:
-        return MemoryBounds(
-            frames=self.prompt_frames,
-            feature_frames=2,
-            conditioning_per_object=self.max_conditioning_frames,
-            full_outputs_per_object=self.prompt_frames + self.memory_frames,
-            pointer_outputs_per_object=self.prompt_frames
-            + max(self.pointer_frames, self.memory_frames),
-        )
+        """The most this tracker holds at once (the memory plan's bounds)."""
+        return self.memory.bounds
 
     @property
     def object_ids(self) -> list[int]:
-        return lib.object_ids(self.session)
+        return self.lib.object_ids
 
     @property
     def latest_frame(self) -> int | None:
@@ -289,11 +310,11 @@ class StreamingVideoTracker:
 
     def conditioning_frames(self, obj_id: int) -> list[int]:
         """Frames kept as prompted (conditioning) frames of `obj_id`, oldest first."""
-        return sorted(lib.conditioning_outputs(self.session, self._idx(obj_id)))
+        return sorted(self.lib.conditioning_outputs(self._idx(obj_id)))
 
     def tracked_frames(self, obj_id: int, *, spatial: bool = False) -> list[int]:
         """Tracked frames of `obj_id` with an output kept (`spatial`: with spatial memory)."""
-        outputs = lib.tracked_outputs(self.session, self._idx(obj_id))
+        outputs = self.lib.tracked_outputs(self._idx(obj_id))
         return sorted(i for i, o in outputs.items() if not spatial or "maskmem_features" in o)
 
     def has_frame(self, frame_index: int) -> bool:
@@ -303,7 +324,7 @@ class StreamingVideoTracker:
     # ------------------------------------------------------------------ stream
     def reset(self) -> None:
         """Forget every object, frame and cached feature."""
-        self.session = self._new_session()
+        self.lib.reset()
         self._frames: dict[int, torch.Tensor] = {}
         self._features: dict[int, list[torch.Tensor]] = {}
         self._pos: torch.Tensor | None = None
@@ -340,19 +361,13 @@ class StreamingVideoTracker:
         return outputs
 
     def encode_frame(
-        self,
-        frame_index: int,
-        pixel_values: torch.Tensor | None = None,
-        features: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]] | None = None,
-        *,
-        lazy: bool = False,
+        self, frame_index: int, pixel_values: torch.Tensor, *, lazy: bool = False
     ) -> None:
-        """Make `frame_index` the latest frame: run the image encoder (or take its output).
+        """Make `frame_index` the latest frame and run the image encoder on it.
 
-        `features` = (fpn_hidden_states, fpn_position_encoding) as `model.get_image_features`
-        returns them (each level (H*W, 1, C)), for callers sharing one backbone between models
-        (SAM 3's detector and tracker); `pixel_values` are then only stored for late prompts.
         `lazy` stores `pixel_values` without encoding them (encoded when first needed).
+        SAM 3 shares its backbone between detector and tracker by standing in for the
+        tracker's vision encoder (backends/sam3.py), so this always takes pixels.
         """
         import torch
 
@@ -360,31 +375,25 @@ class StreamingVideoTracker:
             raise ValueError(
                 f"frame index {frame_index} does not follow the latest frame {self._latest}"
             )
-        if pixel_values is None and features is None:
-            raise ValueError("encode_frame needs pixel_values or features")
-        if pixel_values is not None:
-            pixel_values = self._as_pixels(pixel_values)
+        pixel_values = self._as_pixels(pixel_values)
         feats: list[torch.Tensor] | None = None
-        with torch.inference_mode():
-            if features is not None:
-                feats = list(features[0])
-                if self._pos is None:
-                    self._pos = features[1][-1]
-            elif not lazy:
-                assert pixel_values is not None
+        if not lazy:
+            with torch.inference_mode():
                 feats = self._encode(pixel_values)
-        if pixel_values is not None:
-            self._frames[frame_index] = pixel_values
-        # Only the latest frame's features are kept: a late prompt re-encodes its frame.
-        self._features = {frame_index: feats} if feats is not None else {}
+        self._frames[frame_index] = pixel_values
+        # A new latest frame drops every other frame's features: a late prompt re-encodes.
+        keep = self.memory.features_after_encoding(frame_index, frame_index)
+        self._features = {i: f for i, f in self._features.items() if i in keep}
+        if feats is not None:
+            self._features[frame_index] = feats
         self._latest = frame_index
 
     def discard_frame(self, frame_index: int) -> None:
         """Undo `encode_frame` for a frame whose tracking failed (the stream does not advance)."""
         self._frames.pop(frame_index, None)
         self._features.pop(frame_index, None)
-        for idx in range(lib.object_count(self.session)):
-            lib.tracked_outputs(self.session, idx).pop(frame_index, None)
+        for idx in range(self.lib.object_count):
+            self.lib.tracked_outputs(idx).pop(frame_index, None)
         for tracked in self._tracked.values():
             tracked.discard(frame_index)
         earlier = [i for i in self._frames if i < frame_index]
@@ -397,7 +406,7 @@ class StreamingVideoTracker:
         obj_ids = [
             obj_id
             for obj_id in self.object_ids
-            if frame_index not in lib.conditioning_outputs(self.session, self._idx(obj_id))
+            if frame_index not in self.lib.conditioning_outputs(self._idx(obj_id))
         ]
         results: dict[int, TrackedMask] = {}
         if not obj_ids:
@@ -418,7 +427,7 @@ class StreamingVideoTracker:
                 groups.setdefault(key, []).append((obj_id, memory, memory_pos))
                 layouts[key] = (n_ptr, n_spatial)
             decoded: dict[int, tuple[_Decoded, int]] = {}
-            multimask = lib.use_multimask(self.model, False, None)
+            multimask = self.lib.use_multimask(False, None)
             for key, members in groups.items():
                 memory = torch.cat([m[1] for m in members], dim=1)
                 memory_pos = torch.cat([m[2] for m in members], dim=1)
@@ -445,13 +454,13 @@ class StreamingVideoTracker:
             for (start, stop), (maskmem, maskmem_pos) in zip(spans, encoded, strict=True):
                 for j, obj_id in enumerate(order[start:stop]):
                     out, i = decoded[obj_id]
-                    stored = {
-                        "object_pointer": out.object_pointer[i : i + 1],
-                        "object_score_logits": out.object_score_logits[i : i + 1],
-                        "maskmem_features": self._memory_slice(maskmem, j),
-                        "maskmem_pos_enc": self._memory_slice(maskmem_pos, j),
-                    }
-                    lib.store_output(self.session, self._idx(obj_id), frame_index, stored, False)
+                    stored = self.lib.output(
+                        out.object_pointer[i : i + 1],
+                        out.object_score_logits[i : i + 1],
+                        self._memory_slice(maskmem, j),
+                        self._memory_slice(maskmem_pos, j),
+                    )
+                    self.lib.store_output(self._idx(obj_id), frame_index, stored, False)
                     self._tracked.setdefault(obj_id, set()).add(frame_index)
                     results[obj_id] = self._result(out, i, candidates=False)
         return results
@@ -491,10 +500,7 @@ class StreamingVideoTracker:
             raise PromptError(
                 f"frame {frame_index} is no longer in memory (frames kept: {kept or 'none'})"
             )
-        if len(points) != len(labels):
-            raise PromptError(f"got {len(points)} points but {len(labels)} point labels")
-        if not len(points) and box is None and mask is None:
-            raise PromptError("a prompt needs points, a box or a mask")
+        _check_prompt(points, labels, box, mask)
         new = obj_id not in self.object_ids
         tracked = self._tracked.get(obj_id, set())
         is_init = frame_index not in tracked
@@ -525,7 +531,7 @@ class StreamingVideoTracker:
                         memory, memory_pos, n_ptr, n_spatial = self._memory_inputs(idx, frame_index)
                         pix_feat = self._attend(feats, memory, memory_pos, n_ptr, n_spatial)
                     dense = self._dense_prompt(mask) if mask is not None else None
-                    decode_multi = multimask or lib.use_multimask(self.model, is_init, point_inputs)
+                    decode_multi = multimask or self.lib.use_multimask(is_init, point_inputs)
                     out = self._decode(
                         [*high_res, pix_feat],
                         points=coords.to(self.dtype),
@@ -546,18 +552,16 @@ class StreamingVideoTracker:
                 if idx is not None:
                     self._restore_outputs(idx, frame_index, previous)
                 raise
-            # Commit: nothing above changed the tracker's state.
+            # Commit: nothing above changed the tracker's state (a failure restored the
+            # outputs popped for this frame; only the feature cache may have changed).
             if new:
-                idx = lib.object_index(self.session, obj_id)
+                idx = self.lib.object_index(obj_id)
             assert idx is not None
             conditioning = is_init or self.corrections_as_conditioning
-            stored = {
-                "object_pointer": out.object_pointer,
-                "object_score_logits": out.object_score_logits,
-                "maskmem_features": maskmem,
-                "maskmem_pos_enc": maskmem_pos,
-            }
-            lib.store_output(self.session, idx, frame_index, stored, conditioning)
+            stored = self.lib.output(
+                out.object_pointer, out.object_score_logits, maskmem, maskmem_pos
+            )
+            self.lib.store_output(idx, frame_index, stored, conditioning)
             prompts = self._prompts.setdefault(obj_id, {})
             if point_prompt is None:
                 prompts.pop(frame_index, None)
@@ -567,7 +571,7 @@ class StreamingVideoTracker:
             if conditioning:
                 self._limit_conditioning(obj_id)
             for other, other_stored in others.items():
-                lib.store_output(self.session, self._idx(other), frame_index, other_stored, False)
+                self.lib.store_output(self._idx(other), frame_index, other_stored, False)
                 self._tracked.setdefault(other, set()).add(frame_index)
             return self._result(out, 0, candidates=candidates)
 
@@ -589,7 +593,7 @@ class StreamingVideoTracker:
         """
         import torch
 
-        multimask = lib.use_multimask(self.model, False, None)
+        multimask = self.lib.use_multimask(False, None)
         decoded: dict[int, _Decoded] = {}
         known = self.object_ids
         for other in [*known, *([] if obj_id in known else [obj_id])]:
@@ -597,7 +601,7 @@ class StreamingVideoTracker:
                 decoded[other] = prompted
                 continue
             idx = self._idx(other)
-            if frame_index in lib.conditioning_outputs(self.session, idx):
+            if frame_index in self.lib.conditioning_outputs(idx):
                 continue  # the library re-uses a prompted frame's output as it is
             memory, memory_pos, n_ptr, n_spatial = self._memory_inputs(idx, frame_index)
             pix_feat = self._attend(feats, memory, memory_pos, n_ptr, n_spatial)
@@ -619,19 +623,16 @@ class StreamingVideoTracker:
                     result[other] = {"memory": memory_pair}
                     continue
                 out = decoded[other]
-                result[other] = {
-                    "object_pointer": out.object_pointer,
-                    "object_score_logits": out.object_score_logits,
-                    "maskmem_features": memory_pair[0],
-                    "maskmem_pos_enc": memory_pair[1],
-                }
+                result[other] = self.lib.output(
+                    out.object_pointer, out.object_score_logits, *memory_pair
+                )
         return result
 
     def remove_object(self, obj_id: int) -> None:
         """Forget `obj_id` and every output it had (unknown ids are ignored)."""
         if obj_id not in self.object_ids:
             return
-        self.session = lib.without_object(self.session, self._new_session(), obj_id)
+        self.lib.remove_object(obj_id)
         self._prompts.pop(obj_id, None)
         self._tracked.pop(obj_id, None)
 
@@ -653,10 +654,7 @@ class StreamingVideoTracker:
         """
         import torch
 
-        if not len(points) and box is None and mask is None:
-            raise PromptError("a prompt needs points, a box or a mask")
-        if len(points) != len(labels):
-            raise PromptError(f"got {len(points)} points but {len(labels)} point labels")
+        _check_prompt(points, labels, box, mask)
         with torch.inference_mode():
             if features is None:
                 if pixel_values is None:
@@ -664,12 +662,7 @@ class StreamingVideoTracker:
                 feats = self._encode(self._as_pixels(pixel_values))
             else:
                 feats = list(features)
-            prompt = _PointPrompt()
-            if box is not None:
-                prompt.coords += [(float(box[0]), float(box[1])), (float(box[2]), float(box[3]))]
-                prompt.labels += list(BOX_LABELS)
-            prompt.coords += [(float(x), float(y)) for x, y in points]
-            prompt.labels += [int(v) for v in labels]
+            prompt = _PointPrompt.build(points, labels, box)
             coords = labels_t = None
             if prompt.coords:
                 coords = torch.tensor([[prompt.coords]], dtype=self.dtype, device=self.device)
@@ -687,53 +680,45 @@ class StreamingVideoTracker:
     def latest_features(self) -> list[torch.Tensor] | None:
         """The latest frame's image features (for `segment` on that frame), encoded on demand.
 
-        None before the first frame, or when the latest frame was given as features only.
+        None before the first frame. (The latest frame's input is always kept: prompt_frames
+        >= 1, so a lazily stored frame can be encoded here.)
         """
         if self._latest is None:
-            return None
-        if self._latest not in self._features and self._latest not in self._frames:
             return None
         return self._features_of(self._latest)
 
     # ------------------------------------------------------------------ memory bound
     def _prune(self) -> None:
-        """Evict every frame, feature and output that no allowed prompt or next frame can reach.
-
-        With L the latest frame, a prompt may name frames >= L - prompt_frames + 1 = F, and a
-        frame t attends to tracked frames t - memory_frames .. t - 1 (spatial memory) and
-        t - pointer_frames .. t - 1 (object pointers). So tracked outputs older than
-        F - memory_frames lose their spatial memory, those older than F - pointer_frames go.
-        """
+        """Forget what the memory plan says no allowed prompt or next frame can reach."""
         if self._latest is None:
             return
-        first_promptable = self._latest - self.prompt_frames + 1
-        keep_full = first_promptable - self.memory_frames
-        keep_pointer = first_promptable - max(self.pointer_frames, self.memory_frames)
-        for index in [i for i in self._frames if i < first_promptable]:
+        plan, latest = self.memory, self._latest
+        for index in plan.stale_frames(latest, self._frames):
             del self._frames[index]
-        for index in [i for i in self._features if i != self._latest and i < first_promptable]:
+        for index in plan.stale_features(latest, self._features):
             del self._features[index]
         for obj_id in self.object_ids:
-            tracked_outputs = lib.tracked_outputs(self.session, self._idx(obj_id))
-            for index in list(tracked_outputs):
-                if index < keep_pointer:
-                    del tracked_outputs[index]
-                elif index < keep_full and "maskmem_features" in tracked_outputs[index]:
-                    # The pointer window is longer than the spatial one: keep only the pointer.
-                    entry = tracked_outputs[index]
-                    tracked_outputs[index] = {"object_pointer": entry["object_pointer"]}
+            outputs = self.lib.tracked_outputs(self._idx(obj_id))
+            forget, pointer_only = plan.stale_outputs(
+                latest, {i: "maskmem_features" in o for i, o in outputs.items()}
+            )
+            for index in forget:
+                del outputs[index]
+            for index in pointer_only:
+                # The pointer window is longer than the spatial one: keep only the pointer.
+                outputs[index] = {"object_pointer": outputs[index]["object_pointer"]}
             tracked = self._tracked.get(obj_id, set())
-            for index in [i for i in tracked if i < first_promptable]:
+            for index in plan.stale_frames(latest, tracked):
                 tracked.discard(index)
             prompts = self._prompts.get(obj_id, {})
-            for index in [i for i in prompts if i < first_promptable]:
+            for index in plan.stale_frames(latest, prompts):
                 del prompts[index]
 
     def _limit_conditioning(self, obj_id: int) -> None:
         """Keep the newest `max_conditioning_frames` prompted frames of `obj_id`."""
-        conditioning = lib.conditioning_outputs(self.session, self._idx(obj_id))
-        while len(conditioning) > self.max_conditioning_frames:
-            del conditioning[min(conditioning)]
+        conditioning = self.lib.conditioning_outputs(self._idx(obj_id))
+        for index in self.memory.surplus_conditioning(conditioning):
+            del conditioning[index]
 
     def held_bytes(self) -> int:
         """Bytes of tensor storage the tracker holds: frames, features, per-object outputs.
@@ -741,15 +726,15 @@ class StreamingVideoTracker:
         Counted from the tensors themselves, so unlike RSS it does not depend on what the
         allocator keeps; the model's weights are not included.
         """
-        return tensor_bytes(self._frames, self._features, lib.all_outputs(self.session), self._pos)
+        return tensor_bytes(self._frames, self._features, self.lib.all_outputs(), self._pos)
 
     def stats(self) -> dict[str, float]:
         """What the tracker holds now (frames, features, outputs) and its work counters."""
         cond = full = pointer = 0
         for obj_id in self.object_ids:
             idx = self._idx(obj_id)
-            cond = max(cond, len(lib.conditioning_outputs(self.session, idx)))
-            tracked = lib.tracked_outputs(self.session, idx)
+            cond = max(cond, len(self.lib.conditioning_outputs(idx)))
+            tracked = self.lib.tracked_outputs(idx)
             full = max(full, sum("maskmem_features" in o for o in tracked.values()))
             pointer = max(pointer, len(tracked))
         stats = {
@@ -759,20 +744,17 @@ class StreamingVideoTracker:
             "max_conditioning_per_object": float(cond),
             "max_full_outputs_per_object": float(full),
             "max_pointer_outputs_per_object": float(pointer),
-            "memory_frames": float(self.memory_frames),
-            "prompt_frames": float(self.prompt_frames),
+            "memory_frames": float(self.memory.memory_frames),
+            "prompt_frames": float(self.memory.prompt_frames),
             "held_mb": self.held_bytes() / 2**20,
         }
         stats.update({k: float(v) for k, v in self.counters.items()})
         return stats
 
     # ------------------------------------------------------------------ model pieces
-    def _new_session(self) -> Any:
-        return lib.new_session(self.session_cls, self.device, self.dtype)
-
     def _idx(self, obj_id: int) -> int:
         """The session's index of a known object id."""
-        return lib.object_index(self.session, obj_id)
+        return self.lib.object_index(obj_id)
 
     def _as_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if pixel_values.dim() == 3:
@@ -808,8 +790,9 @@ class StreamingVideoTracker:
         with torch.inference_mode():
             feats = self._encode(self._frames[frame_index])
         # Keep the latest frame's features and this one (a second late prompt is likely).
-        latest = self._latest
-        self._features = {i: f for i, f in self._features.items() if i == latest}
+        latest = frame_index if self._latest is None else self._latest
+        keep = self.memory.features_after_encoding(latest, frame_index)
+        self._features = {i: f for i, f in self._features.items() if i in keep}
         self._features[frame_index] = feats
         return feats
 
@@ -836,26 +819,21 @@ class StreamingVideoTracker:
         """
         import torch
 
-        model = self.model
-        conditioning = lib.conditioning_outputs(self.session, obj_idx)
+        conditioning = self.lib.conditioning_outputs(obj_idx)
         if not conditioning:
             raise RuntimeError(f"object index {obj_idx} has no prompted frame to track from")
-        selected, unselected = lib.select_conditioning(model, frame_index, conditioning)
+        selected, unselected = self.lib.select_conditioning(frame_index, conditioning)
         gathered: list[tuple[int, Any]] = [(0, out) for out in selected.values()]
-        tracked = lib.tracked_outputs(self.session, obj_idx)
-        for offset in range(self.memory_frames, 0, -1):
+        tracked = self.lib.tracked_outputs(obj_idx)
+        for offset in range(self.memory.memory_frames, 0, -1):
             previous = frame_index - offset
             gathered.append((offset, tracked.get(previous, unselected.get(previous))))
-        memories, positions = lib.memory_tensors(model, gathered, self.device)
+        memories, positions = self.lib.memory_tensors(gathered)
         n_spatial = len(memories)
-        offsets, tokens, max_pointers = lib.object_pointers(
-            model, self.session, obj_idx, frame_index, self.device
-        )
+        offsets, tokens, max_pointers = self.lib.object_pointers(obj_idx, frame_index)
         n_pointers = 0
         if tokens:
-            pointers, pointer_pos = lib.pointer_tensors(
-                model, offsets, tokens, max_pointers, self.device
-            )
+            pointers, pointer_pos = self.lib.pointer_tensors(offsets, tokens, max_pointers)
             memories.append(pointers)
             positions.append(pointer_pos)
             n_pointers = int(pointers.shape[0])
@@ -874,8 +852,7 @@ class StreamingVideoTracker:
         assert self._pos is not None
         batch = memory.shape[1]
         self.counters["memory_attention_calls"] += 1
-        out: torch.Tensor = lib.memory_attention(
-            self.model,
+        out: torch.Tensor = self.lib.memory_attention(
             feats[-1].expand(-1, batch, -1),
             self._pos.expand(-1, batch, -1),
             memory,
@@ -977,7 +954,7 @@ class StreamingVideoTracker:
             raise PromptError(f"mask must be {size}x{size} (model input size)")
         pix_feat = feats[-1].permute(1, 2, 0).reshape(-1, self.hidden_dim, *self.feature_sizes[-1])
         self.counters["decoder_calls"] += 1
-        out = lib.mask_as_output(self.model, pix_feat, high_res, mask)
+        out = self.lib.mask_as_output(pix_feat, high_res, mask)
         import torch
 
         best = torch.zeros(1, dtype=torch.long, device=self.device)
@@ -1006,8 +983,7 @@ class StreamingVideoTracker:
         """Memory encoder for B objects on one frame -> (features, positions), batched."""
         batch = high_res_masks.shape[0]
         self.counters["memory_encoder_calls"] += 1
-        return lib.encode_memory(
-            self.model,
+        return self.lib.encode_memory(
             feats[-1].expand(-1, batch, -1),
             high_res_masks,
             object_score_logits,
@@ -1048,22 +1024,13 @@ class StreamingVideoTracker:
     ) -> _PointPrompt:
         """This prompt's points joined to the earlier ones on the same frame (a box restarts)."""
         previous = self._prompts.get(obj_id, {}).get(frame_index)
-        merged = _PointPrompt()
-        if box is not None:
-            merged.coords += [(float(box[0]), float(box[1])), (float(box[2]), float(box[3]))]
-            merged.labels += list(BOX_LABELS)
-        elif previous is not None:
-            merged.coords += previous.coords
-            merged.labels += previous.labels
-        merged.coords += [(float(x), float(y)) for x, y in points]
-        merged.labels += [int(v) for v in labels]
-        return merged
+        return _PointPrompt.build(points, labels, box, previous)
 
     def _pop_outputs(self, idx: int, frame_index: int) -> dict[bool, Any]:
         found = {}
         for conditioning, outputs in (
-            (True, lib.conditioning_outputs(self.session, idx)),
-            (False, lib.tracked_outputs(self.session, idx)),
+            (True, self.lib.conditioning_outputs(idx)),
+            (False, self.lib.tracked_outputs(idx)),
         ):
             if frame_index in outputs:
                 found[conditioning] = outputs.pop(frame_index)
@@ -1072,9 +1039,9 @@ class StreamingVideoTracker:
     def _restore_outputs(self, idx: int, frame_index: int, previous: dict[bool, Any]) -> None:
         for conditioning, value in previous.items():
             if conditioning:
-                lib.conditioning_outputs(self.session, idx)[frame_index] = value
+                self.lib.conditioning_outputs(idx)[frame_index] = value
             else:
-                lib.tracked_outputs(self.session, idx)[frame_index] = value
+                self.lib.tracked_outputs(idx)[frame_index] = value
 
     def _result(self, out: _Decoded, i: int, *, candidates: bool) -> TrackedMask:
         """Object i of a decoder batch as a TrackedMask (candidates sorted best first)."""

@@ -1,0 +1,156 @@
+"""What the sam2 and sam3 backends share around the tracker: prompts in, answers out.
+
+Both drive one `StreamingVideoTracker` (tracker.py) from the engine's world (`TrackerBackend`):
+prompts in source pixels of any image size become tracker arguments in the model's square input
+frame (`tracker_prompt`), the tracker's low-resolution logits become bool masks at the source
+size (`to_output`, `to_outputs`), and model failures become `BackendError` (`backend_errors`).
+torch is imported by the functions that use it: importing this module is free.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from seg_ros.engine.backends.base import Backend, MaskOutput
+from seg_ros.engine.errors import backend_errors
+from seg_ros.engine.prompts import Prompt
+from seg_ros.engine.results import Candidate
+from seg_ros.engine.sam.transforms import (
+    logits_to_masks,
+    mask_to_input,
+    scribble_points,
+    to_model_xy,
+)
+from seg_ros.engine.types import BoolArray
+
+if TYPE_CHECKING:
+    import torch
+
+    from seg_ros.engine.sam.tracker import StreamingVideoTracker, TrackedMask
+
+
+class TrackerBackend(Backend):
+    """Base of the backends that drive a `StreamingVideoTracker` (sam2, sam3).
+
+    Subclasses set `tracker` and `torch_device` (the model's device) in their constructor.
+    """
+
+    tracker: StreamingVideoTracker
+    torch_device: torch.device
+
+    @property
+    def device(self) -> str:
+        return str(self.torch_device)
+
+    @property
+    def memory_frames(self) -> int:
+        return int(self.tracker.memory.prompt_frames)
+
+    def remove_object(self, obj: int) -> None:
+        self.tracker.remove_object(obj)
+
+    def device_stats(self) -> dict[str, float]:
+        """GPU memory in use by this process's tensors (empty on a CPU)."""
+        if self.torch_device.type != "cuda":
+            return {}
+        import torch
+
+        return {"cuda_allocated_mb": torch.cuda.memory_allocated(self.torch_device) / 2**20}
+
+
+def tracker_prompt(
+    prompt: Prompt,
+    height: int,
+    width: int,
+    image_size: int,
+    device: torch.device,
+    scribble_count: int,
+    dtype: torch.dtype | None = None,
+) -> dict[str, Any]:
+    """A prompt in source pixels (`height` x `width`) -> `StreamingVideoTracker.add_prompt`
+    arguments in the model's square input of `image_size` pixels. A scribble becomes
+    `scribble_count` positive clicks spread along its strokes; a full mask is resampled (and
+    cast to `dtype` when given)."""
+    points, labels, mask = prompt.points, prompt.point_labels, prompt.mask
+    if mask is not None and prompt.scribble:
+        # Strokes on the object, not its extent: clicks spread along them.
+        strokes = scribble_points(mask, scribble_count)
+        points = np.concatenate([points, strokes]).astype(np.float32)
+        labels = np.concatenate([labels, np.ones(len(strokes), np.int8)])
+        mask = None
+    kwargs: dict[str, Any] = {
+        "points": to_model_xy(points, height, width, image_size),
+        "labels": [int(v) for v in labels],
+    }
+    if prompt.box is not None:
+        x0, y0, x1, y1 = prompt.box.tolist()
+        sx, sy = image_size / float(width), image_size / float(height)
+        kwargs["box"] = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+    if mask is not None:
+        tensor = mask_to_input(mask, image_size, device)
+        kwargs["mask"] = tensor if dtype is None else tensor.to(dtype)
+    return kwargs
+
+
+def prompt_tracker(
+    tracker: StreamingVideoTracker,
+    frame_index: int,
+    obj: int,
+    prompt: Prompt,
+    kwargs: dict[str, Any],
+    multimask: bool,
+    to_answer: Callable[[TrackedMask], MaskOutput],
+    backend_name: str,
+) -> MaskOutput:
+    """Give `prompt` (as `tracker_prompt` arguments) to the tracker; its answer as a MaskOutput.
+
+    Model errors become BackendError. A mask alone IS the object on its frame (the tracker keeps
+    it at a quarter of its input size): the answer is then the mask given rather than its
+    resampled copy.
+    """
+    with backend_errors(f"the {backend_name} model failed on a prompt"):
+        out = tracker.add_prompt(frame_index, obj, multimask=multimask, **kwargs)
+    result = to_answer(out)
+    mask_alone = "mask" in kwargs and not kwargs["points"] and "box" not in kwargs
+    if mask_alone and prompt.mask is not None:
+        return MaskOutput(prompt.mask.copy(), result.score, result.visible)
+    return result
+
+
+def mask_output(
+    out: TrackedMask, mask: BoolArray, candidates: tuple[Candidate, ...] = ()
+) -> MaskOutput:
+    """Visible while the object score says present and the mask is not empty at the source size
+    (a present object can shrink below one source pixel); score = sigmoid(object score logit)."""
+    logit = out.object_score_logit
+    score = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))
+    visible = logit > 0.0 and bool(mask.any())
+    return MaskOutput(mask=mask, score=score, visible=visible, candidates=candidates)
+
+
+def to_output(out: TrackedMask, height: int, width: int) -> MaskOutput:
+    """One tracker answer (with its candidates, best first) at the source size."""
+    mask = logits_to_masks(out.mask_logits[None], height, width)[0]
+    candidates: tuple[Candidate, ...] = ()
+    if out.candidate_logits is not None:
+        cmasks = logits_to_masks(out.candidate_logits, height, width)
+        candidates = tuple(
+            Candidate(cmasks[k], float(min(1.0, max(0.0, s))))
+            for k, s in enumerate(out.candidate_scores)
+        )
+    return mask_output(out, mask, candidates)
+
+
+def to_outputs(tracked: dict[int, TrackedMask], height: int, width: int) -> dict[int, MaskOutput]:
+    """Every object's low-resolution logits -> bool masks at the source size, in one call."""
+    import torch
+
+    if not tracked:
+        return {}
+    ids = list(tracked)
+    masks = logits_to_masks(torch.stack([tracked[i].mask_logits for i in ids]), height, width)
+    return {obj: mask_output(tracked[obj], masks[n]) for n, obj in enumerate(ids)}
