@@ -29,7 +29,6 @@ import pytest
 from conftest import RosGraph, wait_for
 from geometry_msgs.msg import Point
 from test_bad_input import NodeUnderTest, good_frame, start_node_under_test
-from tiny_models import save_tiny, tiny_edgetam_config
 
 from seg_ros.engine import Prompt, SegmentationSession
 from seg_ros.engine.backends.classic import ClassicBackend
@@ -44,6 +43,7 @@ from seg_ros.testing.faults import (
     cuda_oom,
     value_error,
 )
+from seg_ros.testing.tiny_models import save_tiny, tiny_edgetam_config
 
 W, H = 64, 48
 ERRORS: dict[str, tuple[Callable[[str, int], Exception], str]] = {

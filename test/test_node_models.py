@@ -68,14 +68,14 @@ def output_at(client: Client, name: str, sec: int) -> Any:
 
 @pytest.fixture(scope="module")
 def sam2_folder(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    from tiny_models import save_tiny
+    from seg_ros.testing.tiny_models import save_tiny
 
     return save_tiny("sam2", tmp_path_factory.mktemp("weights") / "sam2")
 
 
 @pytest.fixture(scope="module")
 def sam3_folder(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    from tiny_sam3 import tiny_sam3
+    from seg_ros.testing.tiny_sam3 import tiny_sam3
 
     return tiny_sam3(tmp_path_factory.mktemp("weights") / "sam3")
 

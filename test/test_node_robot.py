@@ -746,7 +746,7 @@ def test_lifecycle_cleanup_releases_a_real_model(
     cuda = device == "cuda"
     if cuda and not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from tiny_models import save_tiny
+    from seg_ros.testing.tiny_models import save_tiny
 
     folder = save_tiny("sam2", tmp_path / "sam2")
     if cuda:
