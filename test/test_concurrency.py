@@ -19,15 +19,21 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import RosGraph, wait_for
 from geometry_msgs.msg import Point
 from sensor_msgs.msg import RegionOfInterest
-from test_bad_input import SERVICES, NodeUnderTest, good_frame, start_node_under_test
 
 from seg_ros.conversions import numpy_to_image
 from seg_ros.engine import Prompt, SegmentationSession
 from seg_ros.engine.backends.fake import FakeBackend, FakeConfig
 from seg_ros.engine.errors import SegRosError
+from seg_ros.testing.graph import (
+    NodeUnderTest,
+    RosGraph,
+    good_frame,
+    services,
+    start_node_under_test,
+    wait_for,
+)
 
 W, H = 64, 48
 #: Liveness bound for one service call (seconds); a deadlock would exceed it, a slow CI would not.
@@ -53,7 +59,7 @@ class Caller:
     def __init__(self, graph: RosGraph, index: int) -> None:
         self.graph = graph
         self.node = graph.node(f"caller_{index}")
-        self.clients = {n: self.node.create_client(t, f"{NODE}/{n}") for n, t in SERVICES.items()}
+        self.clients = {n: self.node.create_client(t, f"{NODE}/{n}") for n, t in services().items()}
         for client in self.clients.values():
             assert client.wait_for_service(timeout_sec=10.0)
 

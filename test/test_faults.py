@@ -26,9 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import RosGraph, wait_for
 from geometry_msgs.msg import Point
-from test_bad_input import NodeUnderTest, good_frame, start_node_under_test
 
 from seg_ros.engine import Prompt, SegmentationSession
 from seg_ros.engine.backends.classic import ClassicBackend
@@ -42,6 +40,13 @@ from seg_ros.testing.faults import (
     backend_error,
     cuda_oom,
     value_error,
+)
+from seg_ros.testing.graph import (
+    NodeUnderTest,
+    RosGraph,
+    good_frame,
+    start_node_under_test,
+    wait_for,
 )
 from seg_ros.testing.tiny_models import save_tiny, tiny_edgetam_config
 

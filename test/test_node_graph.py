@@ -20,20 +20,17 @@ import cv2
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from conftest import DOMAIN_ID, RosGraph, wait_for
 from geometry_msgs.msg import Point
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
-from std_srvs.srv import Trigger
 
 from seg_ros.conversions import image_to_numpy, numpy_to_image
-from seg_ros.msg import InstanceArray
 from seg_ros.node_params import ParameterError
 from seg_ros.outputs.colors import color_bgr
 from seg_ros.segmentation_node import SegmentationNode
-from seg_ros.srv import AddBox, AddMask, AddPoints, AddText, RemoveObject, SegmentImage
+from seg_ros.testing.graph import DOMAIN_ID, Client, RosGraph, start_node, wait_for
 
 pytestmark = pytest.mark.graph
 
@@ -43,68 +40,14 @@ NODE = "/segmentation_node"
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
-def start_node(graph: RosGraph, **params: Any) -> SegmentationNode:
-    overrides = [Parameter(k, value=v) for k, v in {"backend": "fake", **params}.items()]
-    return graph.add(SegmentationNode(context=graph.context, parameter_overrides=overrides))
-
-
 def frame(sec: int, nanosec: int = 0, frame_id: str = "cam", width: int = W) -> Image:
     header = Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
     return numpy_to_image(np.full((H, width, 3), GREY, np.uint8), "rgb8", header)
 
 
-class Client:
-    """The other side of the node: frames in, outputs collected, every service."""
-
-    def __init__(self, graph: RosGraph, outputs: tuple[str, ...] = ("instances",)) -> None:
-        self.graph = graph
-        node = graph.node("test_client")
-        self.node = node
-        self.image = node.create_publisher(Image, "image", RELIABLE)
-        self.received: dict[str, list[Any]] = {name: [] for name in outputs}
-        types = {"instances": InstanceArray, "mask": Image, "overlay": Image}
-        for name in outputs:
-            node.create_subscription(
-                types[name], f"{NODE}/{name}", self.received[name].append, RELIABLE
-            )
-        self.clients = {
-            srv: node.create_client(t, f"{NODE}/{srv}")
-            for srv, t in {
-                "add_points": AddPoints,
-                "add_box": AddBox,
-                "add_mask": AddMask,
-                "add_text": AddText,
-                "remove_object": RemoveObject,
-                "reset": Trigger,
-                "segment": SegmentImage,
-            }.items()
-        }
-
-    def call(self, srv: str, **fields: Any) -> Any:
-        req = self.clients[srv].srv_type.Request(**fields)
-        return self.graph.call(self.clients[srv], req)
-
-    def connected(self) -> bool:
-        subs = all(self.node.count_publishers(f"{NODE}/{n}") for n in self.received)
-        return subs and self.image.get_subscription_count() > 0
-
-    def send_until_output(self, sec: int, output: str = "instances", **kw: Any) -> Any:
-        """Publish frame `sec` (again) until an output with that stamp arrives; return it."""
-        found: list[Any] = []
-
-        def arrived() -> bool:
-            found[:] = [m for m in self.received[output] if m.header.stamp.sec == sec]
-            if not found:
-                self.image.publish(frame(sec, **kw))
-            return bool(found)
-
-        assert wait_for(arrived, timeout=10.0, period=0.05), f"no {output} for frame {sec}"
-        return found[0]
-
-
 def test_outputs_follow_prompts_and_carry_the_input_header(ros_graph: RosGraph) -> None:
     node = start_node(ros_graph)
-    client = Client(ros_graph, ("instances", "mask", "overlay"))
+    client = Client(ros_graph, ("instances", "mask", "overlay"), frame=frame)
     assert wait_for(client.connected)
     first = client.send_until_output(1)
     assert first.instances == [] and (first.width, first.height) == (W, H)
@@ -168,7 +111,7 @@ def test_outputs_follow_prompts_and_carry_the_input_header(ros_graph: RosGraph) 
 
 def test_every_service_answers_good_and_bad_requests(ros_graph: RosGraph) -> None:
     node = start_node(ros_graph, max_objects=3)
-    client = Client(ros_graph)
+    client = Client(ros_graph, frame=frame)
     assert wait_for(client.connected)
     session = node.session
     assert session is not None
@@ -278,12 +221,18 @@ def test_every_service_answers_good_and_bad_requests(ros_graph: RosGraph) -> Non
     assert res.success and res.object_id not in ("1", "2", "3"), res.message
 
 
-def test_slow_model_drops_stale_frames_instead_of_building_a_backlog(ros_graph: RosGraph) -> None:
-    delay = 0.1
-    node = start_node(ros_graph, backend_options=f'{{"delay_s": {delay}}}', publish_overlay=False)
-    client = Client(ros_graph)
+def _slow_node(graph: RosGraph, delay: float) -> tuple[SegmentationNode, Client]:
+    """A node whose model step takes `delay` seconds, connected and past its first frame."""
+    node = start_node(graph, backend_options=f'{{"delay_s": {delay}}}', publish_overlay=False)
+    client = Client(graph, frame=frame)
     assert wait_for(client.connected)
     client.send_until_output(1)
+    return node, client
+
+
+def test_slow_model_drops_stale_frames_instead_of_building_a_backlog(ros_graph: RosGraph) -> None:
+    delay = 0.1
+    node, client = _slow_node(ros_graph, delay)
     sent: dict[int, float] = {}
     arrivals: list[tuple[float, int]] = []
     seen = len(client.received["instances"])
@@ -322,10 +271,7 @@ def test_slow_model_drops_stale_frames_instead_of_building_a_backlog(ros_graph: 
 
 def test_services_answer_while_a_slow_model_streams(ros_graph: RosGraph) -> None:
     delay = 0.25
-    node = start_node(ros_graph, backend_options=f'{{"delay_s": {delay}}}', publish_overlay=False)
-    client = Client(ros_graph)
-    assert wait_for(client.connected)
-    client.send_until_output(1)
+    node, client = _slow_node(ros_graph, delay)
     streaming = threading.Event()
     streaming.set()
 
@@ -367,7 +313,7 @@ def test_services_answer_while_a_slow_model_streams(ros_graph: RosGraph) -> None
 def test_backend_that_fails_to_load_keeps_the_node_up(ros_graph: RosGraph) -> None:
     node = start_node(ros_graph, backend_options='{"no_such_option": 1}')
     assert node.session is None and "failed to load" in node.load_error
-    client = Client(ros_graph)
+    client = Client(ros_graph, frame=frame)
     assert wait_for(client.connected)
     for i in range(5):
         client.image.publish(frame(i + 1))
@@ -438,7 +384,7 @@ def test_compressed_input_follows_the_image_remap_and_bad_frames_are_dropped(
             ],
         )
     )
-    client = Client(ros_graph)
+    client = Client(ros_graph, frame=frame)
     pub = client.node.create_publisher(CompressedImage, "/cam/color/compressed", RELIABLE)
     assert wait_for(lambda: pub.get_subscription_count() > 0)
     assert wait_for(lambda: client.node.count_publishers(f"{NODE}/instances") > 0)
@@ -465,7 +411,7 @@ def test_compressed_input_follows_the_image_remap_and_bad_frames_are_dropped(
 
 def test_uncompressed_bad_frames_are_dropped_and_counted(ros_graph: RosGraph) -> None:
     node = start_node(ros_graph)
-    client = Client(ros_graph)
+    client = Client(ros_graph, frame=frame)
     assert wait_for(client.connected)
     depth = numpy_to_image(np.zeros((H, W), np.uint16), "16UC1", Header(stamp=Time(sec=3)))
     short = frame(4)

@@ -21,16 +21,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-import test_detections
-from builtin_interfaces.msg import Time
-from conftest import DOMAIN_ID, RosGraph, wait_for
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
@@ -46,59 +43,30 @@ from seg_ros.outputs.pointcloud import pointcloud2_to_array
 from seg_ros.segmentation_node import SYNC_MIN_QOS_DEPTH, SegmentationNode
 from seg_ros.srv import AddBox, RemoveObject
 from seg_ros.sync import FALLBACK, MESSAGE_FILTERS
+from seg_ros.testing.graph import DOMAIN_ID, RosGraph, wait_for
+from seg_ros.testing.rgbd_scene import (
+    CX,
+    HOLE_BOX,
+    PLANE_BOX,
+    PLANE_MM,
+    F,
+    H,
+    W,
+    header,
+    plane_box_3d,
+    rgbd,
+)
 
 pytestmark = pytest.mark.graph
 
-W, H = 160, 120
-F, CX, CY = 100.0, 80.0, 60.0  # pinhole intrinsics, pixels
-PLANE_MM = 1500
-HOLE = (slice(70, 110), slice(100, 150))  # rows, columns without depth
 NODE = "/segmentation_node"
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-# Object 1: a box on the plane; object 2: a box inside the hole (no 3D).
-PLANE_BOX = RegionOfInterest(x_offset=40, y_offset=30, width=40, height=30)
-HOLE_BOX = RegionOfInterest(x_offset=110, y_offset=75, width=30, height=20)
-
-
-#: The slotted vision_msgs 4.x stand-in of test_detections, as a fixture here too.
-fake_vision_msgs = test_detections.fake_vision_msgs
 
 
 def start(graph: RosGraph, cls: type = SegmentationNode, start: bool = True, **params: Any) -> Any:
     overrides = [Parameter(k, value=v) for k, v in {"backend": "fake", **params}.items()]
     kwargs = {} if start else {"start": False}
     return graph.add(cls(context=graph.context, parameter_overrides=overrides, **kwargs))
-
-
-def header(sec: int, nanosec: int = 0) -> Header:
-    return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id="camera_color_optical_frame")
-
-
-def rgbd(sec: int, nanosec: int = 0) -> tuple[Image, Image, CameraInfo]:
-    """A colour frame, its registered 16UC1 depth (plane + hole) and camera info, one stamp."""
-    h = header(sec, nanosec)
-    color = numpy_to_image(np.full((H, W, 3), 90, np.uint8), "rgb8", h)
-    depth_mm = np.full((H, W), PLANE_MM, np.uint16)
-    depth_mm[HOLE] = 0
-    depth = numpy_to_image(depth_mm, "16UC1", h)
-    info = CameraInfo(header=h, width=W, height=H)
-    info.k = [F, 0.0, CX, 0.0, F, CY, 0.0, 0.0, 1.0]
-    return color, depth, info
-
-
-def plane_box_3d(box: RegionOfInterest) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Centroid and extent (m) of a box's pixels on the plane, from the pinhole model.
-
-    Pixel (u, v) sees x = (u - cx) z / fx: the centroid is at the mean pixel centre, and the
-    1..99 % extent spans the outermost pixel centres (1 % of the points is less than one
-    column / row of the box), so (width - 1) and (height - 1) pixels.
-    """
-    z = PLANE_MM / 1000.0
-    u_mean = box.x_offset + (box.width - 1) / 2
-    v_mean = box.y_offset + (box.height - 1) / 2
-    centroid = ((u_mean - CX) * z / F, (v_mean - CY) * z / F, z)
-    extent = ((box.width - 1) * z / F, (box.height - 1) * z / F, 0.0)
-    return centroid, extent
 
 
 class Camera:
