@@ -159,7 +159,7 @@ class Streamer:
         while not self.stop.is_set():
             self.sent += 1
             self.nut.image.publish(good_frame(100 + self.sent))
-            time.sleep(0.005)
+            time.sleep(0.005)  # the camera's rate (~200 Hz) is what this simulates
 
 
 @pytest.mark.graph
@@ -224,7 +224,7 @@ def test_callers_with_resets_while_frames_stream_end_consistent(ros_graph: RosGr
                 res = resetter.call("reset")
                 assert res.success, res.message
                 log.resets += 1
-                time.sleep(0.05)
+                time.sleep(0.05)  # a reset every ~50 ms, between the callers' requests
         except Exception as exc:
             log.errors.append(f"resetter: {type(exc).__name__}: {exc}")
 
@@ -350,7 +350,7 @@ def test_session_resets_from_another_thread_never_leave_a_half_state() -> None:
     def reset_loop() -> None:
         while not stop.is_set():
             session.reset()
-            time.sleep(0.001)
+            time.sleep(0.001)  # a reset every ~1 ms: often enough to land mid-request
 
     def work(index: int) -> None:
         rng = random.Random(index)

@@ -147,14 +147,14 @@ def _bench_model(
     one = []
     for _ in range(repeats):
         frame += 1
-        one.append(_timed(dev, lambda f=frame: backend.step(f, image())))
+        one.append(_timed(dev, lambda f=frame: backend.step(f, image())))  # type: ignore[misc]
     steps[1] = one
     # Prompts on the frame just processed: a new object (no memory) and a refinement (memory).
     prompt_new, prompt_refine = [], []
     refine = Prompt(points=[[330.0, 250.0]], point_labels=[0])
     for k in range(repeats):
         obj = 100 + k
-        prompt_new.append(_timed(dev, lambda o=obj: backend.add_prompt(frame, o, click)))
+        prompt_new.append(_timed(dev, lambda o=obj: backend.add_prompt(frame, o, click)))  # type: ignore[misc]
         backend.remove_object(obj)
         prompt_refine.append(_timed(dev, lambda: backend.add_prompt(frame, 1, refine)))
     for count in (4, 8):
@@ -166,7 +166,7 @@ def _bench_model(
         timings = []
         for _ in range(repeats):
             frame += 1
-            timings.append(_timed(dev, lambda f=frame: backend.step(f, image())))
+            timings.append(_timed(dev, lambda f=frame: backend.step(f, image())))  # type: ignore[misc]
         steps[count] = timings
     row: dict[str, Any] = {
         "model": f"{name} (random weights)",
@@ -212,11 +212,8 @@ def _memory_child(
     if threads:
         torch.set_num_threads(threads)
     from seg_ros.engine.sam.loading import resolve_device
-    from seg_ros.engine.sam.tracker import (
-        StreamingVideoTracker,
-        session_class_for,
-        tensor_bytes,
-    )
+    from seg_ros.engine.sam.adapter import session_class_for
+    from seg_ros.engine.sam.tracker import StreamingVideoTracker, tensor_bytes
 
     dev = resolve_device(device)
     model = random_model(name).to(dev)

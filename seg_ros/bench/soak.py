@@ -358,7 +358,8 @@ def run_node_soak(
             sent = time.perf_counter()
             pub.publish(msg)
             if not _wait(
-                lambda s=stamp, f=failed: s in arrived or node.stats.failed > f, timeout_s
+                lambda s=stamp, f=failed: s in arrived or node.stats.failed > f,  # type: ignore[misc]
+                timeout_s,
             ):
                 report.lost_frames += 1
                 sampler.frame_done(t, None)

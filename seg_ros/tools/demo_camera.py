@@ -58,7 +58,7 @@ def demo_plan(width: int = 640, height: int = 480) -> dict[str, Any]:
 
 
 #: The shipped real clip's prompts, pixels of its 960x540 frame 0 (data/README.md).
-BEDROOM = {
+BEDROOM: dict[str, Any] = {
     "size": (960, 540),
     "point": (228.0, 262.0),  # the boy's white shirt
     "box": (310, 0, 205, 400),  # the girl (x, y, w, h)
@@ -72,7 +72,7 @@ def clip_plan(width: int) -> dict[str, Any]:
     """Prompts for the shipped bedroom clip played `width` pixels wide (aspect kept), stamped
     on the first frame the client sees (where they were drawn), at processed frames 3, 6, 12,
     20: all within the classic backend's 30 kept frames."""
-    s = width / BEDROOM["size"][0]  # type: ignore[index]
+    s = width / BEDROOM["size"][0]
 
     def scale(v: tuple[float, ...]) -> tuple[float, ...]:
         return tuple(round(c * s, 1) for c in v)
@@ -81,10 +81,10 @@ def clip_plan(width: int) -> dict[str, Any]:
         return tuple(int(round(c * s)) for c in b)
 
     return {
-        "point": scale(BEDROOM["point"]),  # type: ignore[arg-type]
-        "box": box(BEDROOM["box"]),  # type: ignore[arg-type]
-        "extra_boxes": [box(b) for b in BEDROOM["extra_boxes"]],  # type: ignore[attr-defined]
-        "background_point": scale(BEDROOM["background_point"]),  # type: ignore[arg-type]
+        "point": scale(BEDROOM["point"]),
+        "box": box(BEDROOM["box"]),
+        "extra_boxes": [box(b) for b in BEDROOM["extra_boxes"]],
+        "background_point": scale(BEDROOM["background_point"]),
         "at_frames": (3, 6, 12, 20),
         "on_first_frame": True,
         "labels": BEDROOM["labels"],
