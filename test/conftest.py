@@ -29,7 +29,13 @@ def _has_cuda() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`@pytest.mark.gpu` tests (and parametrize cases marked gpu) skip where CUDA is absent."""
+    """`@pytest.mark.gpu` tests (and parametrize cases marked gpu) skip where CUDA is absent;
+    a test that takes the `ros_graph` fixture is a graph test (`-m "not graph"` leaves it out)."""
+    for item in items:
+        if "ros_graph" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "graph"
+        ):
+            item.add_marker(pytest.mark.graph)
     gpu = [item for item in items if item.get_closest_marker("gpu")]
     if gpu and not _has_cuda():
         skip = pytest.mark.skip(reason="needs CUDA")
