@@ -630,6 +630,12 @@ def keep_objects(nut: NodeUnderTest) -> NodeUnderTest:
     return nut
 
 
+def _assert_refused(nut: NodeUnderTest, srv: str, fields: dict[str, Any], expected: str) -> None:
+    res = nut.call(srv, **fields)
+    assert not res.success, (srv, res.message)
+    assert expected in res.message, res.message
+
+
 @pytest.fixture(scope="module")
 def fresh() -> Iterator[NodeUnderTest]:
     graph = RosGraph()
@@ -673,8 +679,7 @@ BEFORE_FRAME_CASES = cases(
 def test_node_refuses_prompts_before_the_first_frame(
     fresh: NodeUnderTest, srv: str, fields: dict[str, Any], expected: str
 ) -> None:
-    res = fresh.call(srv, **fields)
-    assert not res.success and expected in res.message, res.message
+    _assert_refused(fresh, srv, fields, expected)
     assert fresh.tracked() == []
 
 
@@ -919,9 +924,7 @@ SERVICE_CASES = cases(
 def test_node_refuses_malformed_request_and_keeps_its_objects(
     kept: NodeUnderTest, srv: str, fields: dict[str, Any], expected: str
 ) -> None:
-    res = kept.call(srv, **fields)
-    assert not res.success, (srv, res.message)
-    assert expected in res.message, res.message
+    _assert_refused(kept, srv, fields, expected)
     assert kept.tracked() == KEEP
 
 

@@ -147,6 +147,22 @@ def run_threads(targets: list[Callable[[], None]], bound: float) -> list[threadi
     return [t for t in threads if t.is_alive()]
 
 
+def run_beside(
+    background: Callable[[], None],
+    stop: threading.Event,
+    targets: list[Callable[[], None]],
+    bound: float,
+) -> None:
+    """Run `targets` on threads while `background` runs on its own; then set `stop`. None of the
+    threads may still run after `bound` seconds (the background one gets 10 s more to stop)."""
+    thread = threading.Thread(target=background, daemon=True)
+    thread.start()
+    stuck = run_threads(targets, bound)
+    stop.set()
+    thread.join(timeout=10.0)
+    assert not stuck and not thread.is_alive(), "deadlock"
+
+
 class Streamer:
     """Publishes frames at ~200 Hz until stopped (the node drops what it cannot take)."""
 
@@ -320,12 +336,7 @@ def test_session_from_many_threads_stays_consistent() -> None:
         except Exception as exc:
             errors.append(f"prompter {index}: {type(exc).__name__}: {exc}")
 
-    streamer = threading.Thread(target=stream, daemon=True)
-    streamer.start()
-    stuck = run_threads([lambda i=i: prompter(i) for i in range(7)], bound=120.0)
-    stop.set()
-    streamer.join(timeout=10.0)
-    assert not stuck and not streamer.is_alive(), "deadlock"
+    run_beside(stream, stop, [lambda i=i: prompter(i) for i in range(7)], bound=120.0)
     assert not errors, errors[:5]
     ids = [i for i, _ in created]
     assert len(ids) == len(set(ids)) and len(removed) == len(set(removed))
@@ -371,12 +382,7 @@ def test_session_resets_from_another_thread_never_leave_a_half_state() -> None:
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
 
-    resetter = threading.Thread(target=reset_loop, daemon=True)
-    resetter.start()
-    stuck = run_threads([lambda i=i: work(i) for i in range(4)], bound=60.0)
-    stop.set()
-    resetter.join(timeout=10.0)
-    assert not stuck and not resetter.is_alive(), "deadlock"
+    run_beside(reset_loop, stop, [lambda i=i: work(i) for i in range(4)], bound=60.0)
     assert not errors, errors[:5]
     assert len(created_ids) == len(set(created_ids))  # never reused, even across resets
     session.reset()

@@ -133,40 +133,24 @@ class _Client:
 def _node_rows(
     backend: str, frames: list[np.ndarray], count: int, engine_median: float
 ) -> list[dict[str, Any]]:
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
-    from rclpy.parameter import Parameter
     from std_msgs.msg import Header
 
     from seg_ros.conversions import numpy_to_image
-    from seg_ros.segmentation_node import SegmentationNode
     from seg_ros.srv import AddBox, AddMask, AddPoints
+    from seg_ros.testing.graph import RosGraph, start_node
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     height, width = frames[0].shape[:2]
     messages = [numpy_to_image(f, "rgb8", Header(frame_id="camera")) for f in frames]
     rows = []
     for outputs in (("instances",), ("instances", "mask", "overlay")):
-        context = Context()
-        rclpy.init(context=context, domain_id=1 + (os.getpid() + 37) % 100)
-        executor = MultiThreadedExecutor(num_threads=4, context=context)
-        node = SegmentationNode(
-            context=context,
-            parameter_overrides=[
-                Parameter("backend", value=backend),
-                Parameter("score_threshold", value=0.0),
-            ],
-        )
-        client_node = rclpy.create_node("node_bench_client", context=context)
-        client = _Client(client_node, outputs)
-        internal: list[float] = []  # subscription callback -> every output published
-        node.outputs.append(partial(_record_latency, internal))
-        executor.add_node(node)
-        executor.add_node(client_node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
+        graph = RosGraph(domain_id=1 + (os.getpid() + 37) % 100, num_threads=4)
         try:
+            node = start_node(graph, backend=backend, score_threshold=0.0)
+            internal: list[float] = []  # subscription callback -> every output published
+            node.outputs.append(partial(_record_latency, internal))
+            client_node = graph.node("node_bench_client")
+            client = _Client(client_node, outputs)
             deadline = time.monotonic() + 10.0
             while client.round_trip(messages[0], 1, timeout=0.2) is None:
                 if time.monotonic() > deadline:
@@ -211,11 +195,7 @@ def _node_rows(
                 }
             )
         finally:
-            executor.shutdown()
-            node.destroy_node()
-            client_node.destroy_node()
-            rclpy.try_shutdown(context=context)
-            spinner.join(timeout=5.0)
+            graph.close()
     return rows
 
 

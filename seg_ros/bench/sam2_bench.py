@@ -211,8 +211,8 @@ def _memory_child(
 
     if threads:
         torch.set_num_threads(threads)
-    from seg_ros.engine.sam.loading import resolve_device
     from seg_ros.engine.sam.adapter import session_class_for
+    from seg_ros.engine.sam.loading import resolve_device
     from seg_ros.engine.sam.tracker import StreamingVideoTracker, tensor_bytes
 
     dev = resolve_device(device)
@@ -331,17 +331,6 @@ def run(quick: bool = False, device: str = "auto") -> list[dict[str, Any]]:
     rows.append(bench_model("edgetam", 512, device, repeats=3, batch_objects=True))
     rows.append(bench_model("sam2.1-tiny", 512, device, repeats=3, batch_objects=True))
     rows.append(bench_model("tiny-sam2", 128, device, repeats=5, threads=1))
-    rows.append(bench_memory("tiny-sam2", frames=1000, objects=2, device=device))
-    rows.append(bench_memory("tiny-edgetam", frames=1000, objects=2, device=device))
-    return rows
-    for name in ("edgetam", "sam2.1-tiny"):
-        for size in (512, 1024):
-            rows.append(bench_model(name, size, device, repeats=3 if size == 512 else 2))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
-    # Objects batched through one memory-attention + decoder call (the CUDA default) vs one by one.
-    rows.append(bench_model("edgetam", 512, device, repeats=3, batch_objects=True))
-    rows.append(bench_model("sam2.1-tiny", 512, device, repeats=3, batch_objects=True))
-    rows.append(bench_model("tiny-sam2", 128, device, repeats=5))
     rows.append(bench_memory("tiny-sam2", frames=1000, objects=2, device=device))
     rows.append(bench_memory("tiny-edgetam", frames=1000, objects=2, device=device))
     return rows

@@ -1,4 +1,5 @@
-"""Graph-test helpers: a private rclpy Context spun on a thread, a client of the node, waiting.
+"""Graph helpers for tests and benchmarks: a private rclpy Context spun on a thread, a client of
+the node, waiting.
 
 Graph tests start real nodes that talk over DDS in the test process. Everything here waits on a
 condition with a timeout (`wait_for`), never for a fixed time: DDS deliveries on a busy 2-core VM
@@ -80,7 +81,7 @@ def reliable_qos(depth: int = 10) -> Any:
 class RosGraph:
     """Nodes of one test in one Context, spun by a MultiThreadedExecutor on a background thread."""
 
-    def __init__(self, domain_id: int | None = None) -> None:
+    def __init__(self, domain_id: int | None = None, num_threads: int = 6) -> None:
         import rclpy
         from rclpy.context import Context
         from rclpy.executors import MultiThreadedExecutor
@@ -88,7 +89,7 @@ class RosGraph:
         self.context = Context()
         domain = DOMAIN_ID if domain_id is None else domain_id
         rclpy.init(context=self.context, domain_id=domain)
-        self.executor = MultiThreadedExecutor(num_threads=6, context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=num_threads, context=self.context)
         self.nodes: list[Any] = []
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()

@@ -14,9 +14,7 @@ ROS (launch files and `seg_ros.tools.demo` import it).
 
 from __future__ import annotations
 
-import contextlib
 import sys
-import threading
 import time
 from typing import Any
 
@@ -122,12 +120,13 @@ class ClipReader:
 
 def main(argv: list[str] | None = None) -> int:
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
     from seg_ros.conversions import numpy_to_image
+    from seg_ros.tools.spin import spin_in_background
 
     class DemoCamera(Node):
         def __init__(self) -> None:
@@ -190,13 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     # parameter services) runs beside it.
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-
-    def spin() -> None:
-        with contextlib.suppress(ExternalShutdownException):
-            executor.spin()
-
-    spinner = threading.Thread(target=spin, daemon=True)
-    spinner.start()
+    spinner = spin_in_background(executor)
     try:
         while node.wait and node.pub.get_subscription_count() == 0 and rclpy.ok():
             time.sleep(0.05)
