@@ -19,6 +19,10 @@ The camera, the node and the client run in this process (one rclpy Context, a pr
 on loopback): still a real DDS round trip, and conservative, since the client's deserialisation
 competes with the node for the GIL. The loop is closed (the next frame is published once the
 previous one's outputs arrived) so the latency is the node's, not a queue's.
+
+Then two open-loop rows with a model slower than the camera (`slow_model_rows`): how old the
+outputs are when frames come ~10x faster than the model steps, and how fast services answer
+meanwhile; each carries its bounds and `ok` (the graph tests check the behaviour, these the times).
 """
 
 from __future__ import annotations
@@ -245,3 +249,20 @@ def run(
     images = _frames(width, height)
     engine = statistics.median(engine_ms(backend, images, frames))
     return _node_rows(backend, images, frames, engine)
+
+
+def slow_model_rows() -> list[dict[str, Any]]:
+    """A model slower than the camera (seg_ros.testing.slow_model): how old the outputs are and
+    how fast services answer, each row with the bounds it must meet (`ok`); about 6 s."""
+    from seg_ros.testing.graph import RosGraph
+    from seg_ros.testing.slow_model import services_beside_a_slow_model, stream_past_a_slow_model
+
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    rows = []
+    for measure in (lambda g: stream_past_a_slow_model(g)[1], services_beside_a_slow_model):
+        graph = RosGraph(domain_id=1 + (os.getpid() + 53) % 100)
+        try:
+            rows.append(measure(graph).row())
+        finally:
+            graph.close()
+    return rows
