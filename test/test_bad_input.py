@@ -29,7 +29,6 @@ import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
@@ -63,8 +62,6 @@ from seg_ros.testing.graph import (
 )
 
 W, H = NUT_WIDTH, NUT_HEIGHT
-NODE = "/segmentation_node"
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 NAN, INF = float("nan"), float("inf")
 BIG_TEXT = "x" * 10_000  # 10 kB
 #: Bytes per pixel of the colour encodings the node takes.

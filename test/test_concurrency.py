@@ -27,6 +27,7 @@ from seg_ros.engine import Prompt, SegmentationSession
 from seg_ros.engine.backends.fake import FakeBackend, FakeConfig
 from seg_ros.engine.errors import SegRosError
 from seg_ros.testing.graph import (
+    NODE,
     NodeUnderTest,
     RosGraph,
     good_frame,
@@ -38,7 +39,6 @@ from seg_ros.testing.graph import (
 W, H = 64, 48
 #: Liveness bound for one service call (seconds); a deadlock would exceed it, a slow CI would not.
 CALL_TIMEOUT = 20.0
-NODE = "/segmentation_node"
 
 
 @dataclass

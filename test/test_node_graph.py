@@ -20,7 +20,6 @@ import pytest
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
@@ -28,15 +27,21 @@ from seg_ros.conversions import image_to_numpy, numpy_to_image
 from seg_ros.node_params import ParameterError
 from seg_ros.outputs.colors import color_bgr
 from seg_ros.segmentation_node import SegmentationNode
-from seg_ros.testing.graph import DOMAIN_ID, Client, RosGraph, start_node, wait_for
+from seg_ros.testing.graph import (
+    DOMAIN_ID,
+    NODE,
+    Client,
+    RosGraph,
+    reliable_qos,
+    start_node,
+    wait_for,
+)
 from seg_ros.testing.slow_model import services_beside_a_slow_model, stream_past_a_slow_model
 
 pytestmark = pytest.mark.graph
 
 W, H = 160, 120
 GREY = 100
-NODE = "/segmentation_node"
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def frame(sec: int, nanosec: int = 0, frame_id: str = "cam", width: int = W) -> Image:
@@ -326,7 +331,7 @@ def test_compressed_input_follows_the_image_remap_and_bad_frames_are_dropped(
         )
     )
     client = Client(ros_graph, frame=frame)
-    pub = client.node.create_publisher(CompressedImage, "/cam/color/compressed", RELIABLE)
+    pub = client.node.create_publisher(CompressedImage, "/cam/color/compressed", reliable_qos())
     assert wait_for(lambda: pub.get_subscription_count() > 0)
     assert wait_for(lambda: client.node.count_publishers(f"{NODE}/instances") > 0)
     rgb = np.zeros((H, W, 3), np.uint8)
