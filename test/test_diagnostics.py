@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -126,13 +127,14 @@ def test_diagnostic_array_ok_with_every_key() -> None:
 
 
 def test_error_when_the_model_is_not_loaded() -> None:
-    info = NodeInfo(
+    info = dataclasses.replace(
+        INFO,
         node_name="n",
-        backend="sam2",
         model="/missing",
         device="cpu",
         model_loaded=False,
         load_error="no config.json in /missing",
+        objects_tracked=0,
     )
     stats = NodeStats(clock=FakeClock()).snapshot()
     (status,) = build_diagnostic_array(Time(), stats, info).status

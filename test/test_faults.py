@@ -20,16 +20,12 @@ import pickle
 import shutil
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import RosGraph, wait_for
 from geometry_msgs.msg import Point
-from test_bad_input import NodeUnderTest, good_frame, start_node_under_test
-from tiny_models import save_tiny, tiny_edgetam_config
 
 from seg_ros.engine import Prompt, SegmentationSession
 from seg_ros.engine.backends.classic import ClassicBackend
@@ -44,6 +40,15 @@ from seg_ros.testing.faults import (
     cuda_oom,
     value_error,
 )
+from seg_ros.testing.graph import (
+    NodeUnderTest,
+    RosGraph,
+    good_frame,
+    start_node_under_test,
+    stays,
+    wait_for,
+)
+from seg_ros.testing.tiny_models import save_tiny, tiny_edgetam_config
 
 W, H = 64, 48
 ERRORS: dict[str, tuple[Callable[[str, int], Exception], str]] = {
@@ -431,7 +436,8 @@ def test_node_with_the_fake_fail_every_option(ros_graph: RosGraph) -> None:
         publish_and_wait(nut, sec)
     assert (stats.processed, stats.failed) == (8, 3), stats  # steps 3, 6, 9 failed
     assert wait_for(lambda: len([m for m in nut.received if m.header.stamp.sec >= 3]) >= 6)
-    time.sleep(0.1)  # nothing more may come: the failed frames have no output
+    # Nothing more may come in the next 0.1 s (the claim): the failed frames have no output.
+    assert stays(lambda: len([m for m in nut.received if m.header.stamp.sec >= 3]) == 6, 0.1)
     outputs = [m for m in nut.received if m.header.stamp.sec >= 3]
     assert sorted(m.header.stamp.sec for m in outputs) == [4, 5, 7, 8, 10, 11]
     assert all([(i.id, i.label) for i in m.instances] == [("1", "a")] for m in outputs)
@@ -457,7 +463,11 @@ def test_camera_pause_then_restart_with_a_new_resolution(tracked_node: NodeUnder
     nut = tracked_node
     stats = nut.node.stats
     publish_and_wait(nut, 2)
-    time.sleep(1.5)  # the camera stops: no frames, nothing happens, nothing is lost
+    # The camera stops for 1.5 s (the claim): no frames, nothing happens, nothing is lost.
+    counts = (stats.received, stats.processed, stats.dropped, stats.failed)
+    assert stays(
+        lambda: (stats.received, stats.processed, stats.dropped, stats.failed) == counts, 1.5
+    )
     assert nut.call("segment", points=[Point(x=5.0, y=5.0)]).success  # on the last frame
     publish_and_wait(nut, 10)
     assert instances_of(nut, 10) == KEPT and stats.failed == 0

@@ -14,13 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from conftest import RosGraph, wait_for
 from geometry_msgs.msg import Point
 from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
-from test_node_graph import Client, start_node
 
 from seg_ros.conversions import image_to_numpy, numpy_to_image
+from seg_ros.testing.graph import Client, RosGraph, start_node, wait_for
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -41,17 +40,8 @@ def scene(sec: int) -> Image:
 
 
 def send(client: Client, sec: int) -> Any:
-    """Publish frame `sec` until its instances arrive; return them."""
-    found: list[Any] = []
-
-    def arrived() -> bool:
-        found[:] = [m for m in client.received["instances"] if m.header.stamp.sec == sec]
-        if not found:
-            client.image.publish(scene(sec))
-        return bool(found)
-
-    assert wait_for(arrived, timeout=60.0, period=0.2), f"no instances for frame {sec}"
-    return found[0]
+    """Publish frame `sec` until its instances arrive (a model step is slow): return them."""
+    return client.send_until_output(sec, timeout=60.0, period=0.2)
 
 
 def output_at(client: Client, name: str, sec: int) -> Any:
@@ -68,14 +58,14 @@ def output_at(client: Client, name: str, sec: int) -> Any:
 
 @pytest.fixture(scope="module")
 def sam2_folder(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    from tiny_models import save_tiny
+    from seg_ros.testing.tiny_models import save_tiny
 
     return save_tiny("sam2", tmp_path_factory.mktemp("weights") / "sam2")
 
 
 @pytest.fixture(scope="module")
 def sam3_folder(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    from tiny_sam3 import tiny_sam3
+    from seg_ros.testing.tiny_sam3 import tiny_sam3
 
     return tiny_sam3(tmp_path_factory.mktemp("weights") / "sam3")
 
@@ -85,7 +75,7 @@ def test_sam2_backend_end_to_end(ros_graph: RosGraph, sam2_folder: pathlib.Path)
         ros_graph, backend="sam2", model=str(sam2_folder), device="cpu", score_threshold=0.0
     )
     assert node.session is not None, node.load_error
-    client = Client(ros_graph, ("instances", "mask", "overlay"))
+    client = Client(ros_graph, ("instances", "mask", "overlay"), frame=scene)
     assert wait_for(client.connected, timeout=20.0)
     assert send(client, 1).instances == []
 
@@ -143,7 +133,7 @@ def test_sam3_text_prompts_end_to_end(ros_graph: RosGraph, sam3_folder: pathlib.
         ros_graph, backend="sam3", model=str(sam3_folder), device="cpu", score_threshold=0.0
     )
     assert node.session is not None, node.load_error
-    client = Client(ros_graph, ("instances",))
+    client = Client(ros_graph, ("instances",), frame=scene)
     assert wait_for(client.connected, timeout=20.0)
     send(client, 1)
 

@@ -15,22 +15,18 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-import test_detections
-from builtin_interfaces.msg import Time
-from conftest import DOMAIN_ID, RosGraph, wait_for
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
@@ -46,59 +42,30 @@ from seg_ros.outputs.pointcloud import pointcloud2_to_array
 from seg_ros.segmentation_node import SYNC_MIN_QOS_DEPTH, SegmentationNode
 from seg_ros.srv import AddBox, RemoveObject
 from seg_ros.sync import FALLBACK, MESSAGE_FILTERS
+from seg_ros.testing.graph import DOMAIN_ID, RosGraph, stays, wait_for
+from seg_ros.testing.rgbd_scene import (
+    CX,
+    HOLE_BOX,
+    PLANE_BOX,
+    PLANE_MM,
+    F,
+    H,
+    W,
+    header,
+    plane_box_3d,
+    rgbd,
+)
 
 pytestmark = pytest.mark.graph
 
-W, H = 160, 120
-F, CX, CY = 100.0, 80.0, 60.0  # pinhole intrinsics, pixels
-PLANE_MM = 1500
-HOLE = (slice(70, 110), slice(100, 150))  # rows, columns without depth
 NODE = "/segmentation_node"
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-# Object 1: a box on the plane; object 2: a box inside the hole (no 3D).
-PLANE_BOX = RegionOfInterest(x_offset=40, y_offset=30, width=40, height=30)
-HOLE_BOX = RegionOfInterest(x_offset=110, y_offset=75, width=30, height=20)
-
-
-#: The slotted vision_msgs 4.x stand-in of test_detections, as a fixture here too.
-fake_vision_msgs = test_detections.fake_vision_msgs
 
 
 def start(graph: RosGraph, cls: type = SegmentationNode, start: bool = True, **params: Any) -> Any:
     overrides = [Parameter(k, value=v) for k, v in {"backend": "fake", **params}.items()]
     kwargs = {} if start else {"start": False}
     return graph.add(cls(context=graph.context, parameter_overrides=overrides, **kwargs))
-
-
-def header(sec: int, nanosec: int = 0) -> Header:
-    return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id="camera_color_optical_frame")
-
-
-def rgbd(sec: int, nanosec: int = 0) -> tuple[Image, Image, CameraInfo]:
-    """A colour frame, its registered 16UC1 depth (plane + hole) and camera info, one stamp."""
-    h = header(sec, nanosec)
-    color = numpy_to_image(np.full((H, W, 3), 90, np.uint8), "rgb8", h)
-    depth_mm = np.full((H, W), PLANE_MM, np.uint16)
-    depth_mm[HOLE] = 0
-    depth = numpy_to_image(depth_mm, "16UC1", h)
-    info = CameraInfo(header=h, width=W, height=H)
-    info.k = [F, 0.0, CX, 0.0, F, CY, 0.0, 0.0, 1.0]
-    return color, depth, info
-
-
-def plane_box_3d(box: RegionOfInterest) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Centroid and extent (m) of a box's pixels on the plane, from the pinhole model.
-
-    Pixel (u, v) sees x = (u - cx) z / fx: the centroid is at the mean pixel centre, and the
-    1..99 % extent spans the outermost pixel centres (1 % of the points is less than one
-    column / row of the box), so (width - 1) and (height - 1) pixels.
-    """
-    z = PLANE_MM / 1000.0
-    u_mean = box.x_offset + (box.width - 1) / 2
-    v_mean = box.y_offset + (box.height - 1) / 2
-    centroid = ((u_mean - CX) * z / F, (v_mean - CY) * z / F, z)
-    extent = ((box.width - 1) * z / F, (box.height - 1) * z / F, 0.0)
-    return centroid, extent
 
 
 class Camera:
@@ -201,8 +168,8 @@ def test_rgbd_stream_gives_exact_3d_markers_and_points(
     cam.pubs[0].publish(first[0])
     cam.pubs[1].publish(rgbd(1, 300_000_000)[1])  # depth 0.3 s later: no partner
     cam.pubs[2].publish(first[2])
-    time.sleep(0.3)
-    assert node.stats.received == 0
+    # Nothing may come of it: the 0.3 s are the claim (a partner would have matched by then).
+    assert stays(lambda: node.stats.received == 0, 0.3)
     assert wait_for(lambda: (cam.publish(2), node.stats.processed >= 1)[1], period=0.05)
 
     # A prompt's answer carries its 3D (the latest frame's depth); the hole gives NaN.
@@ -578,8 +545,8 @@ def test_lifecycle_transitions_load_open_close_and_release(ros_graph: RosGraph) 
     processed, count = node.stats.processed, len(instances)
     for sec in range(2, 6):
         image.publish(frame(sec))
-    time.sleep(0.3)
-    assert node.stats.processed == processed and len(instances) == count
+    # Inactive: for 0.3 s (the claim; a delivery takes < 0.8 s here) none of them is processed.
+    assert stays(lambda: node.stats.processed == processed and len(instances) == count, 0.3)
     assert wait_for(lambda: f"{NODE}/add_box" not in services(node))
 
     session = node.session
@@ -743,10 +710,8 @@ def test_lifecycle_cleanup_releases_a_real_model(
 ) -> None:
     """A tiny random-weight SAM 2.1 through configure / cleanup; on CUDA its memory comes back."""
     torch = pytest.importorskip("torch")
-    cuda = device == "cuda"
-    if cuda and not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    from tiny_models import save_tiny
+    cuda = device == "cuda"  # the gpu mark skips this case where CUDA is absent (conftest.py)
+    from seg_ros.testing.tiny_models import save_tiny
 
     folder = save_tiny("sam2", tmp_path / "sam2")
     if cuda:

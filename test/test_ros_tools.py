@@ -29,7 +29,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import DOMAIN_ID, wait_for
+
+from seg_ros.testing.graph import DOMAIN_ID, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -403,11 +404,11 @@ def test_depth_launch_syncs_with_message_filters_and_stops_cleanly(launches: Lau
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
-    from test_node_robot import PLANE_BOX, rgbd
     from visualization_msgs.msg import MarkerArray
 
     from seg_ros.msg import InstanceArray
     from seg_ros.srv import AddBox
+    from seg_ros.testing.rgbd_scene import PLANE_BOX, rgbd
 
     proc, domain = launches.procs["depth"], launches.domains["depth"]
     line = _segmenting(proc)

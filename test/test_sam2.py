@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from tiny_models import TINY_IMAGE_SIZE, bias_object_scores, build_model, save_model, save_tiny
 
 from seg_ros.engine.backends.sam2 import Sam2Backend
 from seg_ros.engine.config import BackendConfig
@@ -36,6 +35,13 @@ from seg_ros.engine.sam import adapter as lib
 from seg_ros.engine.sam.tracker import StreamingVideoTracker, session_class_for
 from seg_ros.engine.sam.transforms import scribble_points
 from seg_ros.engine.session import SegmentationSession
+from seg_ros.testing.tiny_models import (
+    TINY_IMAGE_SIZE,
+    bias_object_scores,
+    build_model,
+    save_model,
+    save_tiny,
+)
 
 KINDS = ("sam2", "edgetam")
 S = TINY_IMAGE_SIZE

@@ -14,7 +14,6 @@ import pathlib
 import numpy as np
 import pytest
 import torch
-from tiny_sam3 import HEIGHT, WIDTH, tiny_sam3, with_model_type, without_tokenizer
 
 from seg_ros.engine.backends.sam3 import Sam3Backend
 from seg_ros.engine.config import BackendConfig
@@ -23,6 +22,7 @@ from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.registry import build_backend
 from seg_ros.engine.sam import detector
 from seg_ros.engine.session import SegmentationSession
+from seg_ros.testing.tiny_sam3 import HEIGHT, WIDTH, tiny_sam3, with_model_type, without_tokenizer
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("torchvision") is None, reason="SAM 3 needs torchvision"

@@ -8,9 +8,9 @@ frames, classic backend, node over DDS): `python -m seg_ros.bench.soak --help`.
 from __future__ import annotations
 
 import pytest
-from conftest import DOMAIN_ID
 
 from seg_ros.bench.soak import run_node_soak, run_soak
+from seg_ros.testing.graph import DOMAIN_ID
 
 
 def test_ten_thousand_frames_keep_memory_flat_and_ids_consistent() -> None:

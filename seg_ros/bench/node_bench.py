@@ -19,6 +19,10 @@ The camera, the node and the client run in this process (one rclpy Context, a pr
 on loopback): still a real DDS round trip, and conservative, since the client's deserialisation
 competes with the node for the GIL. The loop is closed (the next frame is published once the
 previous one's outputs arrived) so the latency is the node's, not a queue's.
+
+Then two open-loop rows with a model slower than the camera (`slow_model_rows`): how old the
+outputs are when frames come ~10x faster than the model steps, and how fast services answer
+meanwhile; each carries its bounds and `ok` (the graph tests check the behaviour, these the times).
 """
 
 from __future__ import annotations
@@ -133,40 +137,24 @@ class _Client:
 def _node_rows(
     backend: str, frames: list[np.ndarray], count: int, engine_median: float
 ) -> list[dict[str, Any]]:
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
-    from rclpy.parameter import Parameter
     from std_msgs.msg import Header
 
     from seg_ros.conversions import numpy_to_image
-    from seg_ros.segmentation_node import SegmentationNode
     from seg_ros.srv import AddBox, AddMask, AddPoints
+    from seg_ros.testing.graph import RosGraph, start_node
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     height, width = frames[0].shape[:2]
     messages = [numpy_to_image(f, "rgb8", Header(frame_id="camera")) for f in frames]
     rows = []
     for outputs in (("instances",), ("instances", "mask", "overlay")):
-        context = Context()
-        rclpy.init(context=context, domain_id=1 + (os.getpid() + 37) % 100)
-        executor = MultiThreadedExecutor(num_threads=4, context=context)
-        node = SegmentationNode(
-            context=context,
-            parameter_overrides=[
-                Parameter("backend", value=backend),
-                Parameter("score_threshold", value=0.0),
-            ],
-        )
-        client_node = rclpy.create_node("node_bench_client", context=context)
-        client = _Client(client_node, outputs)
-        internal: list[float] = []  # subscription callback -> every output published
-        node.outputs.append(partial(_record_latency, internal))
-        executor.add_node(node)
-        executor.add_node(client_node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
+        graph = RosGraph(domain_id=1 + (os.getpid() + 37) % 100, num_threads=4)
         try:
+            node = start_node(graph, backend=backend, score_threshold=0.0)
+            internal: list[float] = []  # subscription callback -> every output published
+            node.outputs.append(partial(_record_latency, internal))
+            client_node = graph.node("node_bench_client")
+            client = _Client(client_node, outputs)
             deadline = time.monotonic() + 10.0
             while client.round_trip(messages[0], 1, timeout=0.2) is None:
                 if time.monotonic() > deadline:
@@ -211,11 +199,7 @@ def _node_rows(
                 }
             )
         finally:
-            executor.shutdown()
-            node.destroy_node()
-            client_node.destroy_node()
-            rclpy.try_shutdown(context=context)
-            spinner.join(timeout=5.0)
+            graph.close()
     return rows
 
 
@@ -265,3 +249,20 @@ def run(
     images = _frames(width, height)
     engine = statistics.median(engine_ms(backend, images, frames))
     return _node_rows(backend, images, frames, engine)
+
+
+def slow_model_rows() -> list[dict[str, Any]]:
+    """A model slower than the camera (seg_ros.testing.slow_model): how old the outputs are and
+    how fast services answer, each row with the bounds it must meet (`ok`); about 6 s."""
+    from seg_ros.testing.graph import RosGraph
+    from seg_ros.testing.slow_model import services_beside_a_slow_model, stream_past_a_slow_model
+
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    rows = []
+    for measure in (lambda g: stream_past_a_slow_model(g)[1], services_beside_a_slow_model):
+        graph = RosGraph(domain_id=1 + (os.getpid() + 53) % 100)
+        try:
+            rows.append(measure(graph).row())
+        finally:
+            graph.close()
+    return rows

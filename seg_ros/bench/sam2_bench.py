@@ -1,4 +1,4 @@
-"""SAM 2.1 / EdgeTAM backend timings, and the random-weight models they (and the tests) use.
+"""SAM 2.1 / EdgeTAM backend timings on random-weight models (seg_ros.testing.tiny_models).
 
 No weights can be downloaded here: models are built from configs with random weights. Timings
 depend on the architecture and sizes only (not on the weight values), except that the object-score
@@ -26,190 +26,7 @@ from typing import Any
 
 import numpy as np
 
-#: Side of the tiny models' square input (pixels). Features: 32, 16 and 8 cells a side.
-TINY_IMAGE_SIZE = 128
-
-
-def _memory_kwargs(image_size: int, hidden: int) -> dict[str, Any]:
-    """Memory attention / encoder sizes shared by the two tiny configs."""
-    return {
-        "image_size": image_size,
-        "memory_attention_hidden_size": hidden,
-        "memory_attention_num_layers": 2,
-        "memory_attention_rope_feat_sizes": [image_size // 16, image_size // 16],
-        "memory_encoder_hidden_size": hidden,
-        "mask_downsampler_embed_dim": hidden,
-        "memory_fuser_embed_dim": hidden,
-        "memory_fuser_intermediate_dim": 2 * hidden,
-        # Dropout would make two runs differ if a test forgot eval(); keep it off anyway.
-        "memory_attention_dropout": 0.0,
-        "memory_attention_rope_dropout": 0.0,
-    }
-
-
-def tiny_sam2_config(image_size: int = TINY_IMAGE_SIZE, hidden: int = 128) -> Any:
-    """A `Sam2VideoConfig`: 4-stage Hiera of widths 16..128, 128-wide heads.
-
-    The heads must be wider than the library's fixed 64-wide memory (it splits object pointers
-    into 64-wide tokens; equal widths crash in transformers 5.23).
-    """
-    from transformers import Sam2VideoConfig
-    from transformers.models.sam2.configuration_sam2 import Sam2HieraDetConfig, Sam2VisionConfig
-    from transformers.models.sam2_video.configuration_sam2_video import (
-        Sam2VideoMaskDecoderConfig,
-        Sam2VideoPromptEncoderConfig,
-    )
-
-    widths = [16, 32, 64, 128]
-    backbone = Sam2HieraDetConfig(
-        hidden_size=widths[0],
-        embed_dim_per_stage=widths,
-        blocks_per_stage=[1, 1, 2, 1],
-        num_attention_heads_per_stage=[1, 1, 2, 2],
-        window_size_per_stage=[8, 4, 4, 2],
-        global_attention_blocks=[3],
-        window_positional_embedding_background_size=[4, 4],
-        image_size=[image_size, image_size],
-    )
-    s = image_size
-    vision = Sam2VisionConfig(
-        backbone_config=backbone,
-        backbone_channel_list=widths[::-1],
-        backbone_feature_sizes=[[s // 4, s // 4], [s // 8, s // 8], [s // 16, s // 16]],
-        fpn_hidden_size=hidden,
-    )
-    return Sam2VideoConfig(
-        vision_config=vision,
-        prompt_encoder_config=Sam2VideoPromptEncoderConfig(
-            hidden_size=hidden, image_size=image_size, patch_size=16
-        ),
-        mask_decoder_config=Sam2VideoMaskDecoderConfig(
-            hidden_size=hidden, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=hidden
-        ),
-        memory_attention_feed_forward_hidden_size=64,
-        **_memory_kwargs(image_size, hidden),
-    )
-
-
-def tiny_edgetam_config(image_size: int = TINY_IMAGE_SIZE, hidden: int = 128) -> Any:
-    """An `EdgeTamVideoConfig` with a 4-stage RepViT (timm `repvit_m1`, widths 8..64, depth 1)."""
-    from transformers import EdgeTamVideoConfig, TimmWrapperConfig
-    from transformers.models.edgetam.configuration_edgetam import EdgeTamVisionConfig
-    from transformers.models.edgetam_video.configuration_edgetam_video import (
-        EdgeTamVideoMaskDecoderConfig,
-        EdgeTamVideoPromptEncoderConfig,
-    )
-
-    widths = [8, 16, 32, 64]
-    backbone = TimmWrapperConfig(
-        architecture="repvit_m1",
-        model_args={
-            "in_chans": 3,
-            "features_only": True,
-            "out_indices": [0, 1, 2, 3],
-            "embed_dim": tuple(widths),
-            "depth": (1, 1, 1, 1),
-        },
-    )
-    s = image_size
-    vision = EdgeTamVisionConfig(
-        backbone_config=backbone,
-        backbone_channel_list=widths[::-1],
-        backbone_feature_sizes=[[s // 4, s // 4], [s // 8, s // 8], [s // 16, s // 16]],
-        fpn_hidden_size=hidden,
-    )
-    return EdgeTamVideoConfig(
-        vision_config=vision,
-        prompt_encoder_config=EdgeTamVideoPromptEncoderConfig(
-            hidden_size=hidden, image_size=image_size, patch_size=16
-        ),
-        mask_decoder_config=EdgeTamVideoMaskDecoderConfig(
-            hidden_size=hidden, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=hidden
-        ),
-        memory_attention_mlp_hidden_size=64,
-        # 16 1-D latents + a 4x4 grid of 2-D latents per memory frame.
-        perceiver_resampler_num_latents=16,
-        perceiver_resampler_num_latents_2d=16,
-        perceiver_resampler_hidden_size=64,
-        perceiver_resampler_mlp_intermediate_size=64,
-        perceiver_resampler_num_layers=1,
-        memory_attention_rope_k_sizes=[4, 4],
-        **_memory_kwargs(image_size, hidden),
-    )
-
-
-def sam21_tiny_config() -> Any:
-    """SAM 2.1 hiera-tiny's architecture (transformers' Sam2VideoConfig defaults), 1024 px."""
-    from transformers import Sam2VideoConfig
-
-    return Sam2VideoConfig()
-
-
-def edgetam_config() -> Any:
-    """EdgeTAM's architecture (RepViT-M1 backbone through timm), 1024 px.
-
-    `EdgeTamVideoConfig()` alone builds a ResNet-50 backbone (a typo in its default timm
-    arguments), so the RepViT-M1 backbone is named explicitly.
-    """
-    from transformers import EdgeTamVideoConfig, TimmWrapperConfig
-    from transformers.models.edgetam.configuration_edgetam import EdgeTamVisionConfig
-
-    backbone = TimmWrapperConfig(
-        architecture="repvit_m1",
-        model_args={"in_chans": 3, "features_only": True, "out_indices": [0, 1, 2, 3]},
-    )
-    return EdgeTamVideoConfig(vision_config=EdgeTamVisionConfig(backbone_config=backbone))
-
-
-#: model name -> config builder (its own input size).
-CONFIGS: dict[str, Callable[[], Any]] = {
-    "tiny-sam2": tiny_sam2_config,
-    "tiny-edgetam": tiny_edgetam_config,
-    "sam2.1-tiny": sam21_tiny_config,
-    "edgetam": edgetam_config,
-}
-
-
-def bias_object_scores(model: Any, bias: float) -> None:
-    """Shift the object-score head so random weights report objects present (logit ~ +bias).
-
-    The head's last layer bias feeds the object score logit directly; without this, random
-    weights give logits around 0 and masks often filled with the -1024 "no object" value.
-    """
-    import torch
-
-    with torch.no_grad():
-        model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(bias)
-
-
-def random_model(
-    name: str,
-    input_size: int = 0,
-    *,
-    seed: int = 0,
-    init_range: float | None = None,
-    object_bias: float = 2.0,
-) -> Any:
-    """A random-weight video model from `CONFIGS`, resized to `input_size` (0 = its own), eval.
-
-    `init_range` overrides the weights' std (the library's 0.02 gives logits ~1e-3).
-    """
-    import torch
-    from transformers import EdgeTamVideoModel, Sam2VideoModel
-
-    from seg_ros.engine.sam.loading import resized_config
-
-    config = CONFIGS[name]()
-    if input_size and input_size != int(config.image_size):
-        config = resized_config(config, input_size)
-    if init_range is not None:
-        config.initializer_range = init_range
-    torch.manual_seed(seed)
-    model_cls = EdgeTamVideoModel if config.model_type == "edgetam_video" else Sam2VideoModel
-    model = model_cls(config)
-    bias_object_scores(model, object_bias)
-    return model.eval()
-
+from seg_ros.testing.tiny_models import CONFIGS, random_model
 
 # ---------------------------------------------------------------------- measurements
 SOURCE_HEIGHT, SOURCE_WIDTH = 480, 640  # camera frames: preprocessing and mask upsampling count
@@ -326,14 +143,14 @@ def _bench_model(
     one = []
     for _ in range(repeats):
         frame += 1
-        one.append(_timed(dev, lambda f=frame: backend.step(f, image())))
+        one.append(_timed(dev, lambda f=frame: backend.step(f, image())))  # type: ignore[misc]
     steps[1] = one
     # Prompts on the frame just processed: a new object (no memory) and a refinement (memory).
     prompt_new, prompt_refine = [], []
     refine = Prompt(points=[[330.0, 250.0]], point_labels=[0])
     for k in range(repeats):
         obj = 100 + k
-        prompt_new.append(_timed(dev, lambda o=obj: backend.add_prompt(frame, o, click)))
+        prompt_new.append(_timed(dev, lambda o=obj: backend.add_prompt(frame, o, click)))  # type: ignore[misc]
         backend.remove_object(obj)
         prompt_refine.append(_timed(dev, lambda: backend.add_prompt(frame, 1, refine)))
     for count in (4, 8):
@@ -345,7 +162,7 @@ def _bench_model(
         timings = []
         for _ in range(repeats):
             frame += 1
-            timings.append(_timed(dev, lambda f=frame: backend.step(f, image())))
+            timings.append(_timed(dev, lambda f=frame: backend.step(f, image())))  # type: ignore[misc]
         steps[count] = timings
     row: dict[str, Any] = {
         "model": f"{name} (random weights)",
@@ -390,12 +207,9 @@ def _memory_child(
 
     if threads:
         torch.set_num_threads(threads)
+    from seg_ros.engine.sam.adapter import session_class_for
     from seg_ros.engine.sam.loading import resolve_device
-    from seg_ros.engine.sam.tracker import (
-        StreamingVideoTracker,
-        session_class_for,
-        tensor_bytes,
-    )
+    from seg_ros.engine.sam.tracker import StreamingVideoTracker, tensor_bytes
 
     dev = resolve_device(device)
     model = random_model(name).to(dev)
@@ -513,17 +327,6 @@ def run(quick: bool = False, device: str = "auto") -> list[dict[str, Any]]:
     rows.append(bench_model("edgetam", 512, device, repeats=3, batch_objects=True))
     rows.append(bench_model("sam2.1-tiny", 512, device, repeats=3, batch_objects=True))
     rows.append(bench_model("tiny-sam2", 128, device, repeats=5, threads=1))
-    rows.append(bench_memory("tiny-sam2", frames=1000, objects=2, device=device))
-    rows.append(bench_memory("tiny-edgetam", frames=1000, objects=2, device=device))
-    return rows
-    for name in ("edgetam", "sam2.1-tiny"):
-        for size in (512, 1024):
-            rows.append(bench_model(name, size, device, repeats=3 if size == 512 else 2))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
-    # Objects batched through one memory-attention + decoder call (the CUDA default) vs one by one.
-    rows.append(bench_model("edgetam", 512, device, repeats=3, batch_objects=True))
-    rows.append(bench_model("sam2.1-tiny", 512, device, repeats=3, batch_objects=True))
-    rows.append(bench_model("tiny-sam2", 128, device, repeats=5))
     rows.append(bench_memory("tiny-sam2", frames=1000, objects=2, device=device))
     rows.append(bench_memory("tiny-edgetam", frames=1000, objects=2, device=device))
     return rows

@@ -25,10 +25,9 @@ import json
 import os
 import random
 import statistics
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,45 +224,23 @@ def _node_graph(
     backend: str, options: dict[str, Any] | None, model: str, max_objects: int, domain_id: int
 ) -> Iterator[tuple[Any, Any]]:
     """A SegmentationNode and a client node in a private rclpy context, spun in the background."""
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-    from rclpy.parameter import Parameter
+    from seg_ros.testing.graph import RosGraph, start_node
 
-    from seg_ros.segmentation_node import SegmentationNode
-
-    context = Context()
-    rclpy.init(context=context, domain_id=domain_id)
-    params = {
-        "backend": backend,
-        "model": model,
-        "backend_options": json.dumps(options or {}),
-        "max_objects": max_objects,
-        "qos_reliability": "reliable",
-        "publish_overlay": False,
-        "score_threshold": 0.0,
-    }
-    overrides = [Parameter(k, value=v) for k, v in params.items()]
-    node = SegmentationNode(context=context, parameter_overrides=overrides)
-    client = rclpy.create_node("soak_client", context=context)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
-    executor.add_node(node)
-    executor.add_node(client)
-
-    def spin() -> None:
-        with suppress(ExternalShutdownException):
-            executor.spin()
-
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
+    graph = RosGraph(domain_id, num_threads=4)
     try:
-        yield node, client
+        node = start_node(
+            graph,
+            backend=backend,
+            model=model,
+            backend_options=json.dumps(options or {}),
+            max_objects=max_objects,
+            qos_reliability="reliable",
+            publish_overlay=False,
+            score_threshold=0.0,
+        )
+        yield node, graph.node("soak_client")
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        client.destroy_node()
-        rclpy.try_shutdown(context=context)
-        thread.join(timeout=5.0)
+        graph.close()
 
 
 def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
@@ -358,7 +335,8 @@ def run_node_soak(
             sent = time.perf_counter()
             pub.publish(msg)
             if not _wait(
-                lambda s=stamp, f=failed: s in arrived or node.stats.failed > f, timeout_s
+                lambda s=stamp, f=failed: s in arrived or node.stats.failed > f,  # type: ignore[misc]
+                timeout_s,
             ):
                 report.lost_frames += 1
                 sampler.frame_done(t, None)

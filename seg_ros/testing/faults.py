@@ -18,9 +18,10 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput, RgbImage
+from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput
 from seg_ros.engine.errors import BackendError
 from seg_ros.engine.prompts import Prompt
+from seg_ros.engine.types import RgbImage
 
 #: Methods a fault can be armed on.
 METHODS = ("step", "add_prompt", "remove_object", "reset", "detect", "segment")
@@ -133,10 +134,15 @@ class FaultyBackend(Backend):
         self.inner.reset()
 
     def detect(
-        self, frame_index: int, text: str, score_threshold: float, max_objects: int
+        self,
+        frame_index: int,
+        text: str,
+        score_threshold: float,
+        max_objects: int,
+        geometry: Prompt | None = None,
     ) -> list[MaskOutput]:
         self._enter("detect")
-        return self.inner.detect(frame_index, text, score_threshold, max_objects)
+        return self.inner.detect(frame_index, text, score_threshold, max_objects, geometry)
 
     def segment(
         self, image: RgbImage, prompt: Prompt, multimask: bool = False, score_threshold: float = 0.0

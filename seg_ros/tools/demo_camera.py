@@ -14,9 +14,7 @@ ROS (launch files and `seg_ros.tools.demo` import it).
 
 from __future__ import annotations
 
-import contextlib
 import sys
-import threading
 import time
 from typing import Any
 
@@ -58,7 +56,7 @@ def demo_plan(width: int = 640, height: int = 480) -> dict[str, Any]:
 
 
 #: The shipped real clip's prompts, pixels of its 960x540 frame 0 (data/README.md).
-BEDROOM = {
+BEDROOM: dict[str, Any] = {
     "size": (960, 540),
     "point": (228.0, 262.0),  # the boy's white shirt
     "box": (310, 0, 205, 400),  # the girl (x, y, w, h)
@@ -72,7 +70,7 @@ def clip_plan(width: int) -> dict[str, Any]:
     """Prompts for the shipped bedroom clip played `width` pixels wide (aspect kept), stamped
     on the first frame the client sees (where they were drawn), at processed frames 3, 6, 12,
     20: all within the classic backend's 30 kept frames."""
-    s = width / BEDROOM["size"][0]  # type: ignore[index]
+    s = width / BEDROOM["size"][0]
 
     def scale(v: tuple[float, ...]) -> tuple[float, ...]:
         return tuple(round(c * s, 1) for c in v)
@@ -81,10 +79,10 @@ def clip_plan(width: int) -> dict[str, Any]:
         return tuple(int(round(c * s)) for c in b)
 
     return {
-        "point": scale(BEDROOM["point"]),  # type: ignore[arg-type]
-        "box": box(BEDROOM["box"]),  # type: ignore[arg-type]
-        "extra_boxes": [box(b) for b in BEDROOM["extra_boxes"]],  # type: ignore[attr-defined]
-        "background_point": scale(BEDROOM["background_point"]),  # type: ignore[arg-type]
+        "point": scale(BEDROOM["point"]),
+        "box": box(BEDROOM["box"]),
+        "extra_boxes": [box(b) for b in BEDROOM["extra_boxes"]],
+        "background_point": scale(BEDROOM["background_point"]),
         "at_frames": (3, 6, 12, 20),
         "on_first_frame": True,
         "labels": BEDROOM["labels"],
@@ -122,12 +120,13 @@ class ClipReader:
 
 def main(argv: list[str] | None = None) -> int:
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
     from seg_ros.conversions import numpy_to_image
+    from seg_ros.tools.spin import spin_in_background
 
     class DemoCamera(Node):
         def __init__(self) -> None:
@@ -190,13 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     # parameter services) runs beside it.
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-
-    def spin() -> None:
-        with contextlib.suppress(ExternalShutdownException):
-            executor.spin()
-
-    spinner = threading.Thread(target=spin, daemon=True)
-    spinner.start()
+    spinner = spin_in_background(executor)
     try:
         while node.wait and node.pub.get_subscription_count() == 0 and rclpy.ok():
             time.sleep(0.05)

@@ -15,7 +15,6 @@ The exit code is 0 when every prompt succeeded and every prompted object was see
 
 from __future__ import annotations
 
-import contextlib
 import json
 import pathlib
 import queue
@@ -31,7 +30,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import Point
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -39,6 +38,7 @@ from sensor_msgs.msg import Image
 from seg_ros.conversions import image_to_numpy
 from seg_ros.msg import InstanceArray
 from seg_ros.srv import AddBox, AddPoints, SegmentImage
+from seg_ros.tools.spin import spin_in_background
 
 #: Service answer timeout (s): a first prompt may include model warm-up.
 CALL_TIMEOUT = 30.0
@@ -380,13 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     node = DemoClient()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
-
-    def spin() -> None:
-        with contextlib.suppress(ExternalShutdownException):
-            executor.spin()
-
-    spinner = threading.Thread(target=spin, daemon=True)
-    spinner.start()
+    spinner = spin_in_background(executor)
     try:
         while not node.done.wait(0.2):
             pass

@@ -349,7 +349,7 @@ class SyntheticSequence:
         warped = cv2.warpAffine(
             tex, m, (self.width, self.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
         )
-        return mask, warped
+        return mask, np.asarray(warped, np.uint8)
 
     def frame(self, index: int) -> SyntheticFrame:
         """Render frame `index` (0-based) with its ground truth."""
