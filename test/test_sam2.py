@@ -544,8 +544,9 @@ def held_bound_bytes(tracker: StreamingVideoTracker, objects: int) -> int:
 
 @pytest.mark.parametrize(
     ("kind", "count"),
-    [("sam2", 320), pytest.param("edgetam", 600, marks=pytest.mark.slow)],
+    [pytest.param("sam2", 320), pytest.param("edgetam", 600, marks=pytest.mark.slow)],
 )
+@pytest.mark.slow  # long run: 320-600 frames (minutes on this CPU); `make test` runs it
 def test_memory_stays_within_its_stated_bound(
     folders: dict[str, pathlib.Path], kind: str, count: int
 ) -> None:
@@ -595,6 +596,7 @@ def test_memory_stays_within_its_stated_bound(
     session.close()
 
 
+@pytest.mark.slow  # long run: 300 frames; `make test` runs it
 def test_rss_is_flat_where_the_library_session_grows() -> None:
     """RSS over 320 frames, each run in a fresh process (a long-lived one hides growth)."""
     import multiprocessing
@@ -871,7 +873,6 @@ def test_bad_checkpoints_are_refused_clearly(
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_on_gpu(folders: dict[str, pathlib.Path], dtype: str) -> None:
     before = torch.get_default_dtype()
@@ -1016,7 +1017,6 @@ def test_compile_option_compiles_the_heavy_modules(folders: dict[str, pathlib.Pa
 
 @pytest.mark.slow
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_compiled_model_gives_the_same_masks(folders: dict[str, pathlib.Path]) -> None:
     """torch.compile of the heavy modules: same masks (minutes of compilation on a CPU)."""
 

@@ -364,7 +364,6 @@ def test_one_shot_geometry_gives_one_object(backend: Sam3Backend) -> None:
 
 # ---------------------------------------------------------------------------- GPU
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_on_gpu(checkpoint: pathlib.Path, dtype: str) -> None:
     config = BackendConfig(backend="sam3", model=str(checkpoint), device="cuda", dtype=dtype)

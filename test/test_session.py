@@ -154,7 +154,7 @@ def test_size_change_without_objects_starts_a_new_stream(session: SegmentationSe
 
 
 def test_backend_failure_drops_the_frame_and_tracking_resumes() -> None:
-    session = SegmentationSession(FakeBackend(FakeConfig(fail_every=2)))
+    session = SegmentationSession(build_backend(BackendConfig("fake", options={"fail_every": 2})))
     session.step(frame())
     session.add_prompt(Prompt(points=[[3, 3]]))
     with pytest.raises(BackendError):

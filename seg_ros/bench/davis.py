@@ -124,12 +124,12 @@ def prompt_for(kind: str, gt: np.ndarray) -> Prompt:
         box = box_of(gt)
         if box is None:
             raise ValueError("empty ground truth")
-        return Prompt(box=box)
+        return Prompt(box=np.asarray(box, np.float32))
     if kind == "click":
         point = interior_point(gt)
         if point is None:
             raise ValueError("empty ground truth")
-        return Prompt(points=[point], point_labels=[1])
+        return Prompt(points=np.array([point], np.float32), point_labels=np.ones(1, np.int8))
     raise ValueError(f"prompt must be one of {PROMPTS}; got '{kind}'")
 
 
@@ -278,7 +278,7 @@ def speed(
                 session.add_prompt(Prompt(mask=next(iter(gts.values()))))
                 for x0 in (0.05, 0.75)[: count - 1]:
                     box = (int(x0 * w), int(0.05 * h), int((x0 + 0.2) * w), int(0.3 * h))
-                    session.add_prompt(Prompt(box=box))
+                    session.add_prompt(Prompt(box=np.asarray(box, np.float32)))
         finally:
             session.close()
         p50 = statistics.median(step_ms)

@@ -68,7 +68,7 @@ def _engine_prompt(p: dict[str, Any]) -> Prompt:
         return Prompt(points=p["points"])
     if "box" in p:
         x, y, w, h = p["box"]
-        return Prompt(box=[x, y, x + w, y + h])
+        return Prompt(box=np.array([x, y, x + w, y + h], np.float32))
     return Prompt(mask=p["mask"])
 
 

@@ -48,10 +48,10 @@ def _prompt_for(kind: str, gt: np.ndarray) -> Prompt:
     if kind == "box":
         box = box_of(gt)
         assert box is not None
-        return Prompt(box=box)
+        return Prompt(box=np.asarray(box, np.float32))
     point = interior_point(gt)
     assert point is not None
-    return Prompt(points=[point], point_labels=[1])
+    return Prompt(points=np.array([point], np.float32), point_labels=np.ones(1, np.int8))
 
 
 def evaluate(

@@ -134,7 +134,7 @@ def _bench_model(
         encoder = [_timed(dev, lambda: encode(pixels)) for _ in range(repeats)]
     frame = 0
     backend.step(frame, image())
-    click = Prompt(points=[[320.0, 240.0]], point_labels=[1])
+    click = Prompt(points=np.array([[320.0, 240.0]], np.float32), point_labels=np.ones(1, np.int8))
     backend.add_prompt(frame, 1, click)
     frame += 1
     backend.step(frame, image())  # one real tracked frame, then a full window of its copies
@@ -147,7 +147,9 @@ def _bench_model(
     steps[1] = one
     # Prompts on the frame just processed: a new object (no memory) and a refinement (memory).
     prompt_new, prompt_refine = [], []
-    refine = Prompt(points=[[330.0, 250.0]], point_labels=[0])
+    refine = Prompt(
+        points=np.array([[330.0, 250.0]], np.float32), point_labels=np.zeros(1, np.int8)
+    )
     for k in range(repeats):
         obj = 100 + k
         prompt_new.append(_timed(dev, lambda o=obj: backend.add_prompt(frame, o, click)))  # type: ignore[misc]
@@ -157,7 +159,11 @@ def _bench_model(
         new = [o for o in range(2, count + 1) if o not in tracker.object_ids]
         for obj in new:
             xy = [float(40 + 60 * obj % SOURCE_WIDTH), float(30 + 50 * obj % SOURCE_HEIGHT)]
-            backend.add_prompt(frame, obj, Prompt(points=[xy], point_labels=[1]))
+            backend.add_prompt(
+                frame,
+                obj,
+                Prompt(points=np.array([xy], np.float32), point_labels=np.ones(1, np.int8)),
+            )
         _copy_memory(backend, 1, new)
         timings = []
         for _ in range(repeats):

@@ -132,10 +132,13 @@ def _bench(name: str, repeats: int, counts: tuple[int, ...]) -> list[dict[str, A
     row("detect_text", _timed(lambda: backend.detect(index, "red mug", 0.5, 0), repeats))
     row("text_encode", _timed(lambda: (backend.text.clear(), backend.text("red mug")), repeats))
     centre = [[FRAME_WIDTH / 2, FRAME_HEIGHT / 2]]
-    row("segment_point", _timed(lambda: session.segment(Prompt(points=centre)), repeats))
+    row(
+        "segment_point",
+        _timed(lambda: session.segment(Prompt(points=np.asarray(centre, np.float32))), repeats),
+    )
 
     def prompt() -> None:
-        result = session.add_prompt(Prompt(points=centre))
+        result = session.add_prompt(Prompt(points=np.asarray(centre, np.float32)))
         session.remove_object(result.object_id)
 
     row("prompt_point", _timed(prompt, repeats))
@@ -145,7 +148,7 @@ def _bench(name: str, repeats: int, counts: tuple[int, ...]) -> list[dict[str, A
             session.step(frames[0])
         for k in range(count):
             x = FRAME_WIDTH * (k + 1) / (count + 1)
-            session.add_prompt(Prompt(points=[[x, FRAME_HEIGHT / 2]]))
+            session.add_prompt(Prompt(points=np.array([[x, FRAME_HEIGHT / 2]], np.float32)))
         session.step(frames[1])  # the first tracked frame differs (no tracked memory yet)
         cursor = iter(frames[2:])
         runs, steps = backend.stats()["backbone_runs"], len(frames) - 2

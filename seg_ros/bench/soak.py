@@ -194,13 +194,15 @@ def run_soak(
             try:
                 if action < P_ADD:
                     x, y = pick.uniform(0, width - 1), pick.uniform(0, height - 1)
-                    out = session.add_prompt(Prompt(points=[[x, y]]), label=f"obj{report.adds}")
+                    out = session.add_prompt(
+                        Prompt(points=np.array([[x, y]], np.float32)), label=f"obj{report.adds}"
+                    )
                     expected[out.object_id] = out.object.label
                     report.adds += 1
                 elif action < P_ADD + P_REFINE and ids:
                     x0, y0 = pick.uniform(0, width / 2), pick.uniform(0, height / 2)
                     session.add_prompt(
-                        Prompt(box=[x0, y0, x0 + width / 4, y0 + height / 4]),
+                        Prompt(box=np.array([x0, y0, x0 + width / 4, y0 + height / 4], np.float32)),
                         object_id=pick.choice(ids),
                     )
                     report.refines += 1

@@ -14,7 +14,7 @@ import numpy as np
 
 from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput
 from seg_ros.engine.config import BackendConfig, BackendOptions
-from seg_ros.engine.errors import BackendError, PromptError
+from seg_ros.engine.errors import PromptError
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.results import Candidate
 from seg_ros.engine.types import BoolArray, RgbImage
@@ -65,8 +65,6 @@ class FakeBackend(Backend):
         if self.config.delay_s > 0:
             time.sleep(self.config.delay_s)
         self.steps += 1
-        if self.config.fail_every and self.steps % self.config.fail_every == 0:
-            raise BackendError(f"injected failure on step {self.steps}")
         self._frames[frame_index] = (int(image.shape[0]), int(image.shape[1]))
         for old in [i for i in self._frames if i <= frame_index - self.config.memory_frames]:
             del self._frames[old]
@@ -108,6 +106,18 @@ class FakeBackend(Backend):
         return {"frames_in_memory": float(len(self._frames)), "objects": float(len(self._masks))}
 
 
-def build(config: BackendConfig) -> FakeBackend:
-    """Registry entry: options delay_s, point_radius, memory_frames, fail_every."""
-    return FakeBackend(FakeConfig.from_options(config.options, "fake"))
+def build(config: BackendConfig) -> Backend:
+    """Registry entry: options delay_s, point_radius, memory_frames, fail_every.
+
+    `fail_every` is the one fault-injection mechanism (seg_ros.testing.faults) armed on `step`,
+    so a node started with `backend_options: '{"fail_every": 3}'` fails like the tests' faults.
+    """
+    options = FakeConfig.from_options(config.options, "fake")
+    backend = FakeBackend(options)
+    if not options.fail_every:
+        return backend
+    from seg_ros.testing.faults import FaultyBackend  # test double only: loaded when asked for
+
+    faulty = FaultyBackend(backend)
+    faulty.fail_every("step", options.fail_every)
+    return faulty
