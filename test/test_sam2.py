@@ -538,7 +538,7 @@ def held_bound_bytes(tracker: StreamingVideoTracker, objects: int) -> int:
         bounds.frames * frame
         + bounds.feature_frames * features
         + objects * per_object
-        + tensor_bytes(tracker._pos)
+        + tensor_bytes(tracker.steps.pos)
     )
 
 

@@ -9,9 +9,11 @@ for the whole video (+7.9 GB RSS after 300 frames at 1024 px). A robot streams f
 module drives the same model internals frame by frame and forgets what the model can no longer
 attend to. It keeps, per object, the prompted (conditioning) frames and the most recent frames of
 the memory window, and for the whole stream the last few frames a late prompt may still name.
-Everything the model reads is computed by the library's own functions (memory gathering helpers,
-memory attention, mask decoder, memory encoder) in the order it uses them; the private ones are
-reached only through adapter.py, which checks them against the tested transformers release.
+This module is the orchestration: object ids, which frames and outputs are kept, which objects
+run together, what a prompt changes. The model math (image encoder, memory attention, prompt
+encoder + mask decoder, memory encoder) is steps.py (`ModelSteps`): the library's own functions in
+the order it uses them; the private ones are reached only through adapter.py, which checks them
+against the tested transformers release.
 
 The reference (what the shipped defaults reproduce, bit for bit, tested in test/test_sam2.py):
 transformers' own streaming inference session (`Sam2VideoInferenceSession`, ... ) with ONE
@@ -65,36 +67,15 @@ from seg_ros.engine.sam.adapter import (
     session_class_for,  # noqa: F401 (re-exported)
 )
 from seg_ros.engine.sam.memory import MemoryBounds, MemoryPlan
+from seg_ros.engine.sam.steps import NO_OBJECT_LOGIT as NO_OBJECT_LOGIT  # re-exported
+from seg_ros.engine.sam.steps import Decoded, ModelSteps
+from seg_ros.engine.sam.steps import TrackedMask as TrackedMask  # the tracker's answer
 
 if TYPE_CHECKING:
     import torch
 
-#: The library's "no object" mask logit (masks of an absent object are filled with it).
-NO_OBJECT_LOGIT = -1024.0
 #: Box corners enter SAM's prompt encoder as two points with these labels (top-left, bottom-right).
 BOX_LABELS = (2, 3)
-
-
-@dataclass(frozen=True, eq=False)
-class TrackedMask:
-    """One object's answer on one frame, in the model's input geometry (on the model's device).
-
-    Attributes:
-        mask_logits: (h, w) float low-resolution mask logits, h = w = image_size / 4; > 0 is the
-            object. Filled with NO_OBJECT_LOGIT when the model says the object is absent.
-        object_score_logit: object presence logit; > 0 means present (visible).
-        iou: the decoder's predicted IoU of the chosen mask (1.0 for a mask prompt).
-        object_pointer: (C,) the object pointer the memory keeps for this frame.
-        candidate_logits: (K, h, w) alternative masks, best first (multimask prompts), else None.
-        candidate_scores: predicted IoU of each candidate, same order.
-    """
-
-    mask_logits: torch.Tensor
-    object_score_logit: float
-    iou: float
-    object_pointer: torch.Tensor
-    candidate_logits: torch.Tensor | None = None
-    candidate_scores: tuple[float, ...] = ()
 
 
 @dataclass
@@ -137,19 +118,6 @@ def _check_prompt(
         raise PromptError(f"got {len(points)} points but {len(labels)} point labels")
     if not len(points) and box is None and mask is None:
         raise PromptError("a prompt needs points, a box or a mask")
-
-
-@dataclass
-class _Decoded:
-    """Mask decoder output for a batch of B objects (tensors on the model's device)."""
-
-    low_res: torch.Tensor  # (B, 1, h, w) chosen mask logits, no-object filled
-    high_res: torch.Tensor  # (B, 1, S, S) the same, upsampled to the input size
-    object_score_logits: torch.Tensor  # (B, 1, 1)
-    object_pointer: torch.Tensor  # (B, 1, C)
-    iou: torch.Tensor  # (B, K) predicted IoU of every mask the decoder returned
-    best: torch.Tensor  # (B,) index of the chosen mask among the K
-    multimasks: torch.Tensor  # (B, K, h, w) every mask, no-object filled
 
 
 def tensor_bytes(*roots: Any) -> int:
@@ -195,7 +163,8 @@ class StreamingVideoTracker:
         remove_object(obj_id), reset(), discard_frame(frame_index)
         segment(pixel_values | features, points=, labels=, box=, mask=, multimask=) -> TrackedMask
         has_frame(i), object_ids, latest_frame, image_size, bounds, stats(), counters
-        memory (the MemoryPlan: windows, bounds), lib (the LibraryAdapter: model + session)
+        memory (the MemoryPlan: windows, bounds), lib (the LibraryAdapter: model + session),
+        steps (the ModelSteps: the model math of a frame)
 
     Memory policy (`self.memory`, a `MemoryPlan` (memory.py), applied by `_prune` after every
     frame and by `_limit_conditioning` after a prompt; latest frame L):
@@ -240,8 +209,6 @@ class StreamingVideoTracker:
         corrections_as_conditioning: bool = False,
         independent_objects: bool = True,
     ) -> None:
-        import torch
-
         config = model.config
         model_window = int(config.num_maskmem) - 1
         if model_window < 1:
@@ -275,18 +242,10 @@ class StreamingVideoTracker:
         self.independent_objects = independent_objects
         # One library session re-encodes every object of a prompted frame (SAM 2.1, SAM 3).
         self._shared_prompt_flag = not independent_objects and self.lib.batches_memory_flag
-        self.hidden_dim = int(model.hidden_dim)
-        self.feature_sizes = [tuple(int(v) for v in s) for s in model.backbone_feature_sizes]
-        # EdgeTAM's memory attention needs the count of spatial memory frames (perceiver layout).
-        self._attention_kwargs_spatial = self.lib.takes_spatial_count
-        # EdgeTAM's memory encoder returns (batch, tokens, C); SAM 2's (tokens, batch, C).
-        self._memory_batch_dim = 0 if self.lib.has_perceiver else 1
-        # EdgeTAM's perceiver resampler `view`s an expanded tensor: it only takes one object.
-        self._memory_encoder_batches = not self.lib.has_perceiver
-        with torch.inference_mode():
-            self._image_pe = model.get_image_wide_positional_embeddings()
-        #: Work counters (tests and benchmarks read them).
+        #: Work counters (tests and benchmarks read them); the model steps count their calls.
         self.counters: dict[str, int] = {}
+        #: The model math of one frame (steps.py): encoder, memory attention, decoder, memory.
+        self.steps = ModelSteps(self.lib, memory_frames, self.counters)
         self.reset()
 
     # ------------------------------------------------------------------ properties
@@ -327,17 +286,18 @@ class StreamingVideoTracker:
         self.lib.reset()
         self._frames: dict[int, torch.Tensor] = {}
         self._features: dict[int, list[torch.Tensor]] = {}
-        self._pos: torch.Tensor | None = None
         self._latest: int | None = None
         self._prompts: dict[int, dict[int, _PointPrompt]] = {}
         self._tracked: dict[int, set[int]] = {}
-        self.counters = {
-            "encoder_calls": 0,
-            "decoder_calls": 0,
-            "memory_attention_calls": 0,
-            "batched_objects": 0,
-            "memory_encoder_calls": 0,
-        }
+        self.steps.reset()
+        # Zeroed in place: the model steps count into this same dict.
+        self.counters.update(
+            encoder_calls=0,
+            decoder_calls=0,
+            memory_attention_calls=0,
+            batched_objects=0,
+            memory_encoder_calls=0,
+        )
 
     def step(
         self, frame_index: int, pixel_values: torch.Tensor, *, lazy: bool = False
@@ -375,11 +335,11 @@ class StreamingVideoTracker:
             raise ValueError(
                 f"frame index {frame_index} does not follow the latest frame {self._latest}"
             )
-        pixel_values = self._as_pixels(pixel_values)
+        pixel_values = self.steps.as_pixels(pixel_values)
         feats: list[torch.Tensor] | None = None
         if not lazy:
             with torch.inference_mode():
-                feats = self._encode(pixel_values)
+                feats = self.steps.encode(pixel_values)
         self._frames[frame_index] = pixel_values
         # A new latest frame drops every other frame's features: a late prompt re-encodes.
         keep = self.memory.features_after_encoding(frame_index, frame_index)
@@ -413,12 +373,12 @@ class StreamingVideoTracker:
             return results
         with torch.inference_mode():
             feats = self._features_of(frame_index)
-            high_res = self._high_res(feats)
+            high_res = self.steps.high_res(feats)
             # Group objects whose memory has the same layout: one attention + decoder call each.
             groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
             layouts: dict[tuple[int, ...], tuple[int, int]] = {}
             for n, obj_id in enumerate(obj_ids):
-                memory, memory_pos, n_ptr, n_spatial = self._memory_inputs(
+                memory, memory_pos, n_ptr, n_spatial = self.steps.memory_inputs(
                     self._idx(obj_id), frame_index
                 )
                 key: tuple[int, ...] = (
@@ -426,15 +386,15 @@ class StreamingVideoTracker:
                 )
                 groups.setdefault(key, []).append((obj_id, memory, memory_pos))
                 layouts[key] = (n_ptr, n_spatial)
-            decoded: dict[int, tuple[_Decoded, int]] = {}
+            decoded: dict[int, tuple[Decoded, int]] = {}
             multimask = self.lib.use_multimask(False, None)
             for key, members in groups.items():
                 memory = torch.cat([m[1] for m in members], dim=1)
                 memory_pos = torch.cat([m[2] for m in members], dim=1)
-                pix_feat = self._attend(feats, memory, memory_pos, *layouts[key])
+                pix_feat = self.steps.attend(feats, memory, memory_pos, *layouts[key])
                 batch = len(members)
                 embeddings = [h.expand(batch, -1, -1, -1) for h in high_res] + [pix_feat]
-                out = self._decode(embeddings, multimask=multimask)
+                out = self.steps.decode(embeddings, multimask=multimask)
                 if batch > 1:
                     self.counters["batched_objects"] += batch
                 for i, (obj_id, _, _) in enumerate(members):
@@ -448,8 +408,8 @@ class StreamingVideoTracker:
             # One library session encodes a frame's objects in one batch (it rounds differently
             # from one-object calls): so does `independent_objects=False`.
             batch_memory = self.batch_objects or self._shared_prompt_flag
-            spans, encoded = self._encode_objects(
-                feats, masks, scores, False, batch_memory and self._memory_encoder_batches
+            spans, encoded = self.steps.encode_objects(
+                feats, masks, scores, False, batch_memory and self.steps.memory_encoder_batches
             )
             for (start, stop), (maskmem, maskmem_pos) in zip(spans, encoded, strict=True):
                 for j, obj_id in enumerate(order[start:stop]):
@@ -457,12 +417,12 @@ class StreamingVideoTracker:
                     stored = self.lib.output(
                         out.object_pointer[i : i + 1],
                         out.object_score_logits[i : i + 1],
-                        self._memory_slice(maskmem, j),
-                        self._memory_slice(maskmem_pos, j),
+                        self.steps.memory_slice(maskmem, j),
+                        self.steps.memory_slice(maskmem_pos, j),
                     )
                     self.lib.store_output(self._idx(obj_id), frame_index, stored, False)
                     self._tracked.setdefault(obj_id, set()).add(frame_index)
-                    results[obj_id] = self._result(out, i, candidates=False)
+                    results[obj_id] = out.mask(i, candidates=False)
         return results
 
     # ------------------------------------------------------------------ prompts
@@ -506,14 +466,14 @@ class StreamingVideoTracker:
         is_init = frame_index not in tracked
         with torch.inference_mode():
             feats = self._features_of(frame_index)
-            high_res = self._high_res(feats)
+            high_res = self.steps.high_res(feats)
             # The previous output on this frame must not feed its own replacement.
             idx = None if new else self._idx(obj_id)
             previous = self._pop_outputs(idx, frame_index) if idx is not None else {}
             try:
                 point_prompt: _PointPrompt | None = None
                 if mask is not None and not len(points) and box is None:
-                    out = self._mask_as_output(feats, high_res, mask)
+                    out = self.steps.mask_as_output(feats, high_res, mask)
                     candidates = False
                 else:
                     point_prompt = self._merge_points(obj_id, frame_index, points, labels, box)
@@ -525,14 +485,16 @@ class StreamingVideoTracker:
                     )[None]
                     point_inputs = {"point_coords": coords, "point_labels": point_labels}
                     if is_init:
-                        pix_feat = self._no_memory(feats)
+                        pix_feat = self.steps.no_memory(feats)
                     else:
                         assert idx is not None
-                        memory, memory_pos, n_ptr, n_spatial = self._memory_inputs(idx, frame_index)
-                        pix_feat = self._attend(feats, memory, memory_pos, n_ptr, n_spatial)
-                    dense = self._dense_prompt(mask) if mask is not None else None
+                        memory, memory_pos, n_ptr, n_spatial = self.steps.memory_inputs(
+                            idx, frame_index
+                        )
+                        pix_feat = self.steps.attend(feats, memory, memory_pos, n_ptr, n_spatial)
+                    dense = self.steps.dense_prompt(mask) if mask is not None else None
                     decode_multi = multimask or self.lib.use_multimask(is_init, point_inputs)
-                    out = self._decode(
+                    out = self.steps.decode(
                         [*high_res, pix_feat],
                         points=coords.to(self.dtype),
                         labels=point_labels,
@@ -545,7 +507,7 @@ class StreamingVideoTracker:
                     others = self._retrack_others(frame_index, obj_id, feats, high_res, out)
                     maskmem, maskmem_pos = others.pop(obj_id)["memory"]
                 else:
-                    maskmem, maskmem_pos = self._encode_memory(
+                    maskmem, maskmem_pos = self.steps.encode_memory(
                         feats, out.high_res, out.object_score_logits, from_prompt=True
                     )
             except BaseException:
@@ -573,7 +535,7 @@ class StreamingVideoTracker:
             for other, other_stored in others.items():
                 self.lib.store_output(self._idx(other), frame_index, other_stored, False)
                 self._tracked.setdefault(other, set()).add(frame_index)
-            return self._result(out, 0, candidates=candidates)
+            return out.mask(0, candidates=candidates)
 
     def _retrack_others(
         self,
@@ -581,7 +543,7 @@ class StreamingVideoTracker:
         obj_id: int,
         feats: Sequence[torch.Tensor],
         high_res: list[torch.Tensor],
-        prompted: _Decoded,
+        prompted: Decoded,
     ) -> dict[int, dict[str, Any]]:
         """`independent_objects=False`: what one library session does on a prompted frame.
 
@@ -594,7 +556,7 @@ class StreamingVideoTracker:
         import torch
 
         multimask = self.lib.use_multimask(False, None)
-        decoded: dict[int, _Decoded] = {}
+        decoded: dict[int, Decoded] = {}
         known = self.object_ids
         for other in [*known, *([] if obj_id in known else [obj_id])]:
             if other == obj_id:
@@ -603,21 +565,21 @@ class StreamingVideoTracker:
             idx = self._idx(other)
             if frame_index in self.lib.conditioning_outputs(idx):
                 continue  # the library re-uses a prompted frame's output as it is
-            memory, memory_pos, n_ptr, n_spatial = self._memory_inputs(idx, frame_index)
-            pix_feat = self._attend(feats, memory, memory_pos, n_ptr, n_spatial)
-            decoded[other] = self._decode([*high_res, pix_feat], multimask=multimask)
+            memory, memory_pos, n_ptr, n_spatial = self.steps.memory_inputs(idx, frame_index)
+            pix_feat = self.steps.attend(feats, memory, memory_pos, n_ptr, n_spatial)
+            decoded[other] = self.steps.decode([*high_res, pix_feat], multimask=multimask)
         order = list(decoded)
         masks = torch.cat([decoded[o].high_res for o in order])
         scores = torch.cat([decoded[o].object_score_logits for o in order])
-        spans, encoded = self._encode_objects(
-            feats, masks, scores, True, self._memory_encoder_batches
+        spans, encoded = self.steps.encode_objects(
+            feats, masks, scores, True, self.steps.memory_encoder_batches
         )
         result: dict[int, dict[str, Any]] = {}
         for (start, stop), (maskmem, maskmem_pos) in zip(spans, encoded, strict=True):
             for j, other in enumerate(order[start:stop]):
                 memory_pair = (
-                    self._memory_slice(maskmem, j),
-                    self._memory_slice(maskmem_pos, j),
+                    self.steps.memory_slice(maskmem, j),
+                    self.steps.memory_slice(maskmem_pos, j),
                 )
                 if other == obj_id:
                     result[other] = {"memory": memory_pair}
@@ -659,7 +621,7 @@ class StreamingVideoTracker:
             if features is None:
                 if pixel_values is None:
                     raise ValueError("segment needs pixel_values or features")
-                feats = self._encode(self._as_pixels(pixel_values))
+                feats = self.steps.encode(self.steps.as_pixels(pixel_values))
             else:
                 feats = list(features)
             prompt = _PointPrompt.build(points, labels, box)
@@ -667,15 +629,15 @@ class StreamingVideoTracker:
             if prompt.coords:
                 coords = torch.tensor([[prompt.coords]], dtype=self.dtype, device=self.device)
                 labels_t = torch.tensor([[prompt.labels]], dtype=torch.int32, device=self.device)
-            dense = self._dense_prompt(mask) if mask is not None else None
-            out = self._decode(
-                [*self._high_res(feats), self._no_memory(feats)],
+            dense = self.steps.dense_prompt(mask) if mask is not None else None
+            out = self.steps.decode(
+                [*self.steps.high_res(feats), self.steps.no_memory(feats)],
                 points=coords,
                 labels=labels_t,
                 dense=dense,
                 multimask=multimask or len(prompt.coords) <= 1,
             )
-            return self._result(out, 0, candidates=multimask)
+            return out.mask(0, candidates=multimask)
 
     def latest_features(self) -> list[torch.Tensor] | None:
         """The latest frame's image features (for `segment` on that frame), encoded on demand.
@@ -726,7 +688,7 @@ class StreamingVideoTracker:
         Counted from the tensors themselves, so unlike RSS it does not depend on what the
         allocator keeps; the model's weights are not included.
         """
-        return tensor_bytes(self._frames, self._features, self.lib.all_outputs(), self._pos)
+        return tensor_bytes(self._frames, self._features, self.lib.all_outputs(), self.steps.pos)
 
     def stats(self) -> dict[str, float]:
         """What the tracker holds now (frames, features, outputs) and its work counters."""
@@ -751,32 +713,10 @@ class StreamingVideoTracker:
         stats.update({k: float(v) for k, v in self.counters.items()})
         return stats
 
-    # ------------------------------------------------------------------ model pieces
+    # ------------------------------------------------------------------ helpers
     def _idx(self, obj_id: int) -> int:
         """The session's index of a known object id."""
         return self.lib.object_index(obj_id)
-
-    def _as_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        if pixel_values.dim() == 3:
-            pixel_values = pixel_values[None]
-        size = self.image_size
-        if tuple(pixel_values.shape) != (1, 3, size, size):
-            raise ValueError(
-                f"pixel_values must be (1, 3, {size}, {size}); got {tuple(pixel_values.shape)}"
-            )
-        return pixel_values.to(self.device, self.dtype)
-
-    def _encode(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        """Image encoder + the decoder's feature projections (the library's get_image_features).
-
-        Returns the feature levels, each (H*W, 1, C). The position encodings depend only on the
-        input size: the first frame's are kept for every frame.
-        """
-        self.counters["encoder_calls"] += 1
-        out = self.model.get_image_features(pixel_values, return_dict=True)
-        if self._pos is None:
-            self._pos = out.fpn_position_encoding[-1]
-        return list(out.fpn_hidden_states)
 
     def _features_of(self, frame_index: int) -> list[torch.Tensor]:
         """Cached features of a frame in memory; a past frame is re-encoded (once) on demand."""
@@ -788,231 +728,13 @@ class StreamingVideoTracker:
         if frame_index not in self._frames:
             raise PromptError(f"frame {frame_index} is no longer in memory")
         with torch.inference_mode():
-            feats = self._encode(self._frames[frame_index])
+            feats = self.steps.encode(self._frames[frame_index])
         # Keep the latest frame's features and this one (a second late prompt is likely).
         latest = frame_index if self._latest is None else self._latest
         keep = self.memory.features_after_encoding(latest, frame_index)
         self._features = {i: f for i, f in self._features.items() if i in keep}
         self._features[frame_index] = feats
         return feats
-
-    def _high_res(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """(H*W, 1, C) levels -> (1, C, H, W) maps for the decoder's high-resolution path."""
-        return [
-            x.permute(1, 2, 0).reshape(x.size(1), x.size(2), *size)
-            for x, size in zip(feats[:-1], self.feature_sizes[:-1], strict=True)
-        ]
-
-    def _no_memory(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Top-level features of a frame seen without memory (initial conditioning frames)."""
-        top: torch.Tensor = feats[-1] + self.model.no_memory_embedding
-        return top.permute(1, 2, 0).reshape(1, self.hidden_dim, *self.feature_sizes[-1])
-
-    def _memory_inputs(
-        self, obj_idx: int, frame_index: int
-    ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-        """The memory `obj_idx` attends to on `frame_index`, in the library's order.
-
-        Conditioning frames first (the ones the model's max_cond_frame_num selects), then tracked
-        frames frame_index - memory_frames .. frame_index - 1, then object pointers.
-        Returns (memory (M, 1, C_mem), positions (M, 1, C_mem), pointer tokens, spatial frames).
-        """
-        import torch
-
-        conditioning = self.lib.conditioning_outputs(obj_idx)
-        if not conditioning:
-            raise RuntimeError(f"object index {obj_idx} has no prompted frame to track from")
-        selected, unselected = self.lib.select_conditioning(frame_index, conditioning)
-        gathered: list[tuple[int, Any]] = [(0, out) for out in selected.values()]
-        tracked = self.lib.tracked_outputs(obj_idx)
-        for offset in range(self.memory.memory_frames, 0, -1):
-            previous = frame_index - offset
-            gathered.append((offset, tracked.get(previous, unselected.get(previous))))
-        memories, positions = self.lib.memory_tensors(gathered)
-        n_spatial = len(memories)
-        offsets, tokens, max_pointers = self.lib.object_pointers(obj_idx, frame_index)
-        n_pointers = 0
-        if tokens:
-            pointers, pointer_pos = self.lib.pointer_tensors(offsets, tokens, max_pointers)
-            memories.append(pointers)
-            positions.append(pointer_pos)
-            n_pointers = int(pointers.shape[0])
-        memory = torch.cat(memories, dim=0).to(dtype=self.dtype)
-        return memory, torch.cat(positions, dim=0), n_pointers, n_spatial
-
-    def _attend(
-        self,
-        feats: Sequence[torch.Tensor],
-        memory: torch.Tensor,
-        memory_pos: torch.Tensor,
-        n_pointers: int,
-        n_spatial: int,
-    ) -> torch.Tensor:
-        """Memory attention for B objects at once -> (B, C, H, W) conditioned top-level features."""
-        assert self._pos is not None
-        batch = memory.shape[1]
-        self.counters["memory_attention_calls"] += 1
-        out: torch.Tensor = self.lib.memory_attention(
-            feats[-1].expand(-1, batch, -1),
-            self._pos.expand(-1, batch, -1),
-            memory,
-            memory_pos,
-            n_pointers,
-            n_spatial if self._attention_kwargs_spatial else None,
-        )
-        # (1, B, H*W, C) -> (B, C, H, W). The library's own reshape only holds for B = 1.
-        return out[0].transpose(1, 2).reshape(batch, self.hidden_dim, *self.feature_sizes[-1])
-
-    def _decode(
-        self,
-        embeddings: list[torch.Tensor],
-        *,
-        points: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        dense: torch.Tensor | None = None,
-        multimask: bool,
-    ) -> _Decoded:
-        """Prompt encoder + mask decoder for B objects, as the library's `_single_frame_forward`.
-
-        Same operations in the same order (so B = 1 is bit-identical), with batch-correct
-        indexing and every candidate mask kept for multimask answers.
-        """
-        import torch
-        import torch.nn.functional as F
-
-        model = self.model
-        top = embeddings[-1]
-        batch = top.shape[0]
-        if points is None:
-            # No point: one padding point (label -1), as the library does.
-            points = torch.zeros(batch, 1, 1, 2, dtype=top.dtype, device=top.device)
-            labels = -torch.ones(batch, 1, 1, dtype=torch.int32, device=top.device)
-        if dense is not None and tuple(dense.shape[-2:]) != tuple(
-            model.prompt_encoder.mask_input_size
-        ):
-            dense = F.interpolate(
-                dense.float(),
-                size=model.prompt_encoder.mask_input_size,
-                align_corners=False,
-                mode="bilinear",
-                antialias=True,
-            ).to(dense.dtype)
-        sparse, dense_embeddings = model.prompt_encoder(
-            input_points=points, input_labels=labels, input_boxes=None, input_masks=dense
-        )
-        self.counters["decoder_calls"] += 1
-        low_multi, iou, tokens, object_logits = model.mask_decoder(
-            image_embeddings=top,
-            image_positional_embeddings=self._image_pe.repeat(batch, 1, 1, 1),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense_embeddings,
-            multimask_output=multimask,
-            high_resolution_features=embeddings[:-1],
-        )
-        appearing = object_logits > 0  # (B, 1, 1)
-        low_multi = torch.where(appearing[:, None, None], low_multi, NO_OBJECT_LOGIT)
-        high_multi = (
-            F.interpolate(
-                low_multi.squeeze(1).float(),
-                size=(self.image_size, self.image_size),
-                mode="bilinear",
-                align_corners=False,
-            )
-            .unsqueeze(1)
-            .to(low_multi.dtype)
-        )
-        rows = torch.arange(batch, device=top.device)
-        if multimask:
-            best = torch.argmax(iou[:, 0], dim=-1)  # (B,)
-            low = low_multi[rows, 0, best][:, None]
-            high = high_multi[rows, 0, best][:, None]
-            token = tokens[rows, 0, best] if tokens.size(2) > 1 else tokens[:, 0, 0]
-        else:
-            best = torch.zeros(batch, dtype=torch.long, device=top.device)
-            low, high = low_multi[:, :, 0], high_multi[:, :, 0]
-            token = tokens[:, 0, 0]
-        pointer = model.object_pointer_proj(token[:, None])  # (B, 1, C)
-        weight = appearing.to(pointer.dtype)
-        pointer = weight * pointer + (1 - weight) * model.no_object_pointer
-        return _Decoded(
-            low_res=low,
-            high_res=high,
-            object_score_logits=object_logits,
-            object_pointer=pointer,
-            iou=iou[:, 0],
-            best=best,
-            multimasks=low_multi[:, 0],
-        )
-
-    def _mask_as_output(
-        self, feats: Sequence[torch.Tensor], high_res: list[torch.Tensor], mask: torch.Tensor
-    ) -> _Decoded:
-        """A mask prompt is the object's mask on its frame (the library's `_use_mask_as_output`)."""
-        size = self.image_size
-        mask = mask.to(self.device, self.dtype).reshape(1, 1, *mask.shape[-2:])
-        if tuple(mask.shape[-2:]) != (size, size):
-            raise PromptError(f"mask must be {size}x{size} (model input size)")
-        pix_feat = feats[-1].permute(1, 2, 0).reshape(-1, self.hidden_dim, *self.feature_sizes[-1])
-        self.counters["decoder_calls"] += 1
-        out = self.lib.mask_as_output(pix_feat, high_res, mask)
-        import torch
-
-        best = torch.zeros(1, dtype=torch.long, device=self.device)
-        return _Decoded(
-            low_res=out.pred_masks,
-            high_res=out.high_res_masks,
-            object_score_logits=out.object_score_logits.reshape(1, 1, 1),
-            object_pointer=out.object_pointer.reshape(1, 1, -1),
-            iou=out.iou_scores.reshape(1, 1).to(self.dtype),
-            best=best,
-            multimasks=out.pred_masks[:, :1],
-        )
-
-    def _dense_prompt(self, mask: torch.Tensor) -> torch.Tensor:
-        """A {0, 1} mask at the input size -> (1, 1, S, S) logits (+10 inside, -10 outside)."""
-        mask = mask.to(self.device, self.dtype).reshape(1, 1, *mask.shape[-2:])
-        return mask * 20.0 - 10.0
-
-    def _encode_memory(
-        self,
-        feats: Sequence[torch.Tensor],
-        high_res_masks: torch.Tensor,
-        object_score_logits: torch.Tensor,
-        from_prompt: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Memory encoder for B objects on one frame -> (features, positions), batched."""
-        batch = high_res_masks.shape[0]
-        self.counters["memory_encoder_calls"] += 1
-        return self.lib.encode_memory(
-            feats[-1].expand(-1, batch, -1),
-            high_res_masks,
-            object_score_logits,
-            from_prompt,
-        )
-
-    def _encode_objects(
-        self,
-        feats: Sequence[torch.Tensor],
-        masks: torch.Tensor,
-        scores: torch.Tensor,
-        from_prompt: bool,
-        batched: bool,
-    ) -> tuple[list[tuple[int, int]], list[tuple[torch.Tensor, torch.Tensor]]]:
-        """Memory of a frame's B objects: one batched call, or one call per object (bit-exact
-        to one-object sessions). -> ((start, stop) object spans, their encoder results)."""
-        if batched:
-            return [(0, masks.shape[0])], [self._encode_memory(feats, masks, scores, from_prompt)]
-        spans = [(i, i + 1) for i in range(masks.shape[0])]
-        encoded = [
-            self._encode_memory(feats, masks[a:b], scores[a:b], from_prompt) for a, b in spans
-        ]
-        return spans, encoded
-
-    def _memory_slice(self, tensor: torch.Tensor, i: int) -> torch.Tensor:
-        """Object i's memory out of a batched memory-encoder result (a copy: the batch is freed)."""
-        if self._memory_batch_dim == 0:
-            return tensor[i : i + 1].clone()
-        return tensor[:, i : i + 1].clone()
 
     def _merge_points(
         self,
@@ -1042,22 +764,3 @@ class StreamingVideoTracker:
                 self.lib.conditioning_outputs(idx)[frame_index] = value
             else:
                 self.lib.tracked_outputs(idx)[frame_index] = value
-
-    def _result(self, out: _Decoded, i: int, *, candidates: bool) -> TrackedMask:
-        """Object i of a decoder batch as a TrackedMask (candidates sorted best first)."""
-        import torch
-
-        candidate_logits = None
-        candidate_scores: tuple[float, ...] = ()
-        if candidates:
-            order = torch.argsort(out.iou[i].float(), descending=True)
-            candidate_logits = out.multimasks[i][order]
-            candidate_scores = tuple(float(v) for v in out.iou[i][order].float().tolist())
-        return TrackedMask(
-            mask_logits=out.low_res[i, 0],
-            object_score_logit=float(out.object_score_logits[i].float().reshape(-1)[0]),
-            iou=float(out.iou[i, out.best[i]].float()),
-            object_pointer=out.object_pointer[i, 0],
-            candidate_logits=candidate_logits,
-            candidate_scores=candidate_scores,
-        )
