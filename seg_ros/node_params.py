@@ -123,6 +123,17 @@ SPECS: dict[str, _Spec] = {
     "diagnostics_period_s": _Spec(
         1.0, "Period of the /diagnostics status in seconds; 0 = off", float_range=(0.0, 60.0)
     ),
+    "click_prompts": _Spec(
+        True,
+        "Turn rqt_image_view left clicks (<image>_mouse_left, ~/overlay_mouse_left) into point "
+        "prompts: on an object refines it, elsewhere makes a new object",
+    ),
+    "click_min_interval_s": _Spec(
+        0.5,
+        "Clicks sooner than this after the previous accepted click are dropped (a double click "
+        "makes one object), seconds; 0 = off",
+        float_range=(0.0, 10.0),
+    ),
 }
 
 
@@ -157,6 +168,8 @@ class NodeParams:
     publish_points: bool
     points_max_per_object: int
     diagnostics_period_s: float
+    click_prompts: bool
+    click_min_interval_s: float
 
     @classmethod
     def defaults(cls) -> NodeParams:

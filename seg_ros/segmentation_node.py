@@ -53,6 +53,7 @@ from rclpy.utilities import try_shutdown
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from seg_ros.clicks import ClickPrompts
 from seg_ros.conversions import (
     ConversionError,
     Locate3D,
@@ -130,6 +131,8 @@ class SegmentationNode(ServiceHandlers, Node):
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
+        #: rqt_image_view clicks -> point prompts (seg_ros.clicks), subscribed while open.
+        self.clicks = ClickPrompts(self, self.params.click_min_interval_s)
         if start:
             self.load_model()
             self.open_io()
@@ -193,6 +196,9 @@ class SegmentationNode(ServiceHandlers, Node):
                 srv_type, name, handler, callback_group=self._service_group
             )
             self._entities.append(("service", service))
+        if self.params.click_prompts:  # served like ~/add_points, so in the services' group
+            subs = self.clicks.subscribe(self._service_group)
+            self._entities += [("subscription", sub) for sub in subs]
         self._worker = threading.Thread(
             target=self._run_worker, args=(slot,), name="segmentation_worker", daemon=True
         )
