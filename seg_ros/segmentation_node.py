@@ -20,7 +20,8 @@ worker), `process_frame` (message -> ProcessedFrame) and `publish`, which calls 
 one table, seg_ros.outputs.registry.make_outputs; `locate` is the hook that fills the instances'
 3D fields. One counter, `stats` (seg_ros.outputs.diagnostics.NodeStats), counts every frame as
 received, dropped, processed (after publishing) or failed, and feeds /diagnostics. The service
-handlers (`_on_add_points` ...) are seg_ros.services.ServiceHandlers, mixed into this class.
+handlers (`_on_add_points` ...) are seg_ros.services.ServiceHandlers, mixed into this class;
+rqt_image_view clicks become point prompts through them (seg_ros.clicks, `click_prompts`).
 
 Robot-side outputs. With `use_depth`, `image` + `depth` + `camera_info` are approximately
 synchronised (seg_ros.sync: message_filters when installed) and the *set* goes through the same
