@@ -5,7 +5,7 @@
 #   make test    ruff + mypy (all of seg_ros, strict on seg_ros/engine) + pytest (everything)
 #   make test-quick  ruff + mypy + pytest -m "not slow and not graph": the engine, conversion and
 #                parameter tests, no DDS graph, no soak / long runs (~610 tests, ~4 min of pytest
-#                on a busy 2-core VM, 2.5 of them test_sam2's reference-equality and memory tests;
+#                on a busy 2-core VM, much of it test_sam2's reference-equality tests;
 #                mypy 10 s warm, 2 min cold). `make test` adds the graph tests and the slow ones.
 #                PYTEST_ARGS apply to both.
 #   make demo    the package's main job: node + sample clip + prompt client, overlays in demo_out/
