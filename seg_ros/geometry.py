@@ -384,3 +384,62 @@ def subsample(points: FloatArray, max_points: int | None) -> FloatArray:
 
 def _triple(values: npt.NDArray[np.float64]) -> tuple[float, float, float]:
     return float(values[0]), float(values[1]), float(values[2])
+
+
+# ------------------------------------------------------------------ 3D point -> pixel
+# RViz's "Publish Point" gives a 3D point; a point prompt needs the pixel it is seen at. The
+# projection inverts the back-projection above with the same K and the same pixel convention
+# (integer (u, v) = a pixel's centre), so a point of ~/points projects back onto the very pixel
+# it came from. K and not P: the 3D outputs use K, and on a rectified image (image_rect) K and P
+# agree up to the stereo baseline term Tx, which is 0 for a monocular or left camera.
+
+
+def rigid_transform(
+    point: Sequence[float], rotation_xyzw: Sequence[float], translation: Sequence[float]
+) -> tuple[float, float, float]:
+    """`rotation` then `translation` applied to `point` (a geometry_msgs/Transform's meaning).
+
+    Args:
+        point: (x, y, z) in the transform's child (source) frame, metres.
+        rotation_xyzw: the rotation as a quaternion (x, y, z, w); normalised here, not 0.
+        translation: (x, y, z) metres, in the parent (target) frame.
+
+    Returns:
+        (x, y, z) in the parent (target) frame.
+    """
+    qx, qy, qz, qw = (float(v) for v in rotation_xyzw)
+    norm = math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
+    if not math.isfinite(norm) or norm == 0.0:
+        raise ValueError(f"rotation quaternion must be non-zero and finite; got {rotation_xyzw}")
+    qx, qy, qz, qw = qx / norm, qy / norm, qz / norm, qw / norm
+    px, py, pz = (float(v) for v in point)
+    # v' = v + 2 w (q x v) + 2 q x (q x v), q = (qx, qy, qz): the unit quaternion's rotation.
+    tx, ty, tz = 2 * (qy * pz - qz * py), 2 * (qz * px - qx * pz), 2 * (qx * py - qy * px)
+    rx = px + qw * tx + (qy * tz - qz * ty)
+    ry = py + qw * ty + (qz * tx - qx * tz)
+    rz = pz + qw * tz + (qx * ty - qy * tx)
+    return rx + float(translation[0]), ry + float(translation[1]), rz + float(translation[2])
+
+
+def project_point(intrinsics: Intrinsics, point: Sequence[float]) -> tuple[int, int]:
+    """The pixel (column, row) at which `point` of the camera optical frame is seen.
+
+    (u, v) = (fx x / z + cx, fy y / z + cy), rounded to the nearest pixel centre.
+
+    Raises:
+        ValueError: the point is behind the camera (z <= 0, or not finite) or projects outside
+            the `intrinsics.width` x `intrinsics.height` image; the message says which.
+    """
+    x, y, z = (float(v) for v in point)
+    if not (z > 0 and math.isfinite(x) and math.isfinite(y) and math.isfinite(z)):
+        raise ValueError(f"the point ({x:g}, {y:g}, {z:g}) m is behind the camera (z <= 0)")
+    u = intrinsics.fx * x / z + intrinsics.cx
+    v = intrinsics.fy * y / z + intrinsics.cy
+    # -0.5 <= u < width - 0.5: the pixels' extent; also refuses an overflowing u or v (z ~ 0).
+    inside = -0.5 <= u < intrinsics.width - 0.5 and -0.5 <= v < intrinsics.height - 0.5
+    if not inside:
+        raise ValueError(
+            f"the point ({x:g}, {y:g}, {z:g}) m projects to pixel ({u:.1f}, {v:.1f}), outside "
+            f"the {intrinsics.width}x{intrinsics.height} image"
+        )
+    return math.floor(u + 0.5), math.floor(v + 0.5)

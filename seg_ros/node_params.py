@@ -125,8 +125,9 @@ SPECS: dict[str, _Spec] = {
     ),
     "click_prompts": _Spec(
         True,
-        "Turn rqt_image_view left clicks (<image>_mouse_left, ~/overlay_mouse_left) into point "
-        "prompts: on an object refines it, elsewhere makes a new object",
+        "Turn rqt_image_view left clicks (<image>_mouse_left, ~/overlay_mouse_left) and RViz "
+        "Publish Point (/clicked_point, projected with camera_info) into point prompts: on an "
+        "object refines it, elsewhere makes a new object",
     ),
     "click_min_interval_s": _Spec(
         0.5,

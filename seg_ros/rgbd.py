@@ -74,6 +74,8 @@ class FrameDepth:
     ) -> None:
         self._depth_msg: Image | None = depth
         self._info_msg: CameraInfo | None = info
+        #: The frame's CameraInfo, kept (a few hundred bytes): RViz clicks project with its K.
+        self.info = info
         self.params = params or DepthParams()
         self._on_error = on_error
         self._lock = threading.Lock()

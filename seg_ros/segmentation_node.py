@@ -21,7 +21,8 @@ one table, seg_ros.outputs.registry.make_outputs; `locate` is the hook that fill
 3D fields. One counter, `stats` (seg_ros.outputs.diagnostics.NodeStats), counts every frame as
 received, dropped, processed (after publishing) or failed, and feeds /diagnostics. The service
 handlers (`_on_add_points` ...) are seg_ros.services.ServiceHandlers, mixed into this class;
-rqt_image_view clicks become point prompts through them (seg_ros.clicks, `click_prompts`).
+rqt_image_view clicks and RViz Publish Point clicks become point prompts through them
+(seg_ros.clicks, `click_prompts`).
 
 Robot-side outputs. With `use_depth`, `image` + `depth` + `camera_info` are approximately
 synchronised (seg_ros.sync: message_filters when installed) and the *set* goes through the same
@@ -132,7 +133,7 @@ class SegmentationNode(ServiceHandlers, Node):
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
-        #: rqt_image_view clicks -> point prompts (seg_ros.clicks), subscribed while open.
+        #: rqt_image_view / RViz clicks -> point prompts (seg_ros.clicks), subscribed while open.
         self.clicks = ClickPrompts(self, self.params.click_min_interval_s)
         if start:
             self.load_model()
