@@ -178,7 +178,9 @@ class ClickPrompts:
         except ImportError:
             return
         self.tf_buffer = Buffer()
-        self._tf_listener = TransformListener(self.tf_buffer, self.node, spin_thread=True)
+        # /tf subscriptions on the node, spun by its MultiThreadedExecutor (default group): a
+        # lookup waiting in the services' group still receives the transform it waits for.
+        self._tf_listener = TransformListener(self.tf_buffer, self.node)
 
     def _keep_camera_info(self, msg: CameraInfo) -> None:
         self.camera_info = msg
