@@ -131,7 +131,7 @@ class ClickPrompts:
         self._tf_listener: Any = None
 
     def topics(self) -> list[str]:
-        """The click topics: of the input image (its base name also for compressed input) and
+        """The rqt click topics: of the input image (its base name also for compressed input) and
         of ~/overlay."""
         node = self.node
         return [
@@ -142,6 +142,7 @@ class ClickPrompts:
     def subscribe(self, callback_group: Any) -> list[Any]:
         """Create the subscriptions (the caller destroys them); returns them."""
         node = self.node
+        self.camera_info = None  # from this activation on: the camera may have changed
         subs = [
             node.create_subscription(Point, topic, self.on_click, 10, callback_group=callback_group)
             for topic in self.topics()
