@@ -8,6 +8,8 @@ Rows (one JSON object each, medians in milliseconds):
 - per model and input size: image encoder, prompt on a processed frame (decoder side only, a new
   object and a refinement), full tracking step with 1 / 4 / 8 objects (steady state: every
   object's memory window full), fps with one object, peak CUDA memory on a GPU;
+- everything: a 32x32 grid of clicks on the latest frame's cached features (segment everything)
+  next to one tracking step of one object, and their ratio;
 - memory: RSS growth of the bounded tracker over >= 1000 frames next to the library's own
   unbounded session over the same frames (tiny config at 128 px so it fits the CPU budget).
 
@@ -194,6 +196,60 @@ def _bench_model(
     return row
 
 
+def bench_everything(
+    name: str, input_size: int, device: str, repeats: int, chunk: int = 64
+) -> dict[str, Any]:
+    """Segment everything (32x32 grid on the latest frame's cached features) vs one tracking
+    step of one object in steady state (the issue's target: ratio <= 3)."""
+    import torch
+
+    from seg_ros.engine.backends.sam2 import Sam2Backend, Sam2Options
+    from seg_ros.engine.config import BackendConfig
+    from seg_ros.engine.prompts import Prompt
+    from seg_ros.engine.sam.everything import EverythingOptions
+    from seg_ros.engine.sam.loading import resolve_device
+
+    dev = resolve_device(device)
+    model = random_model(name, input_size).to(dev)
+    backend = Sam2Backend(model, BackendConfig(backend="sam2", device=str(dev)), Sam2Options())
+    rng = np.random.default_rng(0)
+
+    def image() -> np.ndarray:
+        return rng.integers(0, 256, (SOURCE_HEIGHT, SOURCE_WIDTH, 3), dtype=np.uint8)
+
+    backend.step(0, image())
+    click = Prompt(points=np.array([[320.0, 240.0]], np.float32), point_labels=np.ones(1, np.int8))
+    backend.add_prompt(0, 1, click)
+    backend.step(1, image())
+    frame = _fill_window(backend, 1, 1) - 1
+    steps = []
+    for _ in range(repeats):
+        frame += 1
+        steps.append(_timed(dev, lambda f=frame: backend.step(f, image())))  # type: ignore[misc]
+    # Thresholds at zero: every candidate reaches NMS (the filters' worst case).
+    options = EverythingOptions(
+        points_per_side=32, pred_iou_threshold=0.0, stability_threshold=0.0, chunk=chunk
+    )
+    everything = [
+        _timed(dev, lambda: backend.segment_everything(frame, options)) for _ in range(repeats)
+    ]
+    row: dict[str, Any] = {
+        "model": f"{name} (random weights)",
+        "input_size": backend.tracker.image_size,
+        "device": dev.type,
+        "threads": torch.get_num_threads(),
+        "grid": "32x32",
+        "chunk": chunk,
+        "step_ms_1obj": _median_ms(steps),
+        "everything_ms": _median_ms(everything),
+        "everything_over_step": round(statistics.median(everything) / statistics.median(steps), 2),
+        "repeats": repeats,
+    }
+    backend.close()
+    gc.collect()
+    return row
+
+
 def _rss_mb() -> float:
     import psutil
 
@@ -323,6 +379,7 @@ def run(quick: bool = False, device: str = "auto") -> list[dict[str, Any]]:
             for size in (128, 256):
                 rows.append(bench_model(name, size, device, repeats=3, threads=1))
         rows.append(bench_model("tiny-sam2", 128, device, repeats=3, batch_objects=True, threads=1))
+        rows.append(bench_everything("tiny-sam2", 128, device, repeats=2))
         rows.append(bench_memory("tiny-sam2", frames=300, objects=2, device=device))
         return rows
     for name in ("edgetam", "sam2.1-tiny"):
@@ -333,6 +390,9 @@ def run(quick: bool = False, device: str = "auto") -> list[dict[str, Any]]:
     rows.append(bench_model("edgetam", 512, device, repeats=3, batch_objects=True))
     rows.append(bench_model("sam2.1-tiny", 512, device, repeats=3, batch_objects=True))
     rows.append(bench_model("tiny-sam2", 128, device, repeats=5, threads=1))
+    # Segment everything: 32x32 grid on cached features vs one tracking step.
+    rows.append(bench_everything("tiny-sam2", 128, device, repeats=3))
+    rows.append(bench_everything("sam2.1-tiny", 512, device, repeats=2))
     rows.append(bench_memory("tiny-sam2", frames=1000, objects=2, device=device))
     rows.append(bench_memory("tiny-edgetam", frames=1000, objects=2, device=device))
     return rows

@@ -27,6 +27,7 @@ from seg_ros.engine.errors import (
 )
 from seg_ros.engine.prompts import MAX_TEXT_LENGTH, Prompt
 from seg_ros.engine.results import FrameResult, ObjectMask
+from seg_ros.engine.sam.everything import EverythingOptions
 from seg_ros.engine.types import RgbImage
 
 #: Mask values are uint16 in the label image; 0 is background.
@@ -222,24 +223,42 @@ class SegmentationSession:
                 raise CapacityError(f"already tracking max_objects={self.max_objects} objects")
             limit = room if max_objects == 0 else min(room, max_objects)
             detections = self.backend.detect(index, text, threshold, limit)[:limit]
-            created: list[tuple[int, MaskOutput]] = []
-            try:
-                for det in detections:
-                    value = self._allocate()
-                    output = self._create(index, value, Prompt(mask=det.mask), False)
-                    self._tracks[value] = _Track(value, text)
-                    # A mask prompt is certain of itself: the detection's score is the confidence.
-                    created.append((value, replace(output, score=min(output.score, det.score))))
-            except BaseException:
-                # All or nothing: a failure on the k-th match takes back the k-1 before it.
-                for value, _ in created:
-                    self.backend.remove_object(value)
-                    del self._tracks[value]
-                raise
-            added = [self._object(value, output) for value, output in created]
-            for obj in added:
-                self._update_latest(index, obj)
-            return added
+            return self._track_masks(index, detections, text)
+
+    def segment_everything(
+        self, options: EverythingOptions | None = None, *, track: bool = False, label: str = ""
+    ) -> list[ObjectMask]:
+        """Every object on the latest frame (SAM's automatic mask generator), best first.
+
+        With `track`, each becomes a new tracked object (all or nothing): more masks than the
+        free room under max_objects is refused with CapacityError, nothing created. Without it
+        tracking is untouched and the objects have no id (like `segment`).
+        """
+        label = _check_label(label)
+        with self._lock:
+            self._check_open()
+            index, _ = self._resolve_stamp(0)
+            found = self.backend.segment_everything(index, options or EverythingOptions())
+            if track:
+                room = self.max_objects - len(self._tracks)
+                if len(found) > room:
+                    raise CapacityError(
+                        f"segment everything found {len(found)} objects but only {room} more "
+                        f"fit under max_objects={self.max_objects}; raise the thresholds or "
+                        "min_area, or remove objects"
+                    )
+                return self._track_masks(index, found, label)
+        return [
+            ObjectMask(
+                object_id="",
+                mask_value=i + 1,
+                label=label,
+                score=out.score,
+                visible=out.visible and out.score >= self.score_threshold,
+                mask=out.mask,
+            )
+            for i, out in enumerate(found)
+        ]
 
     def remove_object(self, object_id: str) -> None:
         with self._lock:
@@ -371,6 +390,27 @@ class SegmentationSession:
             raise
         self._next_value = value % MAX_MASK_VALUE + 1
         return output
+
+    def _track_masks(self, index: int, found: list[MaskOutput], label: str) -> list[ObjectMask]:
+        """Each found mask becomes a new object on frame `index`, all or nothing."""
+        created: list[tuple[int, MaskOutput]] = []
+        try:
+            for det in found:
+                value = self._allocate()
+                output = self._create(index, value, Prompt(mask=det.mask), False)
+                self._tracks[value] = _Track(value, label)
+                # A mask prompt is certain of itself: the finder's score is the confidence.
+                created.append((value, replace(output, score=min(output.score, det.score))))
+        except BaseException:
+            # All or nothing: a failure on the k-th mask takes back the k-1 before it.
+            for value, _ in created:
+                self.backend.remove_object(value)
+                del self._tracks[value]
+            raise
+        added = [self._object(value, output) for value, output in created]
+        for obj in added:
+            self._update_latest(index, obj)
+        return added
 
     def _resolve_stamp(self, stamp_ns: int) -> tuple[int, int]:
         if not self._stamps:

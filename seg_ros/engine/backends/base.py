@@ -17,6 +17,7 @@ from typing import ClassVar
 from seg_ros.engine.errors import UnsupportedPromptError
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.results import Candidate
+from seg_ros.engine.sam.everything import EverythingOptions
 from seg_ros.engine.types import BoolArray, RgbImage
 
 #: Backends that find objects from text; named in the error a text request gets elsewhere.
@@ -111,6 +112,16 @@ class Backend(ABC):
         Never touches tracked objects or memory.
         """
         raise UnsupportedPromptError(f"the '{self.name}' backend has no one-shot segmentation")
+
+    def segment_everything(self, frame_index: int, options: EverythingOptions) -> list[MaskOutput]:
+        """Every object on a frame in memory, as SAM's automatic mask generator finds them.
+
+        Best first; `options.min_area` is in source pixels here. Never touches tracked objects.
+        """
+        raise UnsupportedPromptError(
+            f"the '{self.name}' backend cannot segment everything: it has no promptable mask "
+            "decoder to run a grid of clicks through (use sam2 or sam3)"
+        )
 
     def close(self) -> None:
         """Free the model (GPU memory). Idempotent."""

@@ -23,6 +23,7 @@ from seg_ros.engine.backends.base import Capabilities, MaskOutput
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import ModelLoadError, PromptError, SegRosError, backend_errors
 from seg_ros.engine.prompts import Prompt
+from seg_ros.engine.sam.everything import EverythingOptions
 from seg_ros.engine.sam.loading import (
     load_pretrained,
     model_type_of,
@@ -34,6 +35,7 @@ from seg_ros.engine.sam.loading import (
 from seg_ros.engine.sam.options import SamOptions
 from seg_ros.engine.sam.prompting import (
     TrackerBackend,
+    everything_outputs,
     prompt_tracker,
     to_output,
     to_outputs,
@@ -139,6 +141,11 @@ class Sam2Backend(TrackerBackend):
             )
             out = self.tracker.segment(pixels, features=features, multimask=multimask, **kwargs)
         return [to_output(out, height, width)]
+
+    def segment_everything(self, frame_index: int, options: EverythingOptions) -> list[MaskOutput]:
+        if self._size is None:
+            raise PromptError("no frame processed yet")
+        return everything_outputs(self.tracker, frame_index, options, self._size, self.name)
 
     def close(self) -> None:
         """Drop the model and the memory bank; give the GPU memory back. Idempotent."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from seg_ros.engine.types import BoolArray
 if TYPE_CHECKING:
     import torch
 
+    from seg_ros.engine.sam.everything import EverythingOptions
     from seg_ros.engine.sam.tracker import StreamingVideoTracker, TrackedMask
 
 
@@ -143,6 +145,31 @@ def to_output(out: TrackedMask, height: int, width: int) -> MaskOutput:
             for k, s in enumerate(out.candidate_scores)
         )
     return mask_output(out, mask, candidates)
+
+
+def everything_outputs(
+    tracker: StreamingVideoTracker,
+    frame_index: int,
+    options: EverythingOptions,
+    size: tuple[int, int],
+    backend_name: str,
+) -> list[MaskOutput]:
+    """`tracker.segment_everything` on a frame in memory, at the source size (`size` = H, W).
+
+    `options.min_area` is in source pixels: it is scaled to the (S/4)^2 mask grid the filters
+    see (the model input is the source stretched to a square).
+    """
+    height, width = size
+    low = tracker.image_size // 4
+    scaled = math.ceil(options.min_area * low * low / float(height * width))
+    with backend_errors(f"the {backend_name} model failed to segment everything"):
+        features = tracker.frame_features(frame_index)
+        kept = tracker.segment_everything(features, replace(options, min_area=scaled))
+    outputs = to_outputs(dict(enumerate(kept)), height, width)
+    # The answer's score is the mask's predicted IoU (what the masks were ranked by).
+    return [
+        replace(outputs[n], score=float(min(1.0, max(0.0, out.iou)))) for n, out in enumerate(kept)
+    ]
 
 
 def to_outputs(tracked: dict[int, TrackedMask], height: int, width: int) -> dict[int, MaskOutput]:

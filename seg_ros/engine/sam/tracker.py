@@ -66,6 +66,7 @@ from seg_ros.engine.sam.adapter import (
     LibraryAdapter,
     session_class_for,  # noqa: F401 (re-exported)
 )
+from seg_ros.engine.sam.everything import EverythingOptions, grid_points, keep_masks
 from seg_ros.engine.sam.memory import MemoryBounds, MemoryPlan
 from seg_ros.engine.sam.steps import NO_OBJECT_LOGIT as NO_OBJECT_LOGIT  # re-exported
 from seg_ros.engine.sam.steps import Decoded, ModelSteps
@@ -638,6 +639,64 @@ class StreamingVideoTracker:
                 multimask=multimask or len(prompt.coords) <= 1,
             )
             return out.mask(0, candidates=multimask)
+
+    def segment_everything(
+        self, features: Sequence[torch.Tensor], options: EverythingOptions
+    ) -> list[TrackedMask]:
+        """Every object on a frame from its cached features, as SAM's automatic mask generator.
+
+        A grid of single positive clicks (`options.points_per_side` squared) goes through the
+        prompt encoder and the mask decoder, `options.chunk` clicks per call on the same
+        features (the image encoder does not run); each click's K candidate masks are filtered
+        by `everything.keep_masks`. State untouched. Returns the kept masks, best predicted IoU
+        first (`object_pointer` is its click's, `iou` the mask's predicted IoU).
+        """
+        import torch
+
+        feats = list(features)
+        with torch.inference_mode():
+            high_res = self.steps.high_res(feats)
+            top = self.steps.no_memory(feats)
+            grid = grid_points(options.points_per_side, self.image_size)
+            grid = grid.to(self.device, self.dtype)
+            logits, scores, object_logits, pointers = [], [], [], []
+            for start in range(0, grid.shape[0], options.chunk):
+                clicks = grid[start : start + options.chunk]
+                batch = clicks.shape[0]
+                # Same features for every click of the chunk: views, no copies.
+                embeddings = [f.expand(batch, *f.shape[1:]) for f in [*high_res, top]]
+                out = self.steps.decode(
+                    embeddings,
+                    points=clicks[:, None, None, :],
+                    labels=torch.ones(batch, 1, 1, dtype=torch.int32, device=self.device),
+                    multimask=True,
+                )
+                k = out.multimasks.shape[1]
+                logits.append(out.multimasks.flatten(0, 1))
+                scores.append(out.iou.reshape(-1))
+                object_logits.append(out.object_score_logits.reshape(-1).repeat_interleave(k))
+                pointers.append(out.object_pointer[:, 0].repeat_interleave(k, dim=0))
+            all_logits = torch.cat(logits)
+            all_scores = torch.cat(scores)
+            kept = keep_masks(all_logits, all_scores, options)
+            object_all = torch.cat(object_logits)
+            pointer_all = torch.cat(pointers)
+            return [
+                TrackedMask(
+                    mask_logits=all_logits[i],
+                    object_score_logit=float(object_all[i]),
+                    iou=float(all_scores[i]),
+                    object_pointer=pointer_all[i],
+                )
+                for i in kept
+            ]
+
+    def frame_features(self, frame_index: int) -> list[torch.Tensor]:
+        """A frame's image features (cached, or re-encoded once from its kept input).
+
+        Raises PromptError when the frame is no longer in memory.
+        """
+        return self._features_of(frame_index)
 
     def latest_features(self) -> list[torch.Tensor] | None:
         """The latest frame's image features (for `segment` on that frame), encoded on demand.

@@ -1,0 +1,169 @@
+"""Segment everything (SAM's automatic mask generator on cached features): filters, tracker,
+backends, session. The batched grid is checked against a straightforward reference: one click
+at a time through the tracker's single-prompt `segment`, same filters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from seg_ros.engine.backends.fake import FakeBackend, FakeConfig
+from seg_ros.engine.backends.sam2 import Sam2Backend, Sam2Options
+from seg_ros.engine.config import BackendConfig
+from seg_ros.engine.errors import CapacityError, UnsupportedPromptError
+from seg_ros.engine.sam.everything import (
+    EverythingOptions,
+    grid_points,
+    keep_masks,
+    stability_scores,
+)
+from seg_ros.engine.sam.tracker import StreamingVideoTracker
+from seg_ros.engine.session import SegmentationSession
+from seg_ros.testing.tiny_models import build_model
+
+#: Random weights give small logits (stability at +-1 is ~0) and predicted IoU ~0.6: loose
+#: enough that some masks are kept, tight enough that each filter drops some.
+LOOSE = EverythingOptions(
+    points_per_side=6,
+    pred_iou_threshold=0.6,
+    stability_threshold=0.7,
+    stability_offset=0.1,
+    min_area=4,
+    chunk=7,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------- filters
+def test_grid_points_are_cell_centres() -> None:
+    grid = grid_points(2, 100.0)
+    assert grid.tolist() == [[25.0, 25.0], [75.0, 25.0], [25.0, 75.0], [75.0, 75.0]]
+    assert grid_points(32, 1024).shape == (1024, 2)
+
+
+def test_stability_score_is_iou_of_offset_thresholds() -> None:
+    logits = torch.full((3, 4, 4), -5.0)
+    logits[0, :2, :2] = 5.0  # crisp: same mask at +-1
+    logits[1, :2, :2] = 5.0
+    logits[1, 2:, :2] = 0.5  # 4 pixels in at -1, out at +1: 4 / 8
+    scores = stability_scores(logits, 1.0)
+    assert scores.tolist() == [1.0, 0.5, 0.0]  # an empty mask is not stable
+
+
+def test_keep_masks_filters_then_suppresses_duplicates() -> None:
+    logits = torch.full((5, 8, 8), -5.0)
+    logits[0, :4, :4] = 5.0  # good
+    logits[1, :4, :5] = 5.0  # near-duplicate of 0 (IoU 0.8), lower score: suppressed
+    logits[2, 4:, 4:] = 5.0  # good, but predicted IoU too low
+    logits[3, 4:, :1] = 5.0  # 4 pixels: below min_area
+    logits[4, 4:, 4:] = 0.5  # unstable
+    pred = torch.tensor([0.9, 0.85, 0.5, 0.95, 0.99])
+    options = EverythingOptions(
+        pred_iou_threshold=0.8, stability_threshold=0.9, min_area=5, nms_iou=0.7
+    )
+    assert keep_masks(logits, pred, options) == [0]
+    # Without NMS the duplicate stays, ranked below the better mask.
+    assert keep_masks(
+        logits,
+        pred,
+        EverythingOptions(pred_iou_threshold=0.8, stability_threshold=0.9, min_area=5, nms_iou=1.0),
+    ) == [0, 1]
+    assert keep_masks(logits[:0], pred[:0], options) == []
+
+
+@pytest.mark.parametrize(
+    "bad", [{"points_per_side": 0}, {"pred_iou_threshold": 1.5}, {"min_area": -1}, {"chunk": 0}]
+)
+def test_options_refuse_bad_values(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        EverythingOptions(**bad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- tracker
+@pytest.fixture(scope="module")
+def tracker() -> StreamingVideoTracker:
+    torch.manual_seed(1)
+    t = StreamingVideoTracker(build_model("sam2"), memory_frames=3)
+    t.step(0, torch.rand(1, 3, t.image_size, t.image_size))
+    return t
+
+
+def reference(tracker: StreamingVideoTracker, options: EverythingOptions) -> list[torch.Tensor]:
+    """One click at a time through `segment`, every candidate, the same filters."""
+    feats = tracker.latest_features()
+    assert feats is not None
+    logits, scores = [], []
+    for x, y in grid_points(options.points_per_side, tracker.image_size).tolist():
+        out = tracker.segment(features=feats, points=[(x, y)], labels=[1], multimask=True)
+        assert out.candidate_logits is not None
+        logits.append(out.candidate_logits)
+        scores.append(torch.tensor(out.candidate_scores))
+    all_logits, all_scores = torch.cat(logits), torch.cat(scores)
+    return [all_logits[i] > 0 for i in keep_masks(all_logits, all_scores, options)]
+
+
+def test_batched_grid_equals_one_click_at_a_time(tracker: StreamingVideoTracker) -> None:
+    before = dict(tracker.counters)
+    got = tracker.segment_everything(tracker.latest_features() or [], LOOSE)
+    # Batched over 7 clicks a call (6 calls for 36 clicks), the encoder does not run.
+    assert tracker.counters["decoder_calls"] - before["decoder_calls"] == 6
+    assert tracker.counters["encoder_calls"] == before["encoder_calls"]
+    want = reference(tracker, LOOSE)
+    n_candidates = 36 * 3
+    assert 0 < len(want) < n_candidates  # the filters did something, and kept something
+    assert len(got) == len(want)
+    for mask, ref in zip(got, want, strict=True):
+        assert torch.equal(mask.mask_logits > 0, ref)
+
+
+def test_segment_everything_leaves_state_alone(tracker: StreamingVideoTracker) -> None:
+    objects, frames = list(tracker.object_ids), tracker.latest_frame
+    tracker.segment_everything(tracker.latest_features() or [], LOOSE)
+    assert tracker.object_ids == objects and tracker.latest_frame == frames
+
+
+# ---------------------------------------------------------------------- backends, session
+def sam2_session(max_objects: int = 64) -> SegmentationSession:
+    torch.manual_seed(1)
+    backend = Sam2Backend(build_model("sam2"), BackendConfig(model="tiny"), Sam2Options())
+    return SegmentationSession(backend, max_objects=max_objects)
+
+
+def test_session_segment_everything_and_track() -> None:
+    session = sam2_session()
+    rng = np.random.default_rng(0)
+    session.step(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    found = session.segment_everything(LOOSE)
+    assert found and all(o.mask.shape == (48, 64) and o.object_id == "" for o in found)
+    assert [o.score for o in found] == sorted((o.score for o in found), reverse=True)
+    assert session.object_ids == []
+    tracked = session.segment_everything(LOOSE, track=True, label="thing")
+    assert len(tracked) == len(found)
+    assert session.object_ids == [o.object_id for o in tracked]
+    assert {session.label_of(o.object_id) for o in tracked} == {"thing"}
+
+
+def test_session_track_refuses_beyond_max_objects() -> None:
+    session = sam2_session(max_objects=1)
+    session.step(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    assert len(session.segment_everything(LOOSE)) > 1
+    with pytest.raises(CapacityError, match="max_objects=1"):
+        session.segment_everything(LOOSE, track=True)
+    assert session.object_ids == []
+
+
+def test_fake_backend_refuses_clearly() -> None:
+    session = SegmentationSession(FakeBackend(FakeConfig()))
+    session.step(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(UnsupportedPromptError, match="cannot segment everything"):
+        session.segment_everything()
