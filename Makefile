@@ -4,7 +4,7 @@
 #                from the source snapshots there, e.g. ROS_SRC=../shared/ros-src)
 #   make test    ruff + mypy (all of seg_ros, strict on seg_ros/engine) + pytest (everything)
 #   make test-quick  ruff + mypy + pytest -m "not slow and not graph": the engine, conversion and
-#                parameter tests, no DDS graph, no soak / long runs (~610 tests, ~4 min of pytest
+#                parameter tests, no DDS graph, no soak / long runs (~640 tests, ~4 min of pytest
 #                on a busy 2-core VM, much of it test_sam2's reference-equality tests;
 #                mypy 10 s warm, 2 min cold). `make test` adds the graph tests and the slow ones.
 #                PYTEST_ARGS apply to both.
