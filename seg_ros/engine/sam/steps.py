@@ -239,11 +239,13 @@ class ModelSteps:
         labels: torch.Tensor | None = None,
         dense: torch.Tensor | None = None,
         multimask: bool,
+        upsample: bool = True,
     ) -> Decoded:
         """Prompt encoder + mask decoder for B objects, as the library's `_single_frame_forward`.
 
         Same operations in the same order (so B = 1 is bit-identical), with batch-correct
-        indexing and every candidate mask kept for multimask answers.
+        indexing and every candidate mask kept for multimask answers. `upsample=False` leaves
+        `high_res` at the low resolution (segment-everything never reads it).
         """
         import torch
         import torch.nn.functional as F
@@ -279,16 +281,21 @@ class ModelSteps:
         )
         appearing = object_logits > 0  # (B, 1, 1)
         low_multi = torch.where(appearing[:, None, None], low_multi, NO_OBJECT_LOGIT)
-        high_multi = (
-            F.interpolate(
-                low_multi.squeeze(1).float(),
-                size=(self.image_size, self.image_size),
-                mode="bilinear",
-                align_corners=False,
+        # All K planes upsampled, then one picked: what the library does (the reference tests
+        # compare bit for bit). Segment-everything skips it (`upsample=False`): it never reads
+        # `high_res`, and at 512 px its 3,072 candidates would be 3 GB of float32.
+        high_multi = low_multi
+        if upsample:
+            high_multi = (
+                F.interpolate(
+                    low_multi.squeeze(1).float(),
+                    size=(self.image_size, self.image_size),
+                    mode="bilinear",
+                    align_corners=False,
+                )
+                .unsqueeze(1)
+                .to(low_multi.dtype)
             )
-            .unsqueeze(1)
-            .to(low_multi.dtype)
-        )
         rows = torch.arange(batch, device=top.device)
         if multimask:
             best = torch.argmax(iou[:, 0], dim=-1)  # (B,)

@@ -66,7 +66,7 @@ from seg_ros.engine.sam.adapter import (
     LibraryAdapter,
     session_class_for,  # noqa: F401 (re-exported)
 )
-from seg_ros.engine.sam.everything import EverythingOptions, grid_points, keep_masks
+from seg_ros.engine.sam.everything import EverythingOptions, grid_points, passes_filters
 from seg_ros.engine.sam.memory import MemoryBounds, MemoryPlan
 from seg_ros.engine.sam.steps import NO_OBJECT_LOGIT as NO_OBJECT_LOGIT  # re-exported
 from seg_ros.engine.sam.steps import Decoded, ModelSteps
@@ -648,10 +648,13 @@ class StreamingVideoTracker:
         A grid of single positive clicks (`options.points_per_side` squared) goes through the
         prompt encoder and the mask decoder, `options.chunk` clicks per call on the same
         features (the image encoder does not run); each click's K candidate masks are filtered
-        by `everything.keep_masks`. State untouched. Returns the kept masks, best predicted IoU
-        first (`object_pointer` is its click's, `iou` the mask's predicted IoU).
+        by `everything.keep_masks` (the filters per chunk, then mask NMS). State untouched.
+        Returns the kept masks, best predicted IoU first (`object_pointer` is its click's,
+        `iou` the mask's predicted IoU).
         """
         import torch
+
+        from seg_ros.engine.sam.detector import mask_nms
 
         feats = list(features)
         with torch.inference_mode():
@@ -670,15 +673,24 @@ class StreamingVideoTracker:
                     points=clicks[:, None, None, :],
                     labels=torch.ones(batch, 1, 1, dtype=torch.int32, device=self.device),
                     multimask=True,
+                    upsample=False,
                 )
                 k = out.multimasks.shape[1]
-                logits.append(out.multimasks.flatten(0, 1))
-                scores.append(out.iou.reshape(-1))
-                object_logits.append(out.object_score_logits.reshape(-1).repeat_interleave(k))
-                pointers.append(out.object_pointer[:, 0].repeat_interleave(k, dim=0))
+                chunk_logits = out.multimasks.flatten(0, 1)
+                chunk_scores = out.iou.reshape(-1)
+                # Filter each chunk at once: only the survivors are kept and reach NMS.
+                good = passes_filters(chunk_logits, chunk_scores, options)
+                logits.append(chunk_logits[good])
+                scores.append(chunk_scores[good])
+                object_logits.append(out.object_score_logits.reshape(-1).repeat_interleave(k)[good])
+                pointers.append(out.object_pointer[:, 0].repeat_interleave(k, dim=0)[good])
             all_logits = torch.cat(logits)
             all_scores = torch.cat(scores)
-            kept = keep_masks(all_logits, all_scores, options)
+            if all_logits.shape[0] == 0:
+                return []
+            kept = mask_nms(
+                (all_logits.float() > 0).cpu(), all_scores.float().cpu(), options.nms_iou
+            )
             object_all = torch.cat(object_logits)
             pointer_all = torch.cat(pointers)
             return [

@@ -95,19 +95,27 @@ def mask_to_input(mask: npt.NDArray[np.bool_], size: int, device: torch.device) 
     return tensor[0, 0]
 
 
-def logits_to_masks(logits: torch.Tensor, height: int, width: int) -> npt.NDArray[np.bool_]:
+def logits_to_masks(
+    logits: torch.Tensor, height: int, width: int, chunk: int = 16
+) -> npt.NDArray[np.bool_]:
     """(N, h, w) mask logits -> (N, height, width) bool at the source resolution (logit > 0).
 
     Bilinear upsampling in float32 on the logits' device, as the processors' post_process_masks.
+    `chunk` masks at a time: bilinear is per plane, so the answer is the same, and the float
+    intermediate stays small (hundreds of segment-everything masks at 640x480 would be
+    1.2 MB each; 16 at a time ran 1.7 s -> 1.25 s for 562 masks on one CPU thread).
     """
     import torch.nn.functional as F
 
-    if logits.shape[0] == 0:
-        return np.zeros((0, height, width), dtype=bool)
-    up = F.interpolate(
-        logits[:, None].float(), size=(height, width), mode="bilinear", align_corners=False
-    )
-    result: npt.NDArray[np.bool_] = (up[:, 0] > 0).cpu().numpy()
+    result: npt.NDArray[np.bool_] = np.zeros((logits.shape[0], height, width), dtype=bool)
+    for start in range(0, logits.shape[0], chunk):
+        up = F.interpolate(
+            logits[start : start + chunk, None].float(),
+            size=(height, width),
+            mode="bilinear",
+            align_corners=False,
+        )
+        result[start : start + chunk] = (up[:, 0] > 0).cpu().numpy()
     return result
 
 
