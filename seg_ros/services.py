@@ -4,6 +4,7 @@
     ~/add_text                            objects from a text prompt (SAM 3)
     ~/remove_object  ~/reset              forget one object / everything
     ~/segment                             one-shot segmentation, tracking untouched
+    ~/segment_everything                  every object on the latest frame (optionally tracked)
 
 Every handler is one `_serve` call: it answers success + message and never raises (rclpy would
 re-raise out of spin and kill the node). A refusal (`SegRosError`, `ValueError`: bad request,
@@ -31,9 +32,18 @@ from seg_ros.conversions import (
     stamp_to_ns,
 )
 from seg_ros.engine import Prompt, SegmentationSession, SegRosError
+from seg_ros.engine.sam.everything import EverythingOptions
 from seg_ros.frame_queue import RequestsFirst
 from seg_ros.outputs.registry import ProcessedFrame
-from seg_ros.srv import AddBox, AddMask, AddPoints, AddText, RemoveObject, SegmentImage
+from seg_ros.srv import (
+    AddBox,
+    AddMask,
+    AddPoints,
+    AddText,
+    RemoveObject,
+    SegmentEverything,
+    SegmentImage,
+)
 
 
 class ServiceHandlers:
@@ -62,6 +72,7 @@ class ServiceHandlers:
             (RemoveObject, "~/remove_object", self._on_remove_object),
             (Trigger, "~/reset", self._on_reset),
             (SegmentImage, "~/segment", self._on_segment),
+            (SegmentEverything, "~/segment_everything", self._on_segment_everything),
         ]
 
     def _locate_at(self, stamp_ns: int) -> Locate3D | None:
@@ -220,3 +231,39 @@ class ServiceHandlers:
             )
 
         return self._serve(SegmentImage, run)
+
+    def _on_segment_everything(
+        self, req: SegmentEverything.Request, _: SegmentEverything.Response
+    ) -> Any:
+        """Every object on the latest frame; with `track`, each becomes a tracked object.
+
+        Zero or negative fields mean the generator's defaults (32 per side, 0.88 / 0.95).
+        """
+
+        def run(session: SegmentationSession) -> SegmentEverything.Response:
+            defaults = EverythingOptions()
+            options = EverythingOptions(
+                points_per_side=req.points_per_side or defaults.points_per_side,
+                pred_iou_threshold=(
+                    float(req.pred_iou_threshold)
+                    if req.pred_iou_threshold >= 0
+                    else defaults.pred_iou_threshold
+                ),
+                stability_threshold=(
+                    float(req.stability_threshold)
+                    if req.stability_threshold >= 0
+                    else defaults.stability_threshold
+                ),
+                min_area=req.min_area,  # < 0 is refused by EverythingOptions (ValueError)
+            )
+            objects = session.segment_everything(options, track=req.track, label=req.label)
+            latest = session.latest
+            stamp_ns = latest.stamp_ns if latest is not None else 0
+            header, locate = self._header_at(stamp_ns), self._locate_at(stamp_ns)
+            return SegmentEverything.Response(
+                message=f"{len(objects)} object(s)"
+                + (" now tracked" if req.track and objects else ""),
+                instances=[instance_to_msg(o, header, locate) for o in objects],
+            )
+
+        return self._serve(SegmentEverything, run)

@@ -215,6 +215,11 @@ def test_every_service_answers_good_and_bad_requests(ros_graph: RosGraph) -> Non
     refused("segment", "outside", points=[Point(x=500.0, y=5.0)])
     assert session.object_ids == ["1", "3"]
 
+    # segment_everything: the fake has no promptable mask decoder, and says which backends do.
+    refused("segment_everything", "cannot segment everything", track=True)
+    refused("segment_everything", "points_per_side", points_per_side=500)
+    assert session.object_ids == ["1", "3"]
+
     # reset: forgets objects and frames
     res = client.call("reset")
     assert res.success and session.object_ids == [], res.message

@@ -127,6 +127,20 @@ def test_sam2_backend_end_to_end(ros_graph: RosGraph, sam2_folder: pathlib.Path)
     text = client.call("add_text", text="mug")
     assert not text.success and "sam3" in text.message
 
+    # Segment everything: thresholds 0 so random weights keep masks; a 2x2 grid (12 candidate
+    # masks) so that track=True fits the 15 free places under max_objects=16. Tracking untouched:
+    loose = {"points_per_side": 2, "pred_iou_threshold": 0.0, "stability_threshold": 0.0}
+    found = client.call("segment_everything", timeout=60.0, **loose)
+    assert found.success and len(found.instances) > 0, found.message
+    assert all(i.id == "" for i in found.instances)
+    assert [i.id for i in send(client, 8).instances] == ["1"]
+    # ... or, with track, every mask becomes a labelled object on ~/instances.
+    tracked = client.call("segment_everything", timeout=60.0, track=True, label="any", **loose)
+    assert tracked.success and len(tracked.instances) > 0, tracked.message
+    new_ids = [i.id for i in tracked.instances]
+    assert "" not in new_ids and all(i.label == "any" for i in tracked.instances)
+    assert [i.id for i in send(client, 9).instances] == ["1", *new_ids]
+
 
 def test_sam3_text_prompts_end_to_end(ros_graph: RosGraph, sam3_folder: pathlib.Path) -> None:
     node = start_node(

@@ -31,6 +31,7 @@ SERVICE_TYPES = {
     "remove_object": "RemoveObject",
     "reset": "Trigger",
     "segment": "SegmentImage",
+    "segment_everything": "SegmentEverything",
 }
 
 
