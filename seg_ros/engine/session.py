@@ -248,17 +248,7 @@ class SegmentationSession:
                         "min_area, or remove objects"
                     )
                 return self._track_masks(index, found, label)
-        return [
-            ObjectMask(
-                object_id="",
-                mask_value=i + 1,
-                label=label,
-                score=out.score,
-                visible=out.visible and out.score >= self.score_threshold,
-                mask=out.mask,
-            )
-            for i, out in enumerate(found)
-        ]
+        return _untracked(found, label, self.score_threshold)
 
     def remove_object(self, object_id: str) -> None:
         with self._lock:
@@ -315,19 +305,7 @@ class SegmentationSession:
                     f"the '{self.backend.name}' backend gives one mask per prompt (no multimask)"
                 )
             outputs = self.backend.segment(image, prompt, multimask, threshold)
-        name = label or prompt.text
-        return [
-            ObjectMask(
-                object_id="",
-                mask_value=i + 1,
-                label=name,
-                score=out.score,
-                visible=out.visible and out.score >= threshold,
-                mask=out.mask,
-                candidates=out.candidates,
-            )
-            for i, out in enumerate(outputs)
-        ]
+        return _untracked(outputs, label or prompt.text, threshold)
 
     def close(self) -> None:
         """Free the backend. Idempotent; the session refuses work afterwards."""
@@ -480,3 +458,19 @@ class SegmentationSession:
         self._latest = FrameResult(
             latest.frame_index, latest.stamp_ns, latest.height, latest.width, (*others, obj)
         )
+
+
+def _untracked(outputs: list[MaskOutput], label: str, threshold: float) -> list[ObjectMask]:
+    """One-shot answers as untracked objects (no id; mask values 1..n in answer order)."""
+    return [
+        ObjectMask(
+            object_id="",
+            mask_value=i + 1,
+            label=label,
+            score=out.score,
+            visible=out.visible and out.score >= threshold,
+            mask=out.mask,
+            candidates=out.candidates,
+        )
+        for i, out in enumerate(outputs)
+    ]
