@@ -116,8 +116,13 @@ def test_clip_plan_prompts_fit_the_shipped_clip() -> None:
 @pytest.mark.graph
 def test_short_demo_run_on_real_footage(tmp_path: pathlib.Path) -> None:
     """`make demo` as shipped: the bedroom clip, three objects prompted on the first frame
-    the client saw (stamped prompts), every call answered, every object visible."""
-    _, log, out = _run_demo(tmp_path)
+    the client saw (stamped prompts), every call answered, every object visible.
+
+    Paced (the camera waits for each answer): the node tracks every frame of the clip however
+    loaded the machine is. Unpaced, a loaded CI machine dropped frames, the clip's motion per
+    processed frame grew, and the classic tracker lost the boy (35/41 visible) in one run of
+    many; frame drops under load are the `node` bench's subject, not this test's."""
+    _, log, out = _run_demo(tmp_path, "--paced")
     summary = json.loads((out / "summary.json").read_text())
     events = {e["call"]: e for e in summary["events"]}
     assert sorted(events) == ["add_box", "add_box2", "add_points", "refine", "segment"], log

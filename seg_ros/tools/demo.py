@@ -12,7 +12,7 @@ refines the boy with a background click. `--clip synthetic` plays the generated 
 (the default where the real one is absent, e.g. from an install without the source tree).
 
     python -m seg_ros.tools.demo [--frames 300] [--fps 15] [--backend classic] [--out demo_out]
-        [--clip data/bedroom.mp4 | synthetic]
+        [--clip data/bedroom.mp4 | synthetic] [--paced]
 """
 
 from __future__ import annotations
@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         default="reliable",
         help="the node's input QoS reliability (the params file says best_effort)",
     )
+    parser.add_argument(
+        "--paced",
+        action="store_true",
+        help="the camera waits for the node's answer to each frame (every frame processed, "
+        "whatever the load: reproducible runs for tests); a real camera does not wait",
+    )
     args = parser.parse_args(argv)
 
     env = dict(os.environ)
@@ -87,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         py, "-m", "seg_ros.tools.demo_camera", "--ros-args",
         "-p", f"width:={args.width}", "-p", f"height:={args.height}", "-p", f"fps:={args.fps}",
     ]  # fmt: skip
+    if args.paced:
+        camera_cmd += ["-p", "pace_topic:=/segmentation_node/instances"]
     real = args.clip != "synthetic"
     if real:
         if not pathlib.Path(args.clip).is_file():

@@ -6,6 +6,11 @@ time of publication, frame_id `frame_id`, looping the clip. The clip starts when
 subscriber appears, so a node that starts late still sees the still opening where the demo's
 prompts (`demo_plan`) land on their objects.
 
+With `pace_topic` (a node's `~/instances`), the camera publishes the next frame only once the
+node has answered the previous one (an InstanceArray with its stamp), or after
+`pace_timeout_s`: the node then sees every frame of the clip, whatever the machine's load (a
+test's reproducible run; a real camera does not wait, and `make demo` does not either).
+
     python -m seg_ros.tools.demo_camera --ros-args -p width:=640 -p height:=480 -p fps:=15.0
 
 `demo_plan(width, height)` gives the prompts the demo client sends for this clip; it needs no
@@ -15,6 +20,7 @@ ROS (launch files and `seg_ros.tools.demo` import it).
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any
 
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             # Repeat the clip's first frame this long before playing it: prompts drawn on it
             # (clip_plan) land on it, however long the node and the client take to start.
             self.declare_parameter("hold_first_s", 0.0)
+            self.declare_parameter("pace_topic", "")  # e.g. /segmentation_node/instances
+            self.declare_parameter("pace_timeout_s", 3.0)
             width = int(self.get_parameter("width").value)
             height = int(self.get_parameter("height").value)
             fps = float(self.get_parameter("fps").value)
@@ -152,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             self.wait = bool(self.get_parameter("wait_for_subscriber").value)
             clip = str(self.get_parameter("clip").value)
             self.clip = ClipReader(clip, width) if clip else None
-            self.hold = max(0, int(float(self.get_parameter("hold_first_s").value) * fps))
+            self.hold_s = max(0.0, float(self.get_parameter("hold_first_s").value))
+            self.play_at: float | None = None  # when the clip starts to move (monotonic s)
             self.first: np.ndarray | None = None
             if self.clip is not None:
                 width, height = self.clip.width, self.clip.height
@@ -162,7 +171,18 @@ def main(argv: list[str] | None = None) -> int:
             # Reliable, depth 1: matches best-effort (sensor data) and reliable subscribers alike,
             # and never queues more than the newest frame.
             qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+            qos_answers = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
             self.pub = self.create_publisher(Image, "~/image", qos)
+            self.answered = threading.Condition()
+            self.answered_ns = -1  # stamp of the newest frame the node answered
+            self.pace_timeout = float(self.get_parameter("pace_timeout_s").value)
+            pace = str(self.get_parameter("pace_topic").value)
+            if pace:
+                from seg_ros.msg import InstanceArray
+
+                # Reliable, as the node publishes its outputs: a lost answer would stall a frame.
+                self.create_subscription(InstanceArray, pace, self._on_answer, qos_answers)
+            self.paced = bool(pace)
             self.index = 0
             self.period = 1.0 / fps
             self.get_logger().info(
@@ -170,11 +190,30 @@ def main(argv: list[str] | None = None) -> int:
                 + (" (starts with the first subscriber)" if self.wait else "")
             )
 
-        def publish_next(self) -> None:
+        def _on_answer(self, msg: Any) -> None:
+            stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            with self.answered:
+                self.answered_ns = max(self.answered_ns, stamp_ns)
+                self.answered.notify_all()
+
+        def wait_answer(self, stamp_ns: int) -> None:
+            """Paced: until the node answered the frame stamped `stamp_ns` (or the timeout)."""
+            with self.answered:
+                self.answered.wait_for(
+                    lambda: self.answered_ns >= stamp_ns or not rclpy.ok(), self.pace_timeout
+                )
+
+        def publish_next(self) -> int:
+            """Publish the next frame; its stamp (ns)."""
             if self.clip is not None:
                 if self.first is None:
                     self.first = self.clip.next()
-                image = self.first if self.index <= self.hold else self.clip.next()
+                now = time.monotonic()
+                # The hold runs in time; paced, from the node's first answer (it is up).
+                if self.play_at is None and (not self.paced or self.answered_ns >= 0):
+                    self.play_at = now + self.hold_s
+                playing = self.play_at is not None and now >= self.play_at
+                image = self.clip.next() if playing else self.first
             else:
                 image = self.seq.frame(self.index % len(self.seq)).image
             msg = numpy_to_image(image, "rgb8")
@@ -182,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             msg.header.frame_id = self.frame_id
             self.pub.publish(msg)
             self.index += 1
+            return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
     rclpy.init(args=argv if argv is not None else sys.argv)
     node = DemoCamera()
@@ -195,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.05)
         next_t = time.monotonic()
         while rclpy.ok():
-            node.publish_next()
+            stamp_ns = node.publish_next()
+            if node.paced:
+                node.wait_answer(stamp_ns)
             next_t += node.period
             delay = next_t - time.monotonic()
             if delay > 0:
