@@ -33,3 +33,20 @@ def build_backend(config: BackendConfig) -> Backend:
     module = importlib.import_module(module_name)
     builder = cast(Callable[[BackendConfig], Backend], getattr(module, func_name))
     return builder(config)
+
+
+class _OwnedModel:  # TEMPORARY shim until the Model/stream split lands (issue 15, engine half)
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self.name = config.backend
+
+    def open_stream(self) -> Backend:
+        return build_backend(self.config)
+
+    def close(self) -> None:
+        pass
+
+
+def load_model(config: BackendConfig) -> _OwnedModel:
+    build_backend(config).close()  # fail early as a real load would
+    return _OwnedModel(config)
