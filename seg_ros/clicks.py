@@ -12,9 +12,11 @@ A click within `click_min_interval_s` of the previous accepted one is dropped: a
 arrives as two clicks about 0.1-0.3 s apart, and both would be decided on the same displayed
 frame (the first one's object is not on it yet), making two objects.
 
-`ClickPrompts` is the node side: it serves an accepted click exactly like ~/add_points (the
-node's `_serve` / `_prompt`: same session call, same refusal and failure handling, never
-raising out of the callback), stamped on the latest processed frame, the one being displayed.
+`ClickPrompts` is the node side, one per camera (seg_ros.camera): it serves an accepted click
+exactly like that camera's ~/add_points (its `_serve` / `_prompt`: same session call, same
+refusal and failure handling, never raising out of the callback), stamped on the camera's
+latest processed frame, the one being displayed. With several cameras, each listens on its own
+image's and overlay's click topics, and each takes the RViz point it sees in its own image.
 rqt has no negative click: correct an object with ~/add_points (point_labels [0]) or remove it.
 
 RViz's "Publish Point" tool publishes a geometry_msgs/PointStamped on /clicked_point (absolute:
@@ -117,11 +119,14 @@ class ClickGate:
 class ClickPrompts:
     """The node's click subscriptions and their callback (see the module docstring).
 
-    `node` is the SegmentationNode: it provides `_latest`, `_serve`, `_prompt` and rclpy's Node.
+    `node` is rclpy's Node (subscriptions, names, logger, parameters); `camera` the
+    seg_ros.camera.Camera whose frames are clicked: it provides `_latest`, `_serve`, `_prompt`
+    and `topic` (its names).
     """
 
-    def __init__(self, node: Any, min_interval_s: float) -> None:
+    def __init__(self, node: Any, camera: Any, min_interval_s: float) -> None:
         self.node = node
+        self.camera = camera
         self.gate = ClickGate(min_interval_s)
         #: The latest CameraInfo from `camera_info` (subscribed without use_depth).
         self.camera_info: CameraInfo | None = None
@@ -133,10 +138,10 @@ class ClickPrompts:
     def topics(self) -> list[str]:
         """The rqt click topics: of the input image (its base name also for compressed input) and
         of ~/overlay."""
-        node = self.node
+        node, topic = self.node, self.camera.topic
         return [
-            node.resolve_topic_name("image") + CLICK_SUFFIX,
-            node.resolve_topic_name("~/overlay") + CLICK_SUFFIX,
+            node.resolve_topic_name(topic("image")) + CLICK_SUFFIX,
+            node.resolve_topic_name(topic("~/overlay")) + CLICK_SUFFIX,
         ]
 
     def subscribe(self, callback_group: Any) -> list[Any]:
@@ -151,13 +156,14 @@ class ClickPrompts:
             PointStamped, CLICKED_POINT_TOPIC, self.on_point, 10, callback_group=callback_group
         )
         extra = [rviz]
-        if not node.params.use_depth:  # with depth the synchronised CameraInfo is used
+        params = self.camera.params
+        if not params.use_depth:  # with depth the synchronised CameraInfo is used
             extra.append(
                 node.create_subscription(
                     CameraInfo,
-                    "camera_info",
+                    self.camera.topic("camera_info"),
                     self._keep_camera_info,
-                    node.params.input_qos(),
+                    params.input_qos(),
                     callback_group=callback_group,
                 )
             )
@@ -171,7 +177,7 @@ class ClickPrompts:
         return subs + extra
 
     def _start_tf(self) -> None:
-        """A tf2 buffer + listener, once per node, when tf2_ros is installed."""
+        """A tf2 buffer + listener, once per camera, when tf2_ros is installed."""
         if self.tf_buffer is not None:
             return
         try:
@@ -189,7 +195,7 @@ class ClickPrompts:
     def on_click(self, msg: Point) -> None:
         """Subscription callback: decide, then serve like ~/add_points. Never raises."""
         try:
-            latest = self.node._latest  # the frame rqt is showing (or about to)
+            latest = self.camera._latest  # the frame rqt is showing (or about to)
             self._decide_and_serve(latest, msg.x, msg.y, f"click ({msg.x:g}, {msg.y:g})")
         except Exception as exc:  # a subscription callback that raises kills the node
             self.node.get_logger().error(f"click failed: {type(exc).__name__}: {exc}")
@@ -200,7 +206,7 @@ class ClickPrompts:
         p = msg.point
         where = f"RViz point ({p.x:.3f}, {p.y:.3f}, {p.z:.3f}) in '{msg.header.frame_id}'"
         try:
-            latest = self.node._latest
+            latest = self.camera._latest
             if latest is None:
                 logger.info(f"{where} ignored: no frame processed yet")
                 return
@@ -218,7 +224,7 @@ class ClickPrompts:
         depth = latest.depth
         info = depth.info if depth is not None else self.camera_info
         if info is None:
-            topic = self.node.resolve_topic_name("camera_info")
+            topic = self.node.resolve_topic_name(self.camera.topic("camera_info"))
             return f"no CameraInfo received yet on {topic}"
         camera = latest.header.frame_id
         source = msg.header.frame_id
@@ -262,9 +268,9 @@ class ClickPrompts:
             point_labels=[1],
             stamp=latest.header.stamp,
         )
-        response = self.node._serve(
+        response = self.camera._serve(
             AddPoints,
-            lambda s: self.node._prompt(
+            lambda s: self.camera._prompt(
                 AddPoints,
                 s,
                 request,

@@ -1,9 +1,11 @@
-"""The node's frame path between threads: a newest-wins slot and a requests-first gate.
+"""The node's frame path between threads: newest-wins slots and a requests-first gate.
 
 Pure threading, no ROS: the input callback `put`s into a `LatestSlot`, one worker `take`s the
 newest message, so a model slower than the camera skips stale frames instead of building a
-backlog. `RequestsFirst` lets service requests take the session's lock before the worker's next
-frame.
+backlog. With several cameras, `FairSlots` keeps one such slot per camera and gives the worker
+the waiting camera it served longest ago: a 30 Hz camera cannot starve a 5 Hz one (each camera
+with a frame waiting is served once per round). `RequestsFirst` lets service requests take the
+session's lock before the worker's next frame.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 Msg = TypeVar("Msg")
+Key = TypeVar("Key")
 
 
 class LatestSlot(Generic[Msg]):
@@ -41,6 +44,63 @@ class LatestSlot(Generic[Msg]):
                 self._cond.wait()
             item, self._item = self._item, None
             return None if self._closed else item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class FairSlots(Generic[Key, Msg]):
+    """One newest-wins slot per key (camera); `take` serves the keys round-robin.
+
+    `take` returns the waiting key served longest ago (never served counts as longest); `take_all`
+    every waiting key's message in that order (a batch for the image encoder). One key behaves
+    exactly like a `LatestSlot`.
+    """
+
+    def __init__(self, keys: list[Key]) -> None:
+        if not keys:
+            raise ValueError("FairSlots needs at least one key")
+        self._cond = threading.Condition()
+        self._items: dict[Key, tuple[Msg, float]] = {}
+        #: Keys in service order: the front one was served longest ago.
+        self._order: list[Key] = list(keys)
+        self._closed = False
+
+    def put(self, key: Key, msg: Msg) -> bool:
+        """Offer `key`'s newest message; True when it replaced one the worker never took."""
+        now = time.monotonic()
+        with self._cond:
+            if key not in self._order:
+                raise KeyError(f"unknown slot {key!r}")
+            replaced = key in self._items
+            self._items[key] = (msg, now)
+            self._cond.notify()
+        return replaced
+
+    def take(self) -> tuple[Key, Msg, float] | None:
+        """(key, its newest message, arrival time) of the waiting key served longest ago,
+        waiting for one; None once closed."""
+        batch = self._take(1)
+        return batch[0] if batch else None
+
+    def take_all(self) -> list[tuple[Key, Msg, float]]:
+        """Every waiting key's newest message, longest-unserved first, waiting for at least one;
+        [] once closed."""
+        return self._take(len(self._order))
+
+    def _take(self, most: int) -> list[tuple[Key, Msg, float]]:
+        with self._cond:
+            while not self._items and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return []
+            chosen = [k for k in self._order if k in self._items][:most]
+            for key in chosen:  # served now: to the back of the order
+                self._order.remove(key)
+                self._order.append(key)
+            return [(key, *self._items.pop(key)) for key in chosen]
 
     def close(self) -> None:
         with self._cond:

@@ -47,6 +47,17 @@ _ENGINE: dict[str, Any] = {f.name: f.default for f in fields(BackendConfig) if f
 
 # name -> spec, in the order of config/seg_ros.yaml.
 SPECS: dict[str, _Spec] = {
+    "cameras": _Spec(
+        (),
+        "Camera names; each gets <name>/image (depth, camera_info) in, ~/<name>/... topics and "
+        "services out and its own tracking session, all on one loaded model. Empty = one camera "
+        "with the single-camera names (image, ~/instances, ~/add_points ...)",
+    ),
+    "batch_cameras": _Spec(
+        True,
+        "With several cameras, frames waiting together go through the image encoder as one "
+        "batch (models that batch: SAM 2 / SAM 3 on CUDA); results are the same either way",
+    ),
     "backend": _Spec(_ENGINE["backend"], "Segmentation model", choices=tuple(available_backends())),
     "model": _Spec(
         _ENGINE["model"],
@@ -145,6 +156,8 @@ class NodeParams:
     Made by `parse` (or `declare_parameters`); `NodeParams.defaults()` is every default.
     """
 
+    cameras: tuple[str, ...]
+    batch_cameras: bool
     backend: str
     model: str
     device: str
@@ -213,6 +226,8 @@ def _descriptor(name: str, spec: _Spec) -> ParameterDescriptor:
 
 
 def _allowed(spec: _Spec) -> str:
+    if isinstance(spec.default, tuple):
+        return "a list of strings"
     if spec.choices:
         return "one of " + ", ".join(spec.choices)
     if spec.int_range is not None:
@@ -227,8 +242,17 @@ def declare_parameters(node: Node) -> NodeParams:
     """Declare every parameter on `node` and return the validated values."""
     values: dict[str, Any] = {}
     for name, spec in SPECS.items():
+        descriptor = _descriptor(name, spec)
+        default = spec.default
+        if isinstance(default, tuple):
+            # rclpy types an empty list as a byte array, which a string array given with `-p`
+            # or a params file could not replace: such a parameter is typed when given (parse
+            # checks it), and a params file's `[]` leaves it unset (None).
+            descriptor.dynamic_typing = True
+            default = list(default)
         try:
-            values[name] = node.declare_parameter(name, spec.default, _descriptor(name, spec)).value
+            value = node.declare_parameter(name, default, descriptor).value
+            values[name] = spec.default if value is None else value
         except ParameterException as exc:
             raise ParameterError(f"parameter '{name}': must be {_allowed(spec)} ({exc})") from exc
     return parse(values)
@@ -254,7 +278,14 @@ def parse(values: dict[str, Any]) -> NodeParams:
         raise ParameterError(f"parameter 'backend_options' is not valid JSON: {exc}") from exc
     if not isinstance(options, dict):
         raise ParameterError("parameter 'backend_options' must be a JSON object ({...})")
-    params = NodeParams(**{**values, "backend_options": options})
+    cameras = values["cameras"]
+    if isinstance(cameras, str):  # `-p cameras:=head`: one camera
+        cameras = [cameras] if cameras else []
+    if not isinstance(cameras, list | tuple) or not all(isinstance(c, str) for c in cameras):
+        raise ParameterError(
+            f"parameter 'cameras' must be a list of names, e.g. \"[head, wrist]\"; got {cameras!r}"
+        )
+    params = NodeParams(**{**values, "backend_options": options, "cameras": tuple(cameras)})
     try:
         params.backend_config()  # device / dtype / input_size checks live with the engine
     except ValueError as exc:

@@ -12,10 +12,6 @@ import pathlib
 import py_compile
 import re
 
-import yaml
-
-from seg_ros.node_params import SPECS
-
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / "launch" / "segment.launch.py"
 
@@ -40,13 +36,3 @@ def test_launch_file_compiles_and_declares_the_readme_arguments() -> None:
     text = LAUNCH.read_text()
     for declared in ("DeclareLaunchArgument(", "OpaqueFunction(", "generate_launch_description"):
         assert declared in text
-
-
-def test_params_file_sets_every_node_parameter_to_its_default() -> None:
-    config = yaml.safe_load((ROOT / "config" / "seg_ros.yaml").read_text())
-    params = config["/**"]["ros__parameters"]
-    missing = set(SPECS) - set(params)
-    assert not missing, f"config/seg_ros.yaml lacks {sorted(missing)}"
-    for name, spec in SPECS.items():
-        assert params[name] == spec.default, name
-        assert type(params[name]) is type(spec.default), name  # 0.5 not 0, "" not null

@@ -31,6 +31,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
+from seg_ros.camera import SYNC_MIN_QOS_DEPTH
 from seg_ros.conversions import numpy_to_image
 from seg_ros.engine.errors import FrameError
 from seg_ros.lifecycle_node import SegmentationLifecycleNode
@@ -39,7 +40,7 @@ from seg_ros.outputs import detections
 from seg_ros.outputs.colors import color_rgb, color_rgba_float
 from seg_ros.outputs.diagnostics import NodeStats
 from seg_ros.outputs.pointcloud import pointcloud2_to_array
-from seg_ros.segmentation_node import SYNC_MIN_QOS_DEPTH, SegmentationNode
+from seg_ros.segmentation_node import SegmentationNode
 from seg_ros.srv import AddBox, RemoveObject
 from seg_ros.sync import FALLBACK, MESSAGE_FILTERS
 from seg_ros.testing.graph import DOMAIN_ID, RosGraph, stays, wait_for
@@ -265,7 +266,7 @@ def test_depth_sync_inputs_keep_a_few_messages_each(
     assert deeper.sync is not None
     assert [getattr(s, "sub", s).qos_profile.depth for s in deeper.sync.subscribers] == [8] * 3
     plain = start(ros_graph, qos_depth=1)  # the image alone: newest frame only, as configured
-    (kind, sub), *_ = plain._entities
+    (kind, sub), *_ = plain.camera._entities
     assert kind == "subscription" and sub.qos_profile.depth == 1
 
 

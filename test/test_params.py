@@ -35,6 +35,9 @@ def test_each_field_has_the_type_of_its_declared_default() -> None:
     hints = typing.get_type_hints(NodeParams)
     for name, spec in SPECS.items():
         declared = str if name == "backend_options" else hints[name]  # JSON text -> dict
+        if typing.get_origin(declared) is tuple:  # tuple[str, ...]: a string array
+            assert type(spec.default) is tuple and all(type(v) is str for v in spec.default), name
+            continue
         assert type(spec.default) is declared, name  # 0.5 not 0, False not 0
 
 
@@ -65,6 +68,9 @@ def test_params_file_lists_exactly_the_parameters_at_their_defaults() -> None:
     params = config["/**"]["ros__parameters"]
     assert list(params) == list(SPECS)  # same names, same order as the descriptors
     for name, spec in SPECS.items():
+        if isinstance(spec.default, tuple):  # a string array: YAML's [] (a list)
+            assert params[name] == list(spec.default), name
+            continue
         assert params[name] == spec.default, name
         assert type(params[name]) is type(spec.default), name  # 0.5 not 0, "" not null
 
@@ -95,6 +101,9 @@ def test_a_node_declares_exactly_the_specs_with_their_defaults(ros_graph: object
             for name in SPECS
             if node.has_parameter(name)  # a missing one fails the comparison below
         }
+        # A string array is declared as a list (rclpy's parameter value), default [].
+        arrays = {n: tuple(declared[n]) for n, spec in SPECS.items() if type(spec.default) is tuple}
+        declared.update(arrays)
         assert declared == {name: spec.default for name, spec in SPECS.items()}
         for name in SPECS:
             assert node.describe_parameter(name).read_only, name

@@ -142,7 +142,8 @@ def shown_frame(width: int = W, height: int = H, info: CameraInfo | None = None)
 
 
 def prompts() -> ClickPrompts:
-    return ClickPrompts(SimpleNamespace(resolve_topic_name=lambda n: f"/ns/{n}"), 0.0)
+    camera = SimpleNamespace(topic=lambda n: n)  # the default camera's names
+    return ClickPrompts(SimpleNamespace(resolve_topic_name=lambda n: f"/ns/{n}"), camera, 0.0)
 
 
 def test_to_pixel_in_the_optical_frame_needs_no_tf_and_needs_camera_info() -> None:

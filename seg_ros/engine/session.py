@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +24,7 @@ from seg_ros.engine.errors import (
     FrameError,
     NoFrameError,
     PromptError,
+    SegRosError,
     UnknownObjectError,
     UnsupportedPromptError,
 )
@@ -131,25 +134,34 @@ class SegmentationSession:
         """
         image = check_image(image)
         with self._lock:
-            self._check_open()
-            size = (int(image.shape[0]), int(image.shape[1]))
-            if self._size is not None and size != self._size:
-                if self._tracks:
-                    raise FrameError(
-                        f"frame is {size[1]}x{size[0]} but the tracked objects live on "
-                        f"{self._size[1]}x{self._size[0]} frames; reset to change resolution"
-                    )
-                self._clear_stream()
-            index = self._frame_index + 1
+            index = self._begin_step(image)
             outputs = self.backend.step(index, image)
-            # Only a frame the backend took advances the stream.
-            self._frame_index = index
-            self._size = size
-            self._stamps.append((int(stamp_ns), index))
-            self._latest_image = image
-            result = self._frame_result(index, int(stamp_ns), outputs)
-            self._latest = result
-            return result
+            return self._end_step(index, image, stamp_ns, outputs)
+
+    def _begin_step(self, image: RgbImage) -> int:
+        """Checks before a frame (under the lock); the frame's index."""
+        self._check_open()
+        size = (int(image.shape[0]), int(image.shape[1]))
+        if self._size is not None and size != self._size:
+            if self._tracks:
+                raise FrameError(
+                    f"frame is {size[1]}x{size[0]} but the tracked objects live on "
+                    f"{self._size[1]}x{self._size[0]} frames; reset to change resolution"
+                )
+            self._clear_stream()
+        return self._frame_index + 1
+
+    def _end_step(
+        self, index: int, image: RgbImage, stamp_ns: int, outputs: dict[int, MaskOutput]
+    ) -> FrameResult:
+        """Only a frame the backend took advances the stream (under the lock)."""
+        self._frame_index = index
+        self._size = (int(image.shape[0]), int(image.shape[1]))
+        self._stamps.append((int(stamp_ns), index))
+        self._latest_image = image
+        result = self._frame_result(index, int(stamp_ns), outputs)
+        self._latest = result
+        return result
 
     # ------------------------------------------------------------------ prompts
     def add_prompt(
@@ -458,6 +470,33 @@ class SegmentationSession:
         self._latest = FrameResult(
             latest.frame_index, latest.stamp_ns, latest.height, latest.width, (*others, obj)
         )
+
+
+def step_sessions(
+    model: Any, items: Sequence[tuple[SegmentationSession, RgbImage, int]]
+) -> list[FrameResult | SegRosError]:
+    """The next frame of several sessions on one model (`Model.step_batch`: one batched image
+    encoder pass where the model batches), each result as its session's `step` would give it.
+
+    items: (session, image, stamp_ns), every session on a stream of `model`, each at most once.
+    A session that refuses its frame (closed, another size) gets its SegRosError in its place and
+    the others go on; an error of the model itself raises (every frame of the batch is lost).
+    """
+    results: list[FrameResult | SegRosError | None] = [None] * len(items)
+    with ExitStack() as stack:
+        batch: list[tuple[int, SegmentationSession, RgbImage, int, int]] = []
+        for i, (session, image, stamp_ns) in enumerate(items):
+            stack.enter_context(session._lock)
+            try:
+                image = check_image(image)
+                batch.append((i, session, image, stamp_ns, session._begin_step(image)))
+            except SegRosError as exc:
+                results[i] = exc
+        if batch:
+            outputs = model.step_batch([(s.backend, index, img) for _, s, img, _, index in batch])
+            for (i, session, image, stamp_ns, index), out in zip(batch, outputs, strict=True):
+                results[i] = session._end_step(index, image, stamp_ns, out)
+    return [r for r in results if r is not None]
 
 
 def _untracked(outputs: list[MaskOutput], label: str, threshold: float) -> list[ObjectMask]:

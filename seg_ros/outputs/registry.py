@@ -101,11 +101,16 @@ class Output:
 
 
 def make_outputs(
-    node: Node, params: NodeParams, markers: MarkerPublisherState, vision_msgs: bool
+    node: Node,
+    params: NodeParams,
+    markers: MarkerPublisherState,
+    vision_msgs: bool,
+    topic: Callable[[str], str] = str,
 ) -> list[Output]:
     """Create the publishers the parameters ask for (see the module docstring), in that order.
 
     `vision_msgs`: whether it is installed (`detections.available()`, checked once by the node).
+    `topic` maps each name ("~/instances") to the camera's ("~/head/instances"; seg_ros.camera).
     """
 
     def overlay(frame: ProcessedFrame) -> Image:
@@ -154,7 +159,7 @@ def make_outputs(
         ]
     live = node.context.ok
     return [
-        Output(name, node.create_publisher(msg_type, name, OUTPUT_QOS), build, live)
+        Output(topic(name), node.create_publisher(msg_type, topic(name), OUTPUT_QOS), build, live)
         for name, msg_type, wanted, build in table
         if wanted
     ]

@@ -179,6 +179,7 @@ class Client:
         frame: Callable[..., Any] | None = None,
         name: str = "test_client",
         namespace: str = "",
+        camera: str = "",
     ) -> None:
         from sensor_msgs.msg import Image
 
@@ -187,8 +188,10 @@ class Client:
         self.graph = graph
         self.frame = frame
         self.node = graph.node(name, namespace)
-        self.target = f"{namespace}{NODE}"  # the segmentation node's full name
-        self.image = self.node.create_publisher(Image, "image", reliable_qos())
+        # The segmentation node's full name, and the camera's topics and services under it.
+        self.target = f"{namespace}{NODE}" + (f"/{camera}" if camera else "")
+        image = f"{camera}/image" if camera else "image"
+        self.image = self.node.create_publisher(Image, image, reliable_qos())
         self.received: dict[str, list[Any]] = {output: [] for output in outputs}
         types = {"instances": InstanceArray, "mask": Image, "overlay": Image}
         for output in outputs:
