@@ -5,15 +5,20 @@
     # with 3D (RealSense: depth aligned to colour), RViz, as a managed node:
     ros2 launch seg_ros segment.launch.py image:=/camera/color/image_raw \\
         depth:=/camera/aligned_depth_to_color/image_raw rviz:=true lifecycle:=true
+    # three cameras, one model (topics and services under each name: ~/head/add_points ...):
+    ros2 launch seg_ros segment.launch.py cameras:="head wrist base" backend:=sam2 \\
+        images:="/head/color/image_raw /wrist/color/image_raw /base/color/image_raw"
 
 Arguments: namespace, image (input topic), use_compressed (subscribe to <image>/compressed),
 qos_reliability / qos_depth (input QoS; override the params file when not empty), params_file
 (default share/seg_ros/config/seg_ros.yaml), backend / model / device (override the params file
 when not empty), depth and camera_info (topics for 3D; camera_info defaults to the one beside
 image, as image_transport pairs them), use_depth (empty = true when depth is given, else the params
-file's), rviz (start RViz with config/seg_ros.rviz), lifecycle (run the managed node
-seg_ros.lifecycle_node) and autostart (with lifecycle: configure and activate it at launch; false
-leaves it to a lifecycle manager). `ros2 launch seg_ros segment.launch.py --show-args` lists them.
+file's), cameras / images / depths (several cameras served by one model: names, then each
+camera's image and depth topic in the same order; camera_info beside each image), rviz (start
+RViz with config/seg_ros.rviz), lifecycle (run the managed node seg_ros.lifecycle_node) and
+autostart (with lifecycle: configure and activate it at launch; false leaves it to a lifecycle
+manager). `ros2 launch seg_ros segment.launch.py --show-args` lists them.
 """
 
 from ament_index_python.packages import get_package_share_directory
@@ -46,6 +51,13 @@ ARGUMENTS = (
     ("depth", "", "Depth topic registered to image (16UC1 mm or 32FC1 m); enables 3D"),
     ("camera_info", "", "CameraInfo topic of image; empty = <image's namespace>/camera_info"),
     ("use_depth", "", "true | false; empty = true when depth is given, else the params file's"),
+    (
+        "cameras",
+        "",
+        "Several cameras on one model: their names, e.g. 'head wrist' (then images, depths)",
+    ),
+    ("images", "", "With cameras: each camera's image topic, in the order of cameras"),
+    ("depths", "", "With cameras: each camera's depth topic (enables 3D for all), in order"),
     ("rviz", "false", "Start RViz with config/seg_ros.rviz"),
     ("lifecycle", "false", "Run the managed (lifecycle) node"),
     ("autostart", "true", "With lifecycle: configure and activate at launch"),
@@ -60,6 +72,24 @@ def _arg(context: LaunchContext, name: str) -> str:
     return LaunchConfiguration(name).perform(context)
 
 
+def _names(text: str) -> list[str]:
+    """'head wrist', 'head,wrist' or '[head, wrist]' -> ['head', 'wrist']."""
+    return [n for n in text.strip().strip("[]").replace(",", " ").split() if n]
+
+
+def _camera_remaps(prefix: str, image: str, depth: str, camera_info: str) -> list[tuple[str, str]]:
+    """One camera's input remappings: <prefix>image, depth, camera_info (beside the image)."""
+    # image/compressed follows the `image` remap inside the node (as image_transport).
+    remappings = [(prefix + "image", image)]
+    if depth:
+        remappings.append((prefix + "depth", depth))
+    if not camera_info and "/" in image.strip("/"):
+        camera_info = image.rsplit("/", 1)[0] + "/camera_info"  # beside the image topic
+    if camera_info:
+        remappings.append((prefix + "camera_info", camera_info))
+    return remappings
+
+
 def _segmentation_node(context: LaunchContext) -> list[Action]:
     """The node, with only the overrides that were given (an empty one keeps the file's)."""
     share = get_package_share_directory("seg_ros")
@@ -72,19 +102,27 @@ def _segmentation_node(context: LaunchContext) -> list[Action]:
     qos_depth = _arg(context, "qos_depth").strip()
     if qos_depth:  # not a number: the node refuses it, naming the parameter
         overrides["qos_depth"] = int(qos_depth) if qos_depth.isdigit() else qos_depth
-    image, depth = _arg(context, "image"), _arg(context, "depth")
+    cameras = _names(_arg(context, "cameras"))
     use_depth = _arg(context, "use_depth")
-    if use_depth or depth:
-        overrides["use_depth"] = _true(use_depth) if use_depth else True
-    # image/compressed follows the `image` remap inside the node (as image_transport).
-    remappings = [("image", image)]
-    if depth:
-        remappings.append(("depth", depth))
-    camera_info = _arg(context, "camera_info")
-    if not camera_info and "/" in image.strip("/"):
-        camera_info = image.rsplit("/", 1)[0] + "/camera_info"  # beside the image topic
-    if camera_info:
-        remappings.append(("camera_info", camera_info))
+    if cameras:
+        overrides["cameras"] = cameras
+        images = _names(_arg(context, "images"))
+        depths = _names(_arg(context, "depths"))
+        if len(images) != len(cameras) or (depths and len(depths) != len(cameras)):
+            raise ValueError(
+                f"cameras {cameras} need one topic each in images ({len(images)} given)"
+                + (f" and depths ({len(depths)} given)" if depths else "")
+            )
+        remappings: list[tuple[str, str]] = []
+        for k, name in enumerate(cameras):
+            remappings += _camera_remaps(name + "/", images[k], depths[k] if depths else "", "")
+        if use_depth or depths:
+            overrides["use_depth"] = _true(use_depth) if use_depth else True
+    else:
+        image, depth = _arg(context, "image"), _arg(context, "depth")
+        if use_depth or depth:
+            overrides["use_depth"] = _true(use_depth) if use_depth else True
+        remappings = _camera_remaps("", image, depth, _arg(context, "camera_info"))
     common = {
         "package": "seg_ros",
         "name": "segmentation_node",

@@ -212,6 +212,13 @@ LAUNCHES: dict[str, list[str]] = {
     "depth": ["segment.launch.py", "image:=/cam/image", "depth:=/cam/depth", "backend:=fake"],
     "namespace": ["segment.launch.py", "namespace:=robot1"],
     "compressed": ["segment.launch.py", "image:=/cam/color", "use_compressed:=true"],
+    # Two cameras on one model: topics remapped in order, services under each camera's name.
+    "cameras": [
+        "segment.launch.py",
+        "cameras:=head wrist",
+        "images:=/head/color/image_raw /wrist/color/image_raw",
+        "backend:=fake",
+    ],
 }
 
 
@@ -495,6 +502,34 @@ def test_namespace_and_compressed_launches(launches: Launches) -> None:
     assert "sensor_msgs/msg/CompressedImage" in info, info
     for proc in (ns, comp):
         assert_clean_exit(proc.ctrl_c(), proc)
+
+
+def test_cameras_launch_serves_each_camera_under_its_name(launches: Launches) -> None:
+    proc, domain = launches.procs["cameras"], launches.domains["cameras"]
+    for name in ("head", "wrist"):
+        line = proc.wait_for_line(rf"camera '{name}': segmenting ")
+        assert f"segmenting /{name}/color/image_raw," in line, line
+    services = until(
+        domain,
+        "service",
+        "list",
+        "--no-daemon",
+        ok=lambda out: all(f"{NODE}/{c}/add_points" in out for c in ("head", "wrist")),
+    )
+    assert f"{NODE}/add_points" not in services.split()  # no camera without a name
+    until(
+        domain,
+        "topic",
+        "info",
+        "/wrist/color/image_raw",
+        "--no-daemon",
+        ok=lambda out: "Subscription count: 1" in out,
+    )
+    topics = until(
+        domain, "topic", "list", "--no-daemon", ok=lambda out: f"{NODE}/head/instances" in out
+    )
+    assert f"{NODE}/wrist/instances" in topics and "/wrist/color/camera_info" in topics
+    assert_clean_exit(proc.ctrl_c(), proc)
 
 
 def test_lifecycle_launch_with_a_bad_model_says_it_stays_unconfigured(

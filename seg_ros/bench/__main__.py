@@ -1,6 +1,6 @@
 """`make bench`: every benchmark this machine can run, one JSON object per line on stdout.
 
-    python -m seg_ros.bench [--quick] [--only node,robot,quality,davis,soak,sam2,sam3]
+    python -m seg_ros.bench [--quick] [--only node,cameras,robot,quality,davis,soak,sam2,sam3]
         [--davis DIR]
 
 Each suite runs in turn; one that fails prints a row with "error" and the others still run.
@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-SUITES = ("node", "robot", "quality", "davis", "soak", "sam2", "sam3")
+SUITES = ("node", "cameras", "robot", "quality", "davis", "soak", "sam2", "sam3")
 
 
 def _suite(name: str, quick: bool, davis: str = "") -> Callable[[], list[dict[str, Any]]]:
@@ -31,6 +31,9 @@ def _suite(name: str, quick: bool, davis: str = "") -> Callable[[], list[dict[st
             *mod.run(backend="fake", width=1280, height=720, frames=frames),
             *mod.slow_model_rows(),
         ]
+    if name == "cameras":
+        mod = importlib.import_module("seg_ros.bench.cameras_bench")
+        return lambda: mod.run(quick=quick)
     if name == "robot":
         mod = importlib.import_module("seg_ros.bench.robot_bench")
         return lambda: mod.run(width=640, height=480, frames=50 if quick else 200)
