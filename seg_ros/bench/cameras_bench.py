@@ -22,6 +22,7 @@ import json
 import os
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,10 @@ def _publisher(graph: Any, name: str, rate: float, width: int, height: int) -> A
     return pub, thread, stop
 
 
+def _subscribed(pub: Any) -> bool:
+    return bool(pub.get_subscription_count() > 0)
+
+
 def _prompt_each(node: Any) -> None:
     """Three objects on each camera's latest frame (a click, a box, a painted square)."""
     from seg_ros.engine.prompts import Prompt
@@ -78,7 +83,7 @@ def _prompt_each(node: Any) -> None:
         mask = np.zeros((h, w), bool)
         mask[h // 2 : h * 3 // 4, w // 10 : w // 3] = True
         for prompt in (
-            Prompt(points=[(w / 4, h / 4)]),
+            Prompt(points=np.array([(w / 4, h / 4)], np.float32)),
             Prompt(box=np.array([w / 2, h / 6, w * 0.7, h * 0.4], np.float32)),
             Prompt(mask=mask),
         ):
@@ -107,7 +112,8 @@ def measure(backend: str, cameras: int, seconds: float, options: str = "") -> di
         rss_loaded = psutil.Process().memory_info().rss
         publishers = [_publisher(graph, *c) for c in chosen]
         for pub, thread, _ in publishers:
-            assert wait_for(lambda pub=pub: pub.get_subscription_count() > 0, 10.0)
+            if not wait_for(partial(_subscribed, pub), 10.0):
+                raise RuntimeError(f"nobody subscribed to {pub.topic_name}")
             thread.start()
         if not wait_for(lambda: all(c.session.latest for c in node.cameras), 20.0):
             raise RuntimeError("a camera's first frame was never processed")
