@@ -15,7 +15,7 @@ config/seg_ros.yaml lists every parameter at its default (test/test_params.py ch
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -256,6 +256,33 @@ def declare_parameters(node: Node) -> NodeParams:
         except ParameterException as exc:
             raise ParameterError(f"parameter '{name}': must be {_allowed(spec)} ({exc})") from exc
     return parse(values)
+
+
+#: Input parameters a camera may set for itself (`<camera>.use_depth: true`); the rest are the
+#: node's for every camera.
+PER_CAMERA = ("input_compressed", "use_depth", "qos_reliability", "qos_depth")
+
+
+def declare_camera_parameters(node: Node, camera: str, params: NodeParams) -> NodeParams:
+    """Declare `<camera>.<name>` for each PER_CAMERA parameter, defaulting to the node's value;
+    the camera's NodeParams (validated like the node's)."""
+    values: dict[str, Any] = {}
+    for name in PER_CAMERA:
+        spec = SPECS[name]
+        default = getattr(params, name)
+        descriptor = _descriptor(f"{camera}.{name}", spec)
+        descriptor.description = f"{camera}: {spec.description} (default: the node's {name})"
+        try:
+            values[name] = node.declare_parameter(f"{camera}.{name}", default, descriptor).value
+        except ParameterException as exc:
+            raise ParameterError(
+                f"parameter '{camera}.{name}': must be {_allowed(spec)} ({exc})"
+            ) from exc
+        if spec.choices and values[name] not in spec.choices:
+            raise ParameterError(
+                f"parameter '{camera}.{name}' is '{values[name]}'; must be {_allowed(spec)}"
+            )
+    return replace(params, **values)
 
 
 def parse(values: dict[str, Any]) -> NodeParams:

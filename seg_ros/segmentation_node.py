@@ -73,7 +73,12 @@ from seg_ros.engine import SegmentationSession, SegRosError
 from seg_ros.engine.registry import load_model
 from seg_ros.engine.session import step_sessions
 from seg_ros.frame_queue import FairSlots, RequestsFirst
-from seg_ros.node_params import NodeParams, ParameterError, declare_parameters
+from seg_ros.node_params import (
+    NodeParams,
+    ParameterError,
+    declare_camera_parameters,
+    declare_parameters,
+)
 from seg_ros.outputs import detections
 from seg_ros.outputs.diagnostics import NodeInfo, NodeStats, build_diagnostic_status
 from seg_ros.outputs.markers import MarkerPublisherState
@@ -119,7 +124,14 @@ class SegmentationNode(Node):
             self.get_logger().info("vision_msgs is not installed: no ~/detections output")
         #: One per camera, in the order of `cameras`; the first is the node's `session` etc.
         self.cameras: list[Camera] = [
-            Camera(self, name, self.params, self._requests, self._vision_msgs, self._offer)
+            Camera(
+                self,
+                name,
+                declare_camera_parameters(self, name, self.params) if name else self.params,
+                self._requests,
+                self._vision_msgs,
+                self._offer,
+            )
             for name in names
         ]
         self._slots: FairSlots[Camera, InputMsg] = FairSlots(self.cameras)

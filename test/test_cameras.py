@@ -250,3 +250,41 @@ def test_bad_camera_names_are_refused_at_startup(
                 Parameter("cameras", value=cameras),
             ],
         )
+
+
+@pytest.mark.graph
+def test_a_camera_sets_its_own_input_parameters(ros_graph: Any) -> None:
+    """`head.use_depth: true` gives the head camera depth + camera_info sync; the wrist camera
+    keeps the node's plain image input; unknown values are refused naming the parameter."""
+    from rclpy.parameter import Parameter
+
+    from seg_ros.node_params import ParameterError
+    from seg_ros.segmentation_node import SegmentationNode
+    from seg_ros.testing.graph import start_node
+
+    node = start_node(
+        ros_graph,
+        namespace="/own",
+        cameras=["head", "wrist"],
+        **{"head.use_depth": True, "wrist.qos_depth": 3},
+    )
+    head, wrist = node.cameras
+    assert head.params.use_depth and not wrist.params.use_depth
+    assert (head.params.qos_depth, wrist.params.qos_depth) == (1, 3)
+    assert head.sync is not None and wrist.sync is None
+    def topics() -> set[str]:
+        found = node.get_subscriber_names_and_types_by_node(node.get_name(), "/own")
+        return {t for t, _ in found}
+
+    expected = {"/own/head/depth", "/own/head/camera_info", "/own/wrist/image"}
+    assert wait_for(lambda: expected <= topics()), topics()
+    assert "/own/wrist/depth" not in topics()
+    with pytest.raises(ParameterError, match="wrist.qos_reliability"):
+        SegmentationNode(
+            context=ros_graph.context,
+            parameter_overrides=[
+                Parameter("backend", value="fake"),
+                Parameter("cameras", value=["wrist"]),
+                Parameter("wrist.qos_reliability", value="sometimes"),
+            ],
+        )
