@@ -279,7 +279,7 @@ def test_a_camera_sets_its_own_input_parameters(ros_graph: Any) -> None:
     expected = {"/own/head/depth", "/own/head/camera_info", "/own/wrist/image"}
     assert wait_for(lambda: expected <= topics()), topics()
     assert "/own/wrist/depth" not in topics()
-    with pytest.raises(ParameterError, match="wrist.qos_reliability"):
+    with pytest.raises(ParameterError, match=r"wrist\.qos_reliability"):
         SegmentationNode(
             context=ros_graph.context,
             parameter_overrides=[
