@@ -68,6 +68,27 @@ def _publisher(graph: Any, name: str, rate: float, width: int, height: int) -> A
     return pub, thread, stop
 
 
+def _prompt_latencies(graph: Any, camera: str, width: int, height: int) -> list[float]:
+    """Round trips (ms) of 5 refinements of object 1 on `camera` while the cameras stream."""
+    from geometry_msgs.msg import Point
+
+    from seg_ros.srv import AddPoints
+    from seg_ros.testing.graph import NODE
+
+    client = graph.node("bench_prompter").create_client(AddPoints, f"{NODE}/{camera}/add_points")
+    times = []
+    for i in range(5):
+        request = AddPoints.Request(
+            object_id="1", points=[Point(x=width / 4 + i, y=height / 4)], point_labels=[1]
+        )
+        t0 = time.perf_counter()
+        response = graph.call(client, request)
+        times.append((time.perf_counter() - t0) * 1e3)
+        if not response.success:
+            raise RuntimeError(f"add_points on {camera} failed: {response.message}")
+    return times
+
+
 def _subscribed(pub: Any) -> bool:
     return bool(pub.get_subscription_count() > 0)
 
@@ -120,6 +141,7 @@ def measure(backend: str, cameras: int, seconds: float, options: str = "") -> di
         _prompt_each(node)
         time.sleep(seconds)  # the measured window: open loop, the cameras keep publishing
         snaps = {c.name: c.stats.snapshot() for c in node.cameras}
+        prompt_ms = _prompt_latencies(graph, chosen[-1][0], chosen[-1][2], chosen[-1][3])
         rss_end = psutil.Process().memory_info().rss
     finally:
         for _, thread, stop in publishers:
@@ -151,6 +173,9 @@ def measure(backend: str, cameras: int, seconds: float, options: str = "") -> di
         "processed_hz_total": round(total, 1),
         "per_camera": per_camera,
         "fair": bool(fair),
+        # ~/<last camera>/add_points answered while every camera streams (service round trip).
+        "prompt_ms_median": round(float(np.median(prompt_ms)), 1),
+        "prompt_ms_max": round(float(np.max(prompt_ms)), 1),
         "rss_node_mb": round((rss_loaded - rss_before) / 2**20, 1),
         "rss_growth_mb": round((rss_end - rss_loaded) / 2**20, 1),
     }
