@@ -272,6 +272,7 @@ def test_a_camera_sets_its_own_input_parameters(ros_graph: Any) -> None:
     assert head.params.use_depth and not wrist.params.use_depth
     assert (head.params.qos_depth, wrist.params.qos_depth) == (1, 3)
     assert head.sync is not None and wrist.sync is None
+
     def topics() -> set[str]:
         found = node.get_subscriber_names_and_types_by_node(node.get_name(), "/own")
         return {t for t, _ in found}
