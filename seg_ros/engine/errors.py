@@ -45,6 +45,10 @@ class BackendError(SegRosError):
     """The model failed on a step (e.g. out of GPU memory); the frame is dropped."""
 
 
+class ClosedError(BackendError):
+    """A stream, or the loaded model it runs on, was closed: it takes no more work."""
+
+
 #: What model code raises when it fails on an input: torch raises RuntimeError (its CUDA
 #: out-of-memory error is one) or ValueError (shapes); the engine's own errors pass unchanged.
 MODEL_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError)
