@@ -204,14 +204,16 @@ class SharedVisionEncoder(torch.nn.Module):
     Installed as `tracker_model.vision_encoder` (the checkpoint has none), so the library's
     `get_image_features` and everything built on it work unchanged, while the ViT itself runs
     through a `BackboneCache` (once per frame, shared with the detector): the cache of the stream
-    running now, mounted by `using` for the length of its call (under the model lock).
+    running now, mounted by `using` for the length of its call (under the model lock); a call
+    outside any stream runs the ViT uncached.
     """
 
-    def __init__(self, neck: torch.nn.Module, grid: int) -> None:
+    def __init__(self, backbone: torch.nn.Module, neck: torch.nn.Module, grid: int) -> None:
         super().__init__()
         self.neck = neck
         self.grid = grid
-        # Not a submodule: the backbone belongs to the detector (no double registration).
+        # Not submodules: the backbone belongs to the detector (no double registration).
+        self.__dict__["backbone"] = backbone
         self.__dict__["cache"] = None
 
     @contextmanager
@@ -227,9 +229,11 @@ class SharedVisionEncoder(torch.nn.Module):
     def forward(self, pixel_values: torch.Tensor, **kwargs: Any) -> Any:
         cache: BackboneCache | None = self.__dict__["cache"]
         if cache is None:
-            # Only a stream's call mounts a cache: a bare model call would mix streams' frames.
-            raise RuntimeError("SAM 3's tracker encoder ran outside a stream's call")
-        hidden = cache.hidden_for(pixel_values)
+            # A call outside any stream's (the bare model): run the ViT, memoise nothing.
+            with torch.inference_mode():
+                hidden = self.__dict__["backbone"](pixel_values).last_hidden_state
+        else:
+            hidden = cache.hidden_for(pixel_values)
         spatial = hidden.view(hidden.shape[0], self.grid, self.grid, -1).permute(0, 3, 1, 2)
         fpn, pos = self.neck(spatial)
         return sam3_vision_output(hidden, fpn, pos)
@@ -277,7 +281,7 @@ class Sam3Model(Model):
         nms = self.options.nms_iou
         self.nms_iou = float(model.config.det_nms_thresh if nms is None else nms)
         self.backbone: torch.nn.Module = self.detector.vision_encoder.backbone
-        self.encoder = SharedVisionEncoder(model.tracker_neck, self.grid)
+        self.encoder = SharedVisionEncoder(self.backbone, model.tracker_neck, self.grid)
         model.tracker_model.vision_encoder = self.encoder
         max_length = int(self.detector.config.text_config.max_position_embeddings)
         # Phrases depend on the weights only: one cache serves every stream.
