@@ -22,7 +22,7 @@ import torch
 
 from seg_ros.engine.backends.base import Backend, MaskOutput, Model
 from seg_ros.engine.config import BackendConfig
-from seg_ros.engine.errors import ClosedError
+from seg_ros.engine.errors import BackendError, BatchStepError, ClosedError
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.registry import build_backend, load_model
 from seg_ros.engine.results import FrameResult
@@ -390,3 +390,18 @@ def test_streams_stepped_from_two_threads_equal_each_alone(
             [("frame", i, s) for i, s in enumerate(g)], [("frame", i, s) for i, s in enumerate(w)]
         )
     model.close()
+
+
+def test_a_stream_failing_in_a_batch_leaves_the_others_their_frames() -> None:
+    model = load_model(BackendConfig(backend="fake", options={"fail_every": 3}))
+    a, b = model.open_stream(), model.open_stream()
+    frame = clip(1, 60, 80, seed=11)[0]
+    a.step(0, frame)  # a's first step; each stream counts its own (a fails on its 3rd)
+    model.step_batch([(a, 1, frame), (b, 0, frame)])
+    with pytest.raises(BatchStepError, match="1 of 2 streams failed") as caught:
+        model.step_batch([(a, 2, frame), (b, 1, frame)])
+    assert isinstance(caught.value.errors[0], BackendError) and caught.value.errors[1] is None
+    assert caught.value.outputs[0] is None and caught.value.outputs[1] == {}
+    # b took frame 1: it has frames 0 and 1 in memory; a goes on after its failed frame.
+    assert b.stats()["frames_in_memory"] == 2
+    assert model.step_batch([(a, 2, frame)]) == [{}]  # a's 4th call (b's 3rd would fail)

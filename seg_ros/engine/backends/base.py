@@ -22,12 +22,18 @@ from __future__ import annotations
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import ClassVar
 
-from seg_ros.engine.errors import ClosedError, UnsupportedPromptError
+from seg_ros.engine.errors import (
+    BatchStepError,
+    ClosedError,
+    SegRosError,
+    UnsupportedPromptError,
+)
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.results import Candidate
 from seg_ros.engine.sam.everything import EverythingOptions
@@ -238,11 +244,32 @@ class Model(ABC):
         at most once and opened on this model. Returns each stream's `step` answer, in order;
         equal to calling each stream's `step` in turn, which is what this default does.
 
-        A failure raises; the streams before it in `items` have taken their frames.
+        Each stream's step is all or nothing: a stream that refuses or fails its frame does not
+        stop the others; BatchStepError then carries every answer and every error, by item.
         """
         with self.running():
             self.check_batch(items)
-            return [stream.step(index, image) for stream, index, image in items]
+            return self.step_each(
+                [partial(stream.step, index, image) for stream, index, image in items]
+            )
+
+    @staticmethod
+    def step_each(
+        steps: Sequence[Callable[[], dict[int, MaskOutput]]],
+    ) -> list[dict[int, MaskOutput]]:
+        """Run every stream's step of a batch; BatchStepError (after all ran) if any failed."""
+        outputs: list[dict[int, MaskOutput] | None] = []
+        errors: list[SegRosError | None] = []
+        for step in steps:
+            try:
+                outputs.append(step())
+                errors.append(None)
+            except SegRosError as exc:
+                outputs.append(None)
+                errors.append(exc)
+        if any(e is not None for e in errors):
+            raise BatchStepError(outputs, errors)
+        return [out for out in outputs if out is not None]
 
     def check_batch(self, items: Sequence[tuple[Backend, int, RgbImage]]) -> None:
         """ValueError unless every stream of `items` is this model's, each named once."""

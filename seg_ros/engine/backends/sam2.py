@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput, Model
@@ -249,10 +250,12 @@ class Sam2Model(Model):
                 with backend_errors("the sam2 model failed on a batch of frames"):
                     batch = encode_batch(self.model, [pixels[n] for n in eager])
                 encoded = dict(zip(eager, batch, strict=True))
-            return [
-                s.step_encoded(index, image, pixels[n], encoded.get(n))
-                for n, (s, (_, index, image)) in enumerate(zip(streams, items, strict=True))
-            ]
+            return self.step_each(
+                [
+                    partial(s.step_encoded, index, image, pixels[n], encoded.get(n))
+                    for n, (s, (_, index, image)) in enumerate(zip(streams, items, strict=True))
+                ]
+            )
 
     def stats(self) -> dict[str, float]:
         stats = super().stats()

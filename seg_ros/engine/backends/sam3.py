@@ -30,6 +30,7 @@ import importlib.util
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -310,10 +311,12 @@ class Sam3Model(Model):
                 with backend_errors("the sam3 model failed on a batch of frames"):
                     batch = run_backbone(self.backbone, [pixels[n] for n in eager])
                 hidden = dict(zip(eager, batch, strict=True))
-            return [
-                s.step_encoded(index, image, pixels[n], hidden.get(n))
-                for n, (s, (_, index, image)) in enumerate(zip(streams, items, strict=True))
-            ]
+            return self.step_each(
+                [
+                    partial(s.step_encoded, index, image, pixels[n], hidden.get(n))
+                    for n, (s, (_, index, image)) in enumerate(zip(streams, items, strict=True))
+                ]
+            )
 
     def stats(self) -> dict[str, float]:
         stats = super().stats()
