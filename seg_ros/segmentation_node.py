@@ -70,6 +70,7 @@ from seg_ros.camera import Camera, InputMsg, camera_name_error
 from seg_ros.clicks import ClickPrompts
 from seg_ros.conversions import ConversionError, Locate3D, stamp_to_ns
 from seg_ros.engine import SegmentationSession, SegRosError
+from seg_ros.engine.backends.base import Model
 from seg_ros.engine.registry import load_model
 from seg_ros.engine.session import step_sessions
 from seg_ros.frame_queue import FairSlots, RequestsFirst
@@ -115,7 +116,8 @@ class SegmentationNode(Node):
                 raise ParameterError(f"parameter 'cameras': {error}")
         if len(set(names)) != len(names):
             raise ParameterError(f"parameter 'cameras' names a camera twice: {names}")
-        self.model: Any = None  # the loaded model (registry.load_model), shared by the cameras
+        #: The loaded model (registry.load_model), shared by the cameras' streams.
+        self.model: Model | None = None
         self.device = ""  # where the model runs ("cuda:0", "cpu"), once loaded
         self._requests = RequestsFirst()
         # Checked once at start-up: a missing module's import would be retried on every call.
@@ -319,12 +321,14 @@ class SegmentationNode(Node):
                     camera.bad_frame(traceback.format_exc())
 
     def _batching(self) -> bool:
-        """Several cameras' waiting frames go through the model as one batch (CUDA models)."""
+        """Several cameras' waiting frames go through the model as one batch (models that batch
+        the image encoder: sam2, sam3)."""
         model = self.model
         return (
             len(self.cameras) > 1
             and self.params.batch_cameras
-            and bool(getattr(model, "batches_streams", False))
+            and model is not None
+            and model.batches_streams
         )
 
     def _process_one(
@@ -375,11 +379,12 @@ class SegmentationNode(Node):
                 ready.append((camera, session, msg, arrival, camera.convert(msg)))
             except ConversionError as exc:
                 camera.bad_frame(exc)
-        if not ready:
+        model = self.model
+        if not ready or model is None:
             return []
         self._requests.wait_for_requests()
         results = step_sessions(
-            self.model,
+            model,
             [(sess, rgb, stamp_to_ns(_image_of(m).header.stamp)) for _, sess, m, _, rgb in ready],
         )
         done: list[tuple[Camera, ProcessedFrame | None]] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import numpy as np
 import pytest
 
 from seg_ros.frame_queue import FairSlots
@@ -58,6 +59,56 @@ def test_close_wakes_a_waiting_worker_and_unknown_keys_are_refused() -> None:
     assert slots.take_all() == []
     with pytest.raises(ValueError):
         FairSlots([])
+
+
+# ---------------------------------------------------------------------------------- step_sessions
+def test_step_sessions_equals_each_sessions_step_and_keeps_refusals_apart() -> None:
+    """Several sessions on one model stepped together: each result is what its own `step` would
+    give; a session that refuses its frame (another size while tracking) gets its FrameError in
+    its place and the others go on; a stream whose model step fails gets its BackendError."""
+    from seg_ros.engine import Prompt
+    from seg_ros.engine.config import BackendConfig
+    from seg_ros.engine.errors import BackendError, FrameError
+    from seg_ros.engine.registry import load_model
+    from seg_ros.engine.session import SegmentationSession, step_sessions
+
+    def frames(n: int) -> list[np.ndarray]:
+        return [np.full((48, 64, 3), 10 * i, np.uint8) for i in range(n)]
+
+    model = load_model(BackendConfig(backend="fake"))
+    together = [SegmentationSession(model.open_stream()) for _ in range(3)]
+    alone = [
+        SegmentationSession(load_model(BackendConfig(backend="fake")).open_stream())
+        for _ in range(3)
+    ]
+    for group in (together, alone):
+        for k, session in enumerate(group):
+            session.step(frames(1)[0], 1)
+            session.add_prompt(Prompt(points=np.array([(10.0 + 10 * k, 20.0)], np.float32)))
+    for i, image in enumerate(frames(4)[1:], start=2):
+        results = step_sessions(model, [(s, image, i) for s in together])
+        for result, session in zip(results, alone, strict=True):
+            expected = session.step(image, i)
+            assert not isinstance(result, BaseException)
+            assert result.frame_index == expected.frame_index and result.stamp_ns == i
+            for got, want in zip(result.objects, expected.objects, strict=True):
+                assert got.object_id == want.object_id
+                np.testing.assert_array_equal(got.mask, want.mask)
+    wrong = np.zeros((30, 40, 3), np.uint8)  # tracked objects live on 64x48 frames
+    results = step_sessions(model, [(together[0], frames(1)[0], 9), (together[1], wrong, 9)])
+    assert isinstance(results[1], FrameError) and "reset" in str(results[1])
+    assert not isinstance(results[0], BaseException) and results[0].stamp_ns == 9
+    assert together[1].latest is not None and together[1].latest.stamp_ns == 4  # unchanged
+
+    failing = load_model(BackendConfig(backend="fake", options={"fail_every": 1}))
+    good, bad = SegmentationSession(model.open_stream()), SegmentationSession(failing.open_stream())
+    results = step_sessions(model, [(good, frames(1)[0], 1)])
+    assert not isinstance(results[0], BaseException)
+    results = step_sessions(failing, [(bad, frames(1)[0], 1)])
+    assert isinstance(results[0], BackendError)
+    assert bad.frame_index == -1  # the failed frame did not advance the stream
+    model.close()
+    failing.close()
 
 
 # ---------------------------------------------------------------------------------- the node

@@ -182,3 +182,60 @@ def test_sam3_text_prompts_end_to_end(ros_graph: RosGraph, sam3_folder: pathlib.
     # No match is an answer, not an error.
     none = client.call("add_text", text="red block", score_threshold=1.0)
     assert none.success and none.object_ids == [], none.message
+
+
+def test_two_cameras_share_one_sam2_model_batched(
+    ros_graph: RosGraph, sam2_folder: pathlib.Path
+) -> None:
+    """Two cameras on one tiny SAM 2.1: one model (weights shared by both streams), frames of
+    both cameras through the batched path, each camera's object tracked on its own frames."""
+    node = start_node(
+        ros_graph,
+        namespace="/pair",
+        backend="sam2",
+        model=str(sam2_folder),
+        device="cpu",
+        score_threshold=0.0,
+        cameras=["left", "right"],
+        batch_cameras=True,
+    )
+    assert node.model is not None and node.model.batches_streams, node.load_error
+    streams = [c.session.backend for c in node.cameras]
+    assert all(s.loaded_model is node.model for s in streams)
+    assert node.model.streams_open == 2
+    batched: list[int] = []
+    real_step_batch = node.model.step_batch
+
+    def counting(items: Any) -> Any:
+        batched.append(len(items))
+        return real_step_batch(items)
+
+    node.model.step_batch = counting
+    clients = {
+        name: Client(ros_graph, frame=scene, name=f"c_{name}", namespace="/pair", camera=name)
+        for name in ("left", "right")
+    }
+    assert wait_for(lambda: all(c.connected() for c in clients.values()), timeout=20.0)
+    send(clients["left"], 1)
+    send(clients["right"], 1)
+    box = RegionOfInterest(x_offset=41, y_offset=40, width=40, height=40)
+    made = clients["right"].call("add_box", box=box, label="square", timeout=60.0)
+    assert made.success and made.object_id == "1", made.message
+    assert node.cameras[0].session.object_ids == []  # the left camera has no object
+    for sec in range(2, 5):  # both cameras stream together
+        for client in clients.values():
+            client.image.publish(scene(sec))
+        right = send(clients["right"], sec)
+        assert [(i.id, i.label) for i in right.instances] == [("1", "square")]
+        assert send(clients["left"], sec).instances == []
+    # Frames of both cameras waiting together (whether DDS delivered them together above is
+    # timing): the worker's batch path, as it runs them.
+    batched.clear()
+    left, right_cam = node.cameras
+    done = node._process([(left, scene(10), 0.0), (right_cam, scene(10), 0.0)])
+    assert batched == [2]
+    assert [c.name for c, _ in done] == ["left", "right"]
+    frames = {c.name: f for c, f in done}
+    assert frames["left"].result.objects == ()
+    assert [o.object_id for o in frames["right"].result.objects] == ["1"]
+    assert all(c.stats.failed == 0 for c in node.cameras)

@@ -76,13 +76,15 @@ def _backend(name: str, folder: pathlib.Path) -> Any:
     import torch
     from transformers import Sam3VideoConfig, Sam3VideoModel
 
-    from seg_ros.engine.backends.sam3 import Sam3Backend
+    from seg_ros.engine.backends.sam3 import Sam3Model
     from seg_ros.engine.sam.detector import load_tokenizer
 
     write_tokenizer(folder)  # token ids of the tiny vocabulary are valid ids of the real one
     torch.manual_seed(0)
     model = Sam3VideoModel(Sam3VideoConfig()).eval()
-    return Sam3Backend(model, load_tokenizer(str(folder)))
+    stream = Sam3Model(model, load_tokenizer(str(folder))).open_stream()
+    stream.owns_model = True  # one stream, one model: closing it frees the weights
+    return stream
 
 
 def _bench(name: str, repeats: int, counts: tuple[int, ...]) -> list[dict[str, Any]]:

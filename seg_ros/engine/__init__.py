@@ -2,6 +2,7 @@
 
 from seg_ros.engine.errors import (
     BackendError,
+    ClosedError,
     FrameError,
     ModelLoadError,
     PromptError,
@@ -16,6 +17,7 @@ from seg_ros.engine.session import PromptResult, SegmentationSession
 __all__ = [
     "BackendError",
     "Candidate",
+    "ClosedError",
     "FrameError",
     "FrameResult",
     "ModelLoadError",

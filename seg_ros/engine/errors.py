@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 class SegRosError(Exception):
@@ -43,6 +44,30 @@ class ModelLoadError(SegRosError):
 
 class BackendError(SegRosError):
     """The model failed on a step (e.g. out of GPU memory); the frame is dropped."""
+
+
+class ClosedError(BackendError):
+    """A stream, or the loaded model it runs on, was closed: it takes no more work."""
+
+
+class BatchStepError(BackendError):
+    """Some streams of one `Model.step_batch` refused or failed their frame; the others took
+    theirs (each stream's step is all or nothing).
+
+    Attributes:
+        outputs: per item of the batch, that stream's step answer, or None where it failed.
+        errors: per item, its SegRosError, or None where it succeeded.
+    """
+
+    def __init__(self, outputs: list[Any], errors: list[SegRosError | None]) -> None:
+        failed = [(n, e) for n, e in enumerate(errors) if e is not None]
+        first = failed[0]
+        super().__init__(
+            f"{len(failed)} of {len(errors)} streams failed their frame; item {first[0]}: "
+            f"{first[1]}"
+        )
+        self.outputs = outputs
+        self.errors = errors
 
 
 #: What model code raises when it fails on an input: torch raises RuntimeError (its CUDA

@@ -14,12 +14,12 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 
-from seg_ros.engine.backends.base import Backend, MaskOutput
+from seg_ros.engine.backends.base import Backend, MaskOutput, Model
 from seg_ros.engine.errors import (
+    BatchStepError,
     CapacityError,
     FrameError,
     NoFrameError,
@@ -473,7 +473,7 @@ class SegmentationSession:
 
 
 def step_sessions(
-    model: Any, items: Sequence[tuple[SegmentationSession, RgbImage, int]]
+    model: Model, items: Sequence[tuple[SegmentationSession, RgbImage, int]]
 ) -> list[FrameResult | SegRosError]:
     """The next frame of several sessions on one model (`Model.step_batch`: one batched image
     encoder pass where the model batches), each result as its session's `step` would give it.
@@ -493,9 +493,19 @@ def step_sessions(
             except SegRosError as exc:
                 results[i] = exc
         if batch:
-            outputs = model.step_batch([(s.backend, index, img) for _, s, img, _, index in batch])
-            for (i, session, image, stamp_ns, index), out in zip(batch, outputs, strict=True):
-                results[i] = session._end_step(index, image, stamp_ns, out)
+            items_ = [(s.backend, index, img) for _, s, img, _, index in batch]
+            errors: list[SegRosError | None] = [None] * len(batch)
+            try:
+                outputs: list[dict[int, MaskOutput] | None] = list(model.step_batch(items_))
+            except BatchStepError as exc:  # the others took their frames
+                outputs, errors = list(exc.outputs), list(exc.errors)
+            for (i, session, image, stamp_ns, index), out, error in zip(
+                batch, outputs, errors, strict=True
+            ):
+                if error is not None or out is None:
+                    results[i] = error or FrameError("the model gave no answer for this frame")
+                else:
+                    results[i] = session._end_step(index, image, stamp_ns, out)
     return [r for r in results if r is not None]
 
 

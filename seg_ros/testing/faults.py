@@ -151,7 +151,10 @@ class FaultyBackend(Backend):
         return self.inner.segment(image, prompt, multimask, score_threshold)
 
     def close(self) -> None:
+        if self.inner.closed_reason is None:
+            self.inner.closed_reason = self.closed_reason  # e.g. its model was closed
         self.inner.close()
+        super().close()  # leaves the model (and closes it when this stream owns it)
 
     def stats(self) -> dict[str, float]:
         return {**self.inner.stats(), "injected_faults": float(sum(self.raised.values()))}

@@ -47,11 +47,12 @@ import functools
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import cast
 
 import cv2
 import numpy as np
 
-from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput
+from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput, Model
 from seg_ros.engine.classic import ops
 from seg_ros.engine.classic import track as trk
 from seg_ros.engine.config import BackendConfig, BackendOptions
@@ -267,6 +268,7 @@ class ClassicBackend(Backend):
         return _Frame(small, gray, ops.bins_of_lab(lab), height, width)
 
     def step(self, frame_index: int, image: RgbImage) -> dict[int, MaskOutput]:
+        self.check_open()
         # OpenCV refusing odd data: drop this frame, keep the objects.
         with backend_errors(f"classic backend failed on frame {frame_index}", (cv2.error,)):
             return self._step(frame_index, image)
@@ -340,6 +342,7 @@ class ClassicBackend(Backend):
     def add_prompt(
         self, frame_index: int, obj: int, prompt: Prompt, multimask: bool = False
     ) -> MaskOutput:
+        self.check_open()
         latest = self._frame
         kept = [i for i, (index, _) in enumerate(self._history) if index == frame_index]
         if latest is None or not kept:
@@ -523,6 +526,7 @@ class ClassicBackend(Backend):
     ) -> list[MaskOutput]:
         if not prompt.has_geometry:
             return super().segment(image, prompt, multimask, score_threshold)
+        self.check_open()
         frame = self._prepare(image)
         with backend_errors("classic backend failed on the prompt", (cv2.error,)):
             mask, full_mask, confidence = self._segment_prompt(frame, prompt, None, -1)
@@ -846,7 +850,24 @@ class ClassicBackend(Backend):
         }
 
 
-def build(config: BackendConfig) -> ClassicBackend:
+class ClassicModel(Model):
+    """No weights: the classic "model" is its configuration; each stream (`ClassicBackend`)
+    has its own tracks, frame history and optical flow state."""
+
+    name = "classic"
+    capabilities = ClassicBackend.capabilities
+
+    def __init__(self, config: ClassicConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ClassicConfig()
+
+    def _new_stream(self) -> Backend:
+        # Nothing is shared but the config: streams need not take turns (no model lock in
+        # their calls; `check_open` only refuses once the model is closed).
+        return ClassicBackend(self.config)
+
+
+def load(config: BackendConfig) -> ClassicModel:
     """Registry entry. `input_size` sets the working resolution's long side (0 = 320),
     `memory_frames` the frames kept for past-frame prompts (0 = 30);
     options: any ClassicConfig field (work_size, flow_preset, lost_confidence, ...)."""
@@ -855,4 +876,12 @@ def build(config: BackendConfig) -> ClassicBackend:
         options["work_size"] = config.input_size
     if config.memory_frames and "history_frames" not in options:
         options["history_frames"] = config.memory_frames
-    return ClassicBackend(ClassicConfig.from_options(options, "classic"))
+    return ClassicModel(ClassicConfig.from_options(options, "classic"))
+
+
+def build(config: BackendConfig) -> ClassicBackend:
+    """One stream that owns its model (as `registry.build_backend`); see `load`."""
+    model = load(config)
+    stream = cast(ClassicBackend, model.open_stream())
+    stream.owns_model = True
+    return stream

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput
+from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput, Model
 from seg_ros.engine.config import BackendConfig, BackendOptions
 from seg_ros.engine.errors import PromptError
 from seg_ros.engine.prompts import Prompt
@@ -62,6 +62,10 @@ class FakeBackend(Backend):
         return self.config.memory_frames
 
     def step(self, frame_index: int, image: RgbImage) -> dict[int, MaskOutput]:
+        with self.running():
+            return self._step(frame_index, image)
+
+    def _step(self, frame_index: int, image: RgbImage) -> dict[int, MaskOutput]:
         if self.config.delay_s > 0:
             time.sleep(self.config.delay_s)
         self.steps += 1
@@ -72,6 +76,12 @@ class FakeBackend(Backend):
 
     def add_prompt(
         self, frame_index: int, obj: int, prompt: Prompt, multimask: bool = False
+    ) -> MaskOutput:
+        with self.running():
+            return self._add_prompt(frame_index, obj, prompt, multimask)
+
+    def _add_prompt(
+        self, frame_index: int, obj: int, prompt: Prompt, multimask: bool
     ) -> MaskOutput:
         if frame_index not in self._frames:
             raise PromptError(f"frame {frame_index} is not in memory")
@@ -97,27 +107,44 @@ class FakeBackend(Backend):
     ) -> list[MaskOutput]:
         if not prompt.has_geometry:
             return super().segment(image, prompt, multimask, score_threshold)
-        mask = prompt_mask(
-            prompt, int(image.shape[0]), int(image.shape[1]), self.config.point_radius
-        )
+        with self.running():
+            mask = prompt_mask(
+                prompt, int(image.shape[0]), int(image.shape[1]), self.config.point_radius
+            )
         return [MaskOutput(mask, 1.0, bool(mask.any()))]
 
     def stats(self) -> dict[str, float]:
         return {"frames_in_memory": float(len(self._frames)), "objects": float(len(self._masks))}
 
 
-def build(config: BackendConfig) -> Backend:
+class FakeModel(Model):
+    """The fake's "model": its options; each stream has its own objects and frames."""
+
+    name = "fake"
+    capabilities = FakeBackend.capabilities
+
+    def __init__(self, options: FakeConfig | None = None) -> None:
+        super().__init__()
+        self.options = options or FakeConfig()
+
+    def _new_stream(self) -> Backend:
+        backend = FakeBackend(self.options)
+        if not self.options.fail_every:
+            return backend
+        from seg_ros.testing.faults import FaultyBackend  # test double only: loaded when asked for
+
+        # The wrapped stream is this model's too: it refuses work once the model is closed.
+        backend.loaded_model = self
+        faulty = FaultyBackend(backend)
+        faulty.fail_every("step", self.options.fail_every)
+        return faulty
+
+
+def load(config: BackendConfig) -> FakeModel:
     """Registry entry: options delay_s, point_radius, memory_frames, fail_every.
 
-    `fail_every` is the one fault-injection mechanism (seg_ros.testing.faults) armed on `step`,
-    so a node started with `backend_options: '{"fail_every": 3}'` fails like the tests' faults.
+    `fail_every` is the one fault-injection mechanism (seg_ros.testing.faults) armed on `step`
+    of every stream, so a node started with `backend_options: '{"fail_every": 3}'` fails like
+    the tests' faults.
     """
-    options = FakeConfig.from_options(config.options, "fake")
-    backend = FakeBackend(options)
-    if not options.fail_every:
-        return backend
-    from seg_ros.testing.faults import FaultyBackend  # test double only: loaded when asked for
-
-    faulty = FaultyBackend(backend)
-    faulty.fail_every("step", options.fail_every)
-    return faulty
+    return FakeModel(FakeConfig.from_options(config.options, "fake"))

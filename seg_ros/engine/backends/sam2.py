@@ -16,10 +16,12 @@ backend never downloads (`options={"offline": False}` allows it, for tools only)
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from seg_ros.engine.backends.base import Capabilities, MaskOutput
+from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput, Model
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import ModelLoadError, PromptError, SegRosError, backend_errors
 from seg_ros.engine.prompts import Prompt
@@ -41,7 +43,8 @@ from seg_ros.engine.sam.prompting import (
     to_outputs,
     tracker_prompt,
 )
-from seg_ros.engine.sam.tracker import StreamingVideoTracker
+from seg_ros.engine.sam.steps import EncodedFrame, encode_batch
+from seg_ros.engine.sam.tracker import StreamingVideoTracker, tensor_bytes
 from seg_ros.engine.sam.transforms import preprocess
 from seg_ros.engine.types import RgbImage
 
@@ -60,7 +63,9 @@ class Sam2Options(SamOptions):
 
 
 class Sam2Backend(TrackerBackend):
-    """SAM 2.1 / EdgeTAM streaming tracker with a bounded memory bank.
+    """SAM 2.1 / EdgeTAM streaming tracker with a bounded memory bank: one stream.
+
+    Opened by `Sam2Model.open_stream` (many on one model), or built directly on a model.
 
     Args:
         model: a loaded `Sam2VideoModel` / `EdgeTamVideoModel` (eval, on its device and dtype).
@@ -94,35 +99,62 @@ class Sam2Backend(TrackerBackend):
 
     # ------------------------------------------------------------------ protocol
     def step(self, frame_index: int, image: RgbImage) -> dict[int, MaskOutput]:
+        with self.running():
+            return self.step_encoded(frame_index, image, self.pixels(image), None)
+
+    def pixels(self, image: RgbImage) -> torch.Tensor:
+        """The model input of `image` (1, 3, S, S) on the model's device."""
+        return preprocess(image, self.image_size, self.torch_device)
+
+    def step_encoded(
+        self,
+        frame_index: int,
+        image: RgbImage,
+        pixels: torch.Tensor,
+        encoded: EncodedFrame | None,
+    ) -> dict[int, MaskOutput]:
+        """`step` on preprocessed `pixels`, with their encoder output when a batched pass over
+        several streams computed it (`Sam2Model.step_batch`). Call under `running()`."""
         height, width = int(image.shape[0]), int(image.shape[1])
         with backend_errors(f"the sam2 model failed on frame {frame_index}"):
-            pixels = preprocess(image, self.image_size, self.torch_device)
-            tracked = self.tracker.step(frame_index, pixels, lazy=self.options.lazy_encoding)
+            tracked = self.tracker.step(
+                frame_index, pixels, lazy=self.options.lazy_encoding, encoded=encoded
+            )
         self._size = (height, width)
         self._latest_image = image
         return to_outputs(tracked, height, width)
 
+    def encodes_on_step(self) -> bool:
+        """Whether the next `step` runs the image encoder (lazy streams without objects do not)."""
+        return self.tracker.encodes_on_step(self.options.lazy_encoding)
+
     def add_prompt(
         self, frame_index: int, obj: int, prompt: Prompt, multimask: bool = False
     ) -> MaskOutput:
-        if self._size is None:
-            raise PromptError("no frame processed yet")
-        height, width = self._size
-        return prompt_tracker(
-            self.tracker,
-            frame_index,
-            obj,
-            prompt,
-            self._prompt_kwargs(prompt, height, width),
-            multimask,
-            lambda out: to_output(out, height, width),
-            self.name,
-        )
+        with self.running():
+            if self._size is None:
+                raise PromptError("no frame processed yet")
+            height, width = self._size
+            return prompt_tracker(
+                self.tracker,
+                frame_index,
+                obj,
+                prompt,
+                self._prompt_kwargs(prompt, height, width),
+                multimask,
+                lambda out: to_output(out, height, width),
+                self.name,
+            )
+
+    def remove_object(self, obj: int) -> None:
+        with self.running():
+            self.tracker.remove_object(obj)
 
     def reset(self) -> None:
-        self.tracker.reset()
-        self._size = None
-        self._latest_image = None
+        with self.running():
+            self.tracker.reset()
+            self._size = None
+            self._latest_image = None
 
     def segment(
         self, image: RgbImage, prompt: Prompt, multimask: bool = False, score_threshold: float = 0.0
@@ -131,7 +163,7 @@ class Sam2Backend(TrackerBackend):
             return super().segment(image, prompt, multimask, score_threshold)
         height, width = int(image.shape[0]), int(image.shape[1])
         kwargs = self._prompt_kwargs(prompt, height, width)
-        with backend_errors("the sam2 model failed on a one-shot request"):
+        with self.running(), backend_errors("the sam2 model failed on a one-shot request"):
             # The latest frame's features are cached (or encoded once, then cached): re-use them.
             features = self.tracker.latest_features() if image is self._latest_image else None
             pixels = (
@@ -143,12 +175,14 @@ class Sam2Backend(TrackerBackend):
         return [to_output(out, height, width)]
 
     def segment_everything(self, frame_index: int, options: EverythingOptions) -> list[MaskOutput]:
-        if self._size is None:
-            raise PromptError("no frame processed yet")
-        return everything_outputs(self.tracker, frame_index, options, self._size, self.name)
+        with self.running():
+            if self._size is None:
+                raise PromptError("no frame processed yet")
+            return everything_outputs(self.tracker, frame_index, options, self._size, self.name)
 
     def close(self) -> None:
-        """Drop the model and the memory bank; give the GPU memory back. Idempotent."""
+        """Drop this stream's memory bank (and the model: when built directly on it, or when
+        this stream owns its model); give the GPU memory back. Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -156,7 +190,9 @@ class Sam2Backend(TrackerBackend):
         self.tracker.lib.model = None
         del self.tracker
         self._latest_image = None
-        release_memory(self.torch_device)
+        if self.loaded_model is None:
+            release_memory(self.torch_device)  # built directly: the weights go with it
+        super().close()
 
     def stats(self) -> dict[str, float]:
         if self._closed:
@@ -171,6 +207,79 @@ class Sam2Backend(TrackerBackend):
         return tracker_prompt(
             prompt, height, width, self.image_size, self.torch_device, self.options.scribble_points
         )
+
+
+class Sam2Model(Model):
+    """A loaded SAM 2.1 / EdgeTAM video model: weights + options, shared by its streams.
+
+    Each stream (`Sam2Backend`) has its own `StreamingVideoTracker` (memory bank, frame and
+    feature caches) on these weights; nothing per stream lives in the model.
+    """
+
+    name: ClassVar[str] = "sam2"
+    capabilities: ClassVar[Capabilities] = Sam2Backend.capabilities
+
+    def __init__(self, model: Any, config: BackendConfig, options: Sam2Options) -> None:
+        super().__init__()
+        self.model: Any = model
+        self.config = config
+        self.options = options
+        self.model_type = str(model.config.model_type)
+        self.torch_device: torch.device = next(model.parameters()).device
+
+    @property
+    def device(self) -> str:
+        return str(self.torch_device)
+
+    def _new_stream(self) -> Sam2Backend:
+        return Sam2Backend(self.model, self.config, self.options)
+
+    def step_batch(
+        self, items: Sequence[tuple[Backend, int, RgbImage]]
+    ) -> list[dict[int, MaskOutput]]:
+        """One image-encoder pass for the frames of every stream that encodes now, then each
+        stream's own memory attention, decoder and memory encoder. Equal to each stream's
+        `step` in turn (a lazy stream without objects only stores its frame, as in `step`)."""
+        with self.running():
+            self.check_batch(items)
+            streams = [cast(Sam2Backend, stream) for stream, _, _ in items]
+            pixels = [s.pixels(image) for s, (_, _, image) in zip(streams, items, strict=True)]
+            eager = [n for n, s in enumerate(streams) if s.encodes_on_step()]
+            encoded: dict[int, EncodedFrame] = {}
+            if len(eager) > 1:
+                with backend_errors("the sam2 model failed on a batch of frames"):
+                    batch = encode_batch(self.model, [pixels[n] for n in eager])
+                encoded = dict(zip(eager, batch, strict=True))
+            return self.step_each(
+                [
+                    partial(s.step_encoded, index, image, pixels[n], encoded.get(n))
+                    for n, (s, (_, index, image)) in enumerate(zip(streams, items, strict=True))
+                ]
+            )
+
+    def stats(self) -> dict[str, float]:
+        stats = super().stats()
+        if self.model is None:
+            return stats
+        stats.update(weight_stats(self.model))
+        if self.torch_device.type == "cuda":
+            import torch
+
+            stats["cuda_allocated_mb"] = torch.cuda.memory_allocated(self.torch_device) / 2**20
+        return stats
+
+    def _free(self) -> None:
+        self.model = None
+        release_memory(self.torch_device)
+
+
+def weight_stats(model: Any) -> dict[str, float]:
+    """Parameters (count) and the bytes of every parameter and buffer storage (each once)."""
+    params = list(model.parameters())
+    return {
+        "parameters": float(sum(p.numel() for p in params)),
+        "weight_bytes": float(tensor_bytes(params, list(model.buffers()))),
+    }
 
 
 # ---------------------------------------------------------------------- loading
@@ -240,20 +349,35 @@ def load_model(config: BackendConfig, options: Sam2Options) -> tuple[Any, bool]:
     return model, model_config is not None
 
 
-def build(config: BackendConfig) -> Sam2Backend:
-    """Registry entry. Options: see `Sam2Options`."""
+def load(config: BackendConfig) -> Sam2Model:
+    """Registry entry: the model `config.model` names, loaded once. Options: see `Sam2Options`."""
     options = Sam2Options.from_options(config.options, "sam2")
     model, resized = load_model(config, options)
-    backend = Sam2Backend(model, config, options)
-    if resized:
-        try:
-            _check_runs(backend)
-        except SegRosError:
-            raise
-        except Exception as exc:
-            backend.close()
-            raise ModelLoadError(
-                f"this {backend.model_type} model does not run at input_size="
-                f"{config.input_size} ({type(exc).__name__}: {exc}); use 0 for its own size"
-            ) from exc
-    return backend
+    loaded = Sam2Model(model, config, options)
+    try:
+        probe = loaded.open_stream()
+    except BaseException:
+        loaded.close()
+        raise
+    try:
+        if resized:
+            _check_runs(cast(Sam2Backend, probe))
+    except SegRosError:
+        loaded.close()
+        raise
+    except Exception as exc:
+        loaded.close()
+        raise ModelLoadError(
+            f"this {loaded.model_type} model does not run at input_size="
+            f"{config.input_size} ({type(exc).__name__}: {exc}); use 0 for its own size"
+        ) from exc
+    finally:
+        probe.close()
+    return loaded
+
+
+def build(config: BackendConfig) -> Sam2Backend:
+    """One stream that owns its model (as `registry.build_backend`). Options: see `Sam2Options`."""
+    stream = cast(Sam2Backend, load(config).open_stream())
+    stream.owns_model = True
+    return stream

@@ -15,6 +15,11 @@ stands in for the tracker's missing vision encoder (the checkpoint's `tracker_ne
 backbone, exactly as `Sam3VideoModel.get_vision_features_for_tracker`). While nothing is tracked,
 frames are only preprocessed: the backbone runs when a prompt or a text request needs the frame.
 
+One loaded model (`Sam3Model`: weights, the phrase cache) serves many streams (`Sam3Backend`:
+tracker, memory bank and `BackboneCache` each). The one `SharedVisionEncoder` mounted in the model
+reads the cache of the stream now running: a stream mounts its own cache for the length of each
+call, under the model lock, so two streams never read each other's frames.
+
 Text-created objects are tracked like any other: the session turns every detection into a mask
 prompt for the tracker and labels the object with the text.
 """
@@ -22,14 +27,17 @@ prompt for the tracker and labels the object with the text.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from functools import partial
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from seg_ros.engine.backends.base import Capabilities, MaskOutput
+from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput, Model
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import ModelLoadError, PromptError, backend_errors
 from seg_ros.engine.prompts import Prompt
@@ -58,7 +66,7 @@ from seg_ros.engine.sam.prompting import (
     to_outputs,
     tracker_prompt,
 )
-from seg_ros.engine.sam.tracker import StreamingVideoTracker
+from seg_ros.engine.sam.tracker import StreamingVideoTracker, tensor_bytes
 from seg_ros.engine.types import BoolArray, RgbImage
 
 #: The checkpoint a robot uses unless told otherwise (fetched beforehand with seg-ros-download).
@@ -113,9 +121,19 @@ class BackboneCache:
         self._recent_past: int | None = None
         self._scratch: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def add(self, index: int, pixels: torch.Tensor, size: tuple[int, int]) -> None:
-        """Store frame `index` (the newest); older frames keep no backbone output but one."""
-        self.frames[index] = _Frame(pixels, size)
+    def add(
+        self,
+        index: int,
+        pixels: torch.Tensor,
+        size: tuple[int, int],
+        hidden: torch.Tensor | None = None,
+    ) -> None:
+        """Store frame `index` (the newest); older frames keep no backbone output but one.
+
+        `hidden`: its backbone output, when a batched pass over several streams computed it."""
+        self.frames[index] = _Frame(pixels, size, hidden)
+        if hidden is not None:
+            self.runs += 1  # this frame went through the backbone once (in a batch)
         for other, frame in self.frames.items():
             if other not in (index, self._recent_past):
                 frame.hidden = None
@@ -166,6 +184,14 @@ class BackboneCache:
         return hidden
 
 
+def run_backbone(backbone: torch.nn.Module, pixels: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Several frames (each (1, 3, S, S)) through the ViT in ONE pass; each frame's own
+    (1, grid * grid, C) output (a copy: a stream's cache holds only its own frame)."""
+    with torch.inference_mode():
+        hidden = backbone(torch.cat(list(pixels))).last_hidden_state
+        return [hidden[i : i + 1].clone() for i in range(len(pixels))]
+
+
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether two pixel tensors hold the same image (same storage, else equal values)."""
     if a.shape != b.shape:
@@ -178,31 +204,50 @@ class SharedVisionEncoder(torch.nn.Module):
 
     Installed as `tracker_model.vision_encoder` (the checkpoint has none), so the library's
     `get_image_features` and everything built on it work unchanged, while the ViT itself runs
-    through `BackboneCache` (once per frame, shared with the detector).
+    through a `BackboneCache` (once per frame, shared with the detector): the cache of the stream
+    running now, mounted by `using` for the length of its call (under the model lock); a call
+    outside any stream runs the ViT uncached.
     """
 
-    def __init__(self, cache: BackboneCache, neck: torch.nn.Module, grid: int) -> None:
+    def __init__(self, backbone: torch.nn.Module, neck: torch.nn.Module, grid: int) -> None:
         super().__init__()
         self.neck = neck
         self.grid = grid
-        # Not a submodule: the backbone belongs to the detector (no double registration).
+        # Not submodules: the backbone belongs to the detector (no double registration).
+        self.__dict__["backbone"] = backbone
+        self.__dict__["cache"] = None
+
+    @contextmanager
+    def using(self, cache: BackboneCache) -> Iterator[None]:
+        """Read `cache` inside the block (re-entrant: the previous one is put back after)."""
+        previous = self.__dict__["cache"]
         self.__dict__["cache"] = cache
+        try:
+            yield
+        finally:
+            self.__dict__["cache"] = previous
 
     def forward(self, pixel_values: torch.Tensor, **kwargs: Any) -> Any:
-        cache: BackboneCache = self.__dict__["cache"]
-        hidden = cache.hidden_for(pixel_values)
+        cache: BackboneCache | None = self.__dict__["cache"]
+        if cache is None:
+            # A call outside any stream's (the bare model): run the ViT, memoise nothing.
+            with torch.inference_mode():
+                hidden = self.__dict__["backbone"](pixel_values).last_hidden_state
+        else:
+            hidden = cache.hidden_for(pixel_values)
         spatial = hidden.view(hidden.shape[0], self.grid, self.grid, -1).permute(0, 3, 1, 2)
         fpn, pos = self.neck(spatial)
         return sam3_vision_output(hidden, fpn, pos)
 
 
-class Sam3Backend(TrackerBackend):
-    """SAM 3 detector + tracker on one stream (see the module docstring).
+class Sam3Model(Model):
+    """A loaded SAM 3 checkpoint shared by its streams: detector + tracker weights, tokenizer,
+    the encoded-phrase cache, and the one `SharedVisionEncoder` mounted in the tracker.
 
     Args:
         model: a loaded `Sam3VideoModel` in eval mode on its device.
         tokenizer: its CLIP tokenizer.
-        memory_frames: recent frames the tracker attends to (0 = the model's own).
+        memory_frames: recent frames each stream's tracker attends to (0 = the model's own).
         max_conditioning_frames: prompted frames kept per object.
         options: see `Sam3Options`.
         normalisation: (mean, std) of the image processor.
@@ -221,9 +266,12 @@ class Sam3Backend(TrackerBackend):
         options: Sam3Options | None = None,
         normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
     ) -> None:
+        super().__init__()
         self.options = options or Sam3Options()
-        self.model = model
-        self.detector = model.detector_model
+        self.model: Any = model
+        self.detector: Any = model.detector_model
+        self.memory_frames = memory_frames
+        self.max_conditioning_frames = max_conditioning_frames
         vision_config = self.detector.config.vision_config
         self.image_size = int(vision_config.backbone_config.image_size)
         self.grid = self.image_size // int(vision_config.backbone_config.patch_size)
@@ -233,63 +281,172 @@ class Sam3Backend(TrackerBackend):
         self.mean, self.std = normalisation or ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
         nms = self.options.nms_iou
         self.nms_iou = float(model.config.det_nms_thresh if nms is None else nms)
-        self.backbones = BackboneCache(self.detector.vision_encoder.backbone)
-        model.tracker_model.vision_encoder = SharedVisionEncoder(
-            self.backbones, model.tracker_neck, self.grid
-        )
+        self.backbone: torch.nn.Module = self.detector.vision_encoder.backbone
+        self.encoder = SharedVisionEncoder(self.backbone, model.tracker_neck, self.grid)
+        model.tracker_model.vision_encoder = self.encoder
+        max_length = int(self.detector.config.text_config.max_position_embeddings)
+        # Phrases depend on the weights only: one cache serves every stream.
+        self.text = TextEncoder(self.detector, tokenizer, max_length, self.options.text_cache_size)
+
+    @property
+    def device(self) -> str:
+        return str(self.torch_device)
+
+    def _new_stream(self) -> Sam3Backend:
+        return Sam3Backend(self)
+
+    def step_batch(
+        self, items: Sequence[tuple[Backend, int, RgbImage]]
+    ) -> list[dict[int, MaskOutput]]:
+        """One ViT pass for the frames of every stream that encodes now (each stream's frame
+        then finds its backbone output in its own cache), then each stream's own tracker neck,
+        memory attention and decoder. Equal to each stream's `step` in turn."""
+        with self.running():
+            self.check_batch(items)
+            streams = [cast(Sam3Backend, stream) for stream, _, _ in items]
+            pixels = [s.pixels(image) for s, (_, _, image) in zip(streams, items, strict=True)]
+            eager = [n for n, s in enumerate(streams) if s.encodes_on_step()]
+            hidden: dict[int, torch.Tensor] = {}
+            if len(eager) > 1:
+                with backend_errors("the sam3 model failed on a batch of frames"):
+                    batch = run_backbone(self.backbone, [pixels[n] for n in eager])
+                hidden = dict(zip(eager, batch, strict=True))
+            return self.step_each(
+                [
+                    partial(s.step_encoded, index, image, pixels[n], hidden.get(n))
+                    for n, (s, (_, index, image)) in enumerate(zip(streams, items, strict=True))
+                ]
+            )
+
+    def stats(self) -> dict[str, float]:
+        stats = super().stats()
+        if self.model is None:
+            return stats
+        params = list(self.model.parameters())
+        stats["parameters"] = float(sum(p.numel() for p in params))
+        stats["weight_bytes"] = float(tensor_bytes(params, list(self.model.buffers())))
+        stats["text_encodes"] = float(self.text.encodes)
+        if self.torch_device.type == "cuda":
+            stats["cuda_allocated_mb"] = torch.cuda.memory_allocated(self.torch_device) / 2**20
+        return stats
+
+    def _free(self) -> None:
+        self.text.clear()
+        # Drop every reference to the weights so that their memory can go back.
+        self.model.tracker_model.vision_encoder = None
+        self.model = self.detector = None
+        del self.backbone, self.encoder, self.text
+        release_memory(self.torch_device)
+
+
+class Sam3Backend(TrackerBackend):
+    """SAM 3 detector + tracker on one stream (see the module docstring): its own tracker,
+    memory bank and backbone cache on the weights of `loaded`.
+
+    Args:
+        loaded: the `Sam3Model` whose weights this stream runs on (`Sam3Model.open_stream`).
+    """
+
+    name: ClassVar[str] = "sam3"
+    capabilities: ClassVar[Capabilities] = Sam3Model.capabilities
+
+    def __init__(self, loaded: Sam3Model) -> None:
+        self.shared = loaded
+        self.options = loaded.options
+        self.model = loaded.model
+        self.detector = loaded.detector
+        self.image_size = loaded.image_size
+        self.grid = loaded.grid
+        self.torch_device = loaded.torch_device
+        self.dtype = loaded.dtype
+        self.mean, self.std = loaded.mean, loaded.std
+        self.nms_iou = loaded.nms_iou
+        self.text = loaded.text
+        self.backbones = BackboneCache(loaded.backbone)
         try:
             self.tracker = StreamingVideoTracker(
-                model.tracker_model,
-                memory_frames=memory_frames,
-                max_conditioning_frames=max_conditioning_frames,
+                self.model.tracker_model,
+                memory_frames=loaded.memory_frames,
+                max_conditioning_frames=loaded.max_conditioning_frames,
                 **self.options.tracker_kwargs(self.torch_device.type),
             )
         except ValueError as exc:
             raise ModelLoadError(f"sam3 tracker: {exc}") from exc
-        max_length = int(self.detector.config.text_config.max_position_embeddings)
-        self.text = TextEncoder(self.detector, tokenizer, max_length, self.options.text_cache_size)
         self._latest_image: RgbImage | None = None
         self._closed = False
 
+    @contextmanager
+    def _on_model(self) -> Iterator[None]:
+        """The model lock (once stream and model are known open), with THIS stream's backbone
+        cache mounted in the shared tracker encoder."""
+        with self.running(), self.shared.encoder.using(self.backbones):
+            yield
+
     # ------------------------------------------------------------------ protocol
     def step(self, frame_index: int, image: RgbImage) -> dict[int, MaskOutput]:
+        with self._on_model():
+            return self.step_encoded(frame_index, image, self.pixels(image), None)
+
+    def encodes_on_step(self) -> bool:
+        """Whether the next `step` runs the backbone (lazy streams without objects do not)."""
+        return self.tracker.encodes_on_step(self.options.lazy_encoding)
+
+    def step_encoded(
+        self,
+        frame_index: int,
+        image: RgbImage,
+        pixels: torch.Tensor,
+        hidden: torch.Tensor | None,
+    ) -> dict[int, MaskOutput]:
+        """`step` on preprocessed `pixels`, with their backbone output when a batched pass over
+        several streams computed it (`Sam3Model.step_batch`)."""
         size = (int(image.shape[0]), int(image.shape[1]))
-        pixels = self._pixels(image)
-        # Stored first: the tracker's encoder call finds the frame and memoises its backbone.
-        self.backbones.add(frame_index, pixels, size)
-        try:
-            with backend_errors(f"the sam3 model failed on frame {frame_index}"):
-                # Lazy: while nothing is tracked the tracker only keeps the frame (no backbone).
-                tracked = self.tracker.step(frame_index, pixels, lazy=self.options.lazy_encoding)
-        except BaseException:
-            self.backbones.discard(frame_index)  # the frame is dropped
-            raise
-        self.backbones.keep_last(self.memory_frames)
+        with self._on_model():
+            # Stored first: the tracker's encoder call finds the frame and memoises its backbone.
+            self.backbones.add(frame_index, pixels, size, hidden)
+            try:
+                with backend_errors(f"the sam3 model failed on frame {frame_index}"):
+                    # Lazy: while nothing is tracked the tracker only keeps the frame.
+                    tracked = self.tracker.step(
+                        frame_index, pixels, lazy=self.options.lazy_encoding
+                    )
+            except BaseException:
+                self.backbones.discard(frame_index)  # the frame is dropped
+                raise
+            self.backbones.keep_last(self.memory_frames)
         self._latest_image = image
         return to_outputs(tracked, *size)
 
     def add_prompt(
         self, frame_index: int, obj: int, prompt: Prompt, multimask: bool = False
     ) -> MaskOutput:
-        frame = self._frame(frame_index)
-        if prompt.text:
-            # The session composes text + geometry (detect(geometry=...) then a dense hint).
-            raise PromptError("add_prompt takes points, a box or a mask; compose text with detect")
-        return prompt_tracker(
-            self.tracker,
-            frame_index,
-            obj,
-            prompt,
-            self._prompt_kwargs(prompt, frame.size),
-            multimask,
-            lambda out: to_output(out, *frame.size),
-            self.name,
-        )
+        with self._on_model():
+            frame = self._frame(frame_index)
+            if prompt.text:
+                # The session composes text + geometry (detect(geometry=...) then a dense hint).
+                raise PromptError(
+                    "add_prompt takes points, a box or a mask; compose text with detect"
+                )
+            return prompt_tracker(
+                self.tracker,
+                frame_index,
+                obj,
+                prompt,
+                self._prompt_kwargs(prompt, frame.size),
+                multimask,
+                lambda out: to_output(out, *frame.size),
+                self.name,
+            )
+
+    def remove_object(self, obj: int) -> None:
+        with self._on_model():
+            self.tracker.remove_object(obj)
 
     def reset(self) -> None:
-        self.tracker.reset()
-        self.backbones.clear()
-        self._latest_image = None
+        with self._on_model():
+            self.tracker.reset()
+            self.backbones.clear()
+            self._latest_image = None
 
     def detect(
         self,
@@ -301,26 +458,27 @@ class Sam3Backend(TrackerBackend):
     ) -> list[MaskOutput]:
         """Every instance of `text` on a frame in memory; a box in `geometry` is a positive
         exemplar (SAM 3 then finds the boxed instance and its look-alikes more surely)."""
-        frame = self._frame(frame_index)
-        exemplar = geometry.box if geometry is not None else None
-        with backend_errors("the sam3 detector failed"):
-            hidden = self.backbones.hidden(frame_index)
-            detections = self._detect(
-                hidden, text, frame.size, score_threshold, max_objects, exemplar=exemplar
-            )
+        with self._on_model():
+            frame = self._frame(frame_index)
+            exemplar = geometry.box if geometry is not None else None
+            with backend_errors("the sam3 detector failed"):
+                hidden = self.backbones.hidden(frame_index)
+                detections = self._detect(
+                    hidden, text, frame.size, score_threshold, max_objects, exemplar=exemplar
+                )
         return [MaskOutput(d.mask, d.score, True) for d in detections]
 
     def segment(
         self, image: RgbImage, prompt: Prompt, multimask: bool = False, score_threshold: float = 0.0
     ) -> list[MaskOutput]:
         size = (int(image.shape[0]), int(image.shape[1]))
-        with backend_errors("the sam3 model failed on a one-shot request"):
+        with self._on_model(), backend_errors("the sam3 model failed on a one-shot request"):
             # The latest frame's pixels are a stored frame's: its backbone output is reused.
             latest = max(self.backbones.frames, default=None)
             if image is self._latest_image and latest is not None:
                 pixels = self.backbones.frames[latest].pixels
             else:
-                pixels = self._pixels(image)
+                pixels = self.pixels(image)
             if prompt.text:
                 hidden = self.backbones.hidden_for(pixels)
                 detections = self._detect(
@@ -336,16 +494,19 @@ class Sam3Backend(TrackerBackend):
         return [to_output(out, *size)]
 
     def close(self) -> None:
-        """Drop the model and every memory; give the GPU memory back. Idempotent."""
+        """Drop this stream's memories (and the model when the stream owns it: then the GPU
+        memory goes back). Idempotent."""
         if self._closed:
             return
         self._closed = True
-        self.reset()
-        self.text.clear()
-        self.tracker.lib.model = None
-        # Drop every reference to the weights so that their memory can go back.
-        del self.tracker, self.text, self.model, self.detector, self.backbones
-        release_memory(self.torch_device)
+        with self.shared.lock:
+            self.tracker.reset()
+            self.backbones.clear()
+            self._latest_image = None
+            self.tracker.lib.model = None
+            # Drop this stream's references to the weights (the model's own go with it).
+            del self.tracker, self.text, self.model, self.detector, self.backbones
+        super().close()
 
     def stats(self) -> dict[str, float]:
         if self._closed:
@@ -364,7 +525,8 @@ class Sam3Backend(TrackerBackend):
         return stats
 
     # ------------------------------------------------------------------ internals
-    def _pixels(self, image: RgbImage) -> torch.Tensor:
+    def pixels(self, image: RgbImage) -> torch.Tensor:
+        """The model input of `image` (1, 3, S, S) on the model's device and dtype."""
         return preprocess(
             image, self.image_size, self.torch_device, self.dtype, self.mean, self.std
         )
@@ -437,8 +599,8 @@ def _with_hint(prompt: Prompt, mask: BoolArray) -> Prompt:
     )
 
 
-def load(config: BackendConfig) -> Sam3Backend:
-    """Load a SAM 3 checkpoint (local folder or cached hub id) into a backend.
+def load(config: BackendConfig) -> Sam3Model:
+    """Registry entry ("sam3"): load a SAM 3 checkpoint (local folder or cached hub id) once.
 
     Raises ModelLoadError (with the reason and the fix) for a missing or partial checkpoint,
     another architecture, missing tokenizer files, a tokenizer of another model, or torchvision
@@ -494,7 +656,7 @@ def load(config: BackendConfig) -> Sam3Backend:
             f"the tokenizer of '{source}' has {len(tokenizer)} tokens but the text encoder only "
             f"{vocab}: tokenizer files and weights are from different checkpoints"
         )
-    return Sam3Backend(
+    loaded = Sam3Model(
         model,
         tokenizer,
         memory_frames=config.memory_frames,
@@ -502,8 +664,16 @@ def load(config: BackendConfig) -> Sam3Backend:
         options=options,
         normalisation=read_normalisation(source),
     )
+    try:
+        loaded.open_stream().close()  # the tracker's options are checked now, not on a robot
+    except BaseException:
+        loaded.close()
+        raise
+    return loaded
 
 
 def build(config: BackendConfig) -> Sam3Backend:
-    """Registry entry ("sam3"). Options: see `Sam3Options`."""
-    return load(config)
+    """One stream that owns its model (as `registry.build_backend`). Options: see `Sam3Options`."""
+    stream = cast(Sam3Backend, load(config).open_stream())
+    stream.owns_model = True
+    return stream

@@ -92,6 +92,36 @@ class Decoded:
         )
 
 
+@dataclass(frozen=True, eq=False)
+class EncodedFrame:
+    """One frame's image-encoder output: feature levels, each (H*W, 1, C), finest first, and the
+    top level's position encoding (H*W, 1, C)."""
+
+    levels: list[torch.Tensor]
+    position: torch.Tensor
+
+
+def encode_batch(model: Any, pixels: Sequence[torch.Tensor]) -> list[EncodedFrame]:
+    """Several frames (each (1, 3, S, S), same device and dtype) through the image encoder in ONE
+    pass (the library's get_image_features on a batch); each frame's output, in order.
+
+    Each frame gets its own copy with the layout a one-frame pass gives (the encoder output is
+    (H*W, N, C)); a frame's features then hold only its own memory, and the steps after the
+    encoder see the same tensors as after a one-frame pass. On the tiny SAM 2.1 model on a CPU
+    the batched output equals the one-frame outputs bit for bit (test/test_streams.py).
+    """
+    import torch
+
+    with torch.inference_mode():
+        out = model.get_image_features(torch.cat(list(pixels)), return_dict=True)
+        levels = list(out.fpn_hidden_states)
+        position = out.fpn_position_encoding[-1]
+        return [
+            EncodedFrame([x[:, i : i + 1].clone() for x in levels], position[:, i : i + 1].clone())
+            for i in range(len(pixels))
+        ]
+
+
 class ModelSteps:
     """The model steps of SAM 2-family tracking (see the module docstring), for one model.
 
@@ -150,17 +180,22 @@ class ModelSteps:
             )
         return pixel_values.to(self.device, self.dtype)
 
-    def encode(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+    def encode(
+        self, pixel_values: torch.Tensor, encoded: EncodedFrame | None = None
+    ) -> list[torch.Tensor]:
         """Image encoder + the decoder's feature projections (the library's get_image_features).
 
         Returns the feature levels, each (H*W, 1, C). The position encodings depend only on the
-        input size: the first frame's are kept for every frame.
+        input size: the first frame's are kept for every frame. `encoded`: this frame's output
+        of a batched pass (`encode_batch`), used instead of running the encoder.
         """
         self.counters["encoder_calls"] += 1
-        out = self.model.get_image_features(pixel_values, return_dict=True)
+        if encoded is None:
+            out = self.model.get_image_features(pixel_values, return_dict=True)
+            encoded = EncodedFrame(list(out.fpn_hidden_states), out.fpn_position_encoding[-1])
         if self.pos is None:
-            self.pos = out.fpn_position_encoding[-1]
-        return list(out.fpn_hidden_states)
+            self.pos = encoded.position
+        return list(encoded.levels)
 
     def high_res(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """(H*W, 1, C) levels -> (1, C, H, W) maps for the decoder's high-resolution path."""

@@ -69,7 +69,7 @@ from seg_ros.engine.sam.adapter import (
 from seg_ros.engine.sam.everything import EverythingOptions, grid_points, passes_filters
 from seg_ros.engine.sam.memory import MemoryBounds, MemoryPlan
 from seg_ros.engine.sam.steps import NO_OBJECT_LOGIT as NO_OBJECT_LOGIT  # re-exported
-from seg_ros.engine.sam.steps import Decoded, ModelSteps
+from seg_ros.engine.sam.steps import Decoded, EncodedFrame, ModelSteps
 from seg_ros.engine.sam.steps import TrackedMask as TrackedMask  # the tracker's answer
 
 if TYPE_CHECKING:
@@ -300,8 +300,18 @@ class StreamingVideoTracker:
             memory_encoder_calls=0,
         )
 
+    def encodes_on_step(self, lazy: bool) -> bool:
+        """Whether `step(..., lazy=lazy)` runs the image encoder now (a lazy step with no object
+        only stores its frame)."""
+        return not (lazy and not self.object_ids)
+
     def step(
-        self, frame_index: int, pixel_values: torch.Tensor, *, lazy: bool = False
+        self,
+        frame_index: int,
+        pixel_values: torch.Tensor,
+        *,
+        lazy: bool = False,
+        encoded: EncodedFrame | None = None,
     ) -> dict[int, TrackedMask]:
         """Take the next frame: encode it once, track every object, evict what is out of reach.
 
@@ -310,9 +320,13 @@ class StreamingVideoTracker:
             pixel_values: (1, 3, S, S) or (3, S, S) preprocessed image, S = image_size.
             lazy: while no object is tracked, only keep the frame; the image encoder runs when a
                 prompt names it (an idle stream then costs no encoder pass).
+            encoded: this frame's image-encoder output from a batched pass over several
+                streams' frames (`steps.encode_batch`); the encoder then does not run here.
         Returns: every object's mask on this frame.
         """
-        self.encode_frame(frame_index, pixel_values, lazy=lazy and not self.object_ids)
+        self.encode_frame(
+            frame_index, pixel_values, lazy=not self.encodes_on_step(lazy), encoded=encoded
+        )
         try:
             outputs = self.track(frame_index)
         except BaseException:
@@ -322,11 +336,17 @@ class StreamingVideoTracker:
         return outputs
 
     def encode_frame(
-        self, frame_index: int, pixel_values: torch.Tensor, *, lazy: bool = False
+        self,
+        frame_index: int,
+        pixel_values: torch.Tensor,
+        *,
+        lazy: bool = False,
+        encoded: EncodedFrame | None = None,
     ) -> None:
         """Make `frame_index` the latest frame and run the image encoder on it.
 
-        `lazy` stores `pixel_values` without encoding them (encoded when first needed).
+        `lazy` stores `pixel_values` without encoding them (encoded when first needed);
+        `encoded` is their encoder output from a batched pass (see `step`).
         SAM 3 shares its backbone between detector and tracker by standing in for the
         tracker's vision encoder (backends/sam3.py), so this always takes pixels.
         """
@@ -340,7 +360,7 @@ class StreamingVideoTracker:
         feats: list[torch.Tensor] | None = None
         if not lazy:
             with torch.inference_mode():
-                feats = self.steps.encode(pixel_values)
+                feats = self.steps.encode(pixel_values, encoded)
         self._frames[frame_index] = pixel_values
         # A new latest frame drops every other frame's features: a late prompt re-encodes.
         keep = self.memory.features_after_encoding(frame_index, frame_index)
