@@ -21,7 +21,7 @@ from seg_ros.engine.sam.everything import EverythingOptions
 from seg_ros.engine.types import BoolArray, RgbImage
 
 #: Backends that find objects from text; named in the error a text request gets elsewhere.
-TEXT_BACKENDS = ("sam3",)
+TEXT_BACKENDS = ("sam3", "sam2 with a text_detector")
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,17 @@ class MaskOutput:
     score: float
     visible: bool
     candidates: tuple[Candidate, ...] = field(default=())
+    #: For a detection: the phrase of the text it matched ("" = the whole text).
+    label: str = ""
 
 
 class Backend(ABC):
     """One stream's promptable tracker."""
 
     name: ClassVar[str] = "base"
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: Read from the instance: a backend may answer per instance (sam2 takes text only when
+    #: it was built with a text detector). Subclasses set a class default.
+    capabilities: Capabilities = Capabilities()
 
     @property
     def device(self) -> str:
