@@ -105,11 +105,11 @@ def owlv2_config(vocab_size: int, size: str = "tiny") -> Any:
     )
 
 
-def save_detector(
+def build_detector(
     folder: pathlib.Path, kind: str = "grounding-dino", size: str = "tiny", seed: int = 0
-) -> pathlib.Path:
-    """Build a random-weight detector of `kind` ("grounding-dino", "mm-grounding-dino",
-    "owlv2") and save it with its processor into `folder`; returns the folder."""
+) -> tuple[Any, Any]:
+    """A random-weight detector of `kind` ("grounding-dino", "mm-grounding-dino", "owlv2") in
+    eval mode and its processor; the tokenizer's vocabulary files are written into `folder`."""
     import torch
     from transformers import (
         BertTokenizer,
@@ -155,6 +155,14 @@ def save_detector(
         )
     else:
         raise ValueError(f"unknown detector kind '{kind}'")
-    model.eval().save_pretrained(str(folder), safe_serialization=True)
+    return model.eval(), processor
+
+
+def save_detector(
+    folder: pathlib.Path, kind: str = "grounding-dino", size: str = "tiny", seed: int = 0
+) -> pathlib.Path:
+    """`build_detector`, saved with its processor into `folder`; returns the folder."""
+    model, processor = build_detector(folder, kind, size, seed)
+    model.save_pretrained(str(folder), safe_serialization=True)
     processor.save_pretrained(str(folder))
     return folder
