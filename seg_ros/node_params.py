@@ -7,7 +7,8 @@ them in config/seg_ros.yaml or with `-p name:=value` and restart. An invalid val
 
 `SPECS` is the one source of truth for names, descriptions, ranges and defaults. The model's
 defaults (backend, model, device, dtype, input_size, memory_frames, max_conditioning_frames,
-compile) are the engine's `BackendConfig` field defaults, read from it, not repeated here.
+compile, text_detector) are the engine's `BackendConfig` field defaults, read from it, not
+repeated here.
 `NodeParams` has no defaults of its own: `parse` fills what is not given from SPECS.
 config/seg_ros.yaml lists every parameter at its default (test/test_params.py checks all three).
 """
@@ -83,6 +84,11 @@ SPECS: dict[str, _Spec] = {
     ),
     "compile": _Spec(
         _ENGINE["compile"], "torch.compile the heavy modules (GPU; the first frames are slow)"
+    ),
+    "text_detector": _Spec(
+        _ENGINE["text_detector"],
+        "sam2: folder of an open-vocabulary detector (Grounding DINO, MM-Grounding-DINO, OWLv2) "
+        "that gives text prompts to SAM 2.1 / EdgeTAM; empty = no text",
     ),
     "backend_options": _Spec(
         "", 'Backend-specific options as a JSON object, e.g. {"delay_s": 0.1} for fake; "" = none'
@@ -166,6 +172,7 @@ class NodeParams:
     memory_frames: int
     max_conditioning_frames: int
     compile: bool
+    text_detector: str
     backend_options: dict[str, Any]  # the parsed JSON object of the parameter's text
     max_objects: int
     score_threshold: float
@@ -199,6 +206,7 @@ class NodeParams:
             memory_frames=self.memory_frames,
             max_conditioning_frames=self.max_conditioning_frames,
             compile=self.compile,
+            text_detector=self.text_detector,
             options=dict(self.backend_options),
         )
 

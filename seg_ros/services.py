@@ -1,7 +1,7 @@
 """The segmentation node's services: one `_on_<service>` handler each, mixed into the node.
 
     ~/add_points  ~/add_box  ~/add_mask   create or refine an object (`_prompt`)
-    ~/add_text                            objects from a text prompt (SAM 3)
+    ~/add_text                            objects from a text prompt (sam3; sam2 + text_detector)
     ~/remove_object  ~/reset              forget one object / everything
     ~/segment                             one-shot segmentation, tracking untouched
     ~/segment_everything                  every object on the latest frame (optionally tracked)

@@ -142,6 +142,35 @@ def test_sam2_backend_end_to_end(ros_graph: RosGraph, sam2_folder: pathlib.Path)
     assert [i.id for i in send(client, 9).instances] == ["1", *new_ids]
 
 
+def test_sam2_text_through_a_detector_end_to_end(
+    ros_graph: RosGraph, sam2_folder: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """`text_detector`: ~/add_text on backend sam2; objects labelled with their own phrase."""
+    from seg_ros.testing.tiny_detector import save_detector
+
+    detector = save_detector(tmp_path / "grounding-dino", "grounding-dino")
+    node = start_node(
+        ros_graph,
+        backend="sam2",
+        model=str(sam2_folder),
+        text_detector=str(detector),
+        device="cpu",
+        score_threshold=0.0,
+        # Random weights: let every box through (the default floor is 0.3).
+        backend_options='{"detector_threshold": 0.0}',
+    )
+    assert node.session is not None, node.load_error
+    client = Client(ros_graph, ("instances",), frame=scene)
+    assert wait_for(client.connected, timeout=20.0)
+    send(client, 1)
+    found = client.call("add_text", text="person. red mug", max_objects=2, timeout=60.0)
+    assert found.success and len(found.object_ids) >= 1, found.message
+    labels = {i.id: i.label for i in found.instances}
+    assert set(labels) == set(found.object_ids) and set(labels.values()) <= {"person", "red mug"}
+    out = send(client, 2)
+    assert {i.id: i.label for i in out.instances} == labels
+
+
 def test_sam3_text_prompts_end_to_end(ros_graph: RosGraph, sam3_folder: pathlib.Path) -> None:
     node = start_node(
         ros_graph, backend="sam3", model=str(sam3_folder), device="cpu", score_threshold=0.0

@@ -11,7 +11,10 @@ Rows (one JSON object each, medians in milliseconds):
 - everything: a 32x32 grid of clicks on the latest frame's cached features (segment everything)
   next to one tracking step of one object, and their ratio;
 - memory: RSS growth of the bounded tracker over >= 1000 frames next to the library's own
-  unbounded session over the same frames (tiny config at 128 px so it fits the CPU budget).
+  unbounded session over the same frames (tiny config at 128 px so it fits the CPU budget);
+- text (the `text_detector` path): the open-vocabulary detector's pass on a 640x480 frame, and
+  `detect()` in all (detector + SAM 2's decoder on each box, on the frame's cached features),
+  for the tiny and the real detector architectures; rows a GPU fills say "not run" without one.
 
     python -m seg_ros.bench --only sam2 [--quick]
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import json
+import pathlib
 import statistics
 import sys
 import time
@@ -384,6 +388,106 @@ def bench_memory(name: str, frames: int, objects: int, device: str) -> dict[str,
     }
 
 
+def bench_text(
+    detector: str,
+    detector_size: str,
+    name: str,
+    input_size: int,
+    device: str,
+    repeats: int,
+    boxes: int = 4,
+) -> dict[str, Any]:
+    """The text path of the sam2 backend: detector ms per frame and `detect()` in all.
+
+    The frame is encoded first (as when something is tracked), so `detect_ms` is the detector
+    plus `boxes` decoder calls; random weights give boxes above threshold 0 (capped at `boxes`).
+    `detector_size` "real" is the real architecture (Grounding DINO tiny: Swin-T, 900 queries,
+    800-pixel shortest edge; OWLv2 base: ViT-B/16 at 960 px) with a small vocabulary (the text
+    encoder's cost does not depend on the vocabulary size).
+    """
+    import tempfile
+
+    import torch
+
+    from seg_ros.engine.backends.sam2 import Sam2Backend, Sam2Options
+    from seg_ros.engine.config import BackendConfig
+    from seg_ros.engine.sam.loading import resolve_device
+    from seg_ros.engine.sam.open_vocab import OpenVocabDetector
+    from seg_ros.testing.tiny_detector import build_detector
+
+    row: dict[str, Any] = {
+        "suite": "sam2 text",
+        "detector": f"{detector} {detector_size} (random weights)",
+        "model": f"{name} (random weights)",
+        "device": device,
+    }
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        row["status"] = "not run (no GPU here)"
+        return row
+    dev = resolve_device(device)
+    with tempfile.TemporaryDirectory() as vocab:
+        det_model, processor = build_detector(pathlib.Path(vocab), detector, detector_size)
+    found = OpenVocabDetector(det_model.to(dev), processor)
+    model = random_model(name, input_size).to(dev)
+    options = Sam2Options(detector_threshold=0.0)
+    backend = Sam2Backend(model, BackendConfig(backend="sam2", device=str(dev)), options, found)
+    rng = np.random.default_rng(0)
+    text = "person. red mug"
+    detector_ms, detect_ms, counts = [], [], []
+    for frame in range(repeats + 1):
+        image = rng.integers(0, 256, (SOURCE_HEIGHT, SOURCE_WIDTH, 3), dtype=np.uint8)
+        backend.step(frame, image)
+        backend.tracker.frame_features(frame)  # encoded, as while objects are tracked
+        only = _timed(dev, lambda im=image: found(im, text, 0.0, boxes))  # type: ignore[misc]
+        whole = _timed(dev, lambda f=frame: counts.append(len(backend.detect(f, text, 0.0, boxes))))  # type: ignore[misc]
+        if frame:  # the first pass warms the allocator and kernels up
+            detector_ms.append(only)
+            detect_ms.append(whole)
+    row.update(
+        {
+            "device": dev.type,
+            "threads": torch.get_num_threads(),
+            "source": f"{SOURCE_WIDTH}x{SOURCE_HEIGHT}",
+            "detector_input": "x".join(str(v) for v in _detector_input(processor)),
+            "input_size": backend.tracker.image_size,
+            "detector_params_m": round(sum(p.numel() for p in det_model.parameters()) / 1e6, 1),
+            "boxes": int(statistics.median(counts)),
+            "detector_ms": _median_ms(detector_ms),
+            "detect_ms": _median_ms(detect_ms),
+            "encoder_calls_per_frame": backend.tracker.counters["encoder_calls"] / (repeats + 1),
+            "repeats": repeats,
+        }
+    )
+    backend.close()
+    gc.collect()
+    return row
+
+
+def _detector_input(processor: Any) -> tuple[int, ...]:
+    """The detector's input (H, W) for a source frame, from its own image processor."""
+    image = np.zeros((SOURCE_HEIGHT, SOURCE_WIDTH, 3), np.uint8)
+    pixels = processor.image_processor(images=image, return_tensors="pt")["pixel_values"]
+    return tuple(int(v) for v in pixels.shape[-2:])
+
+
+def run_text(quick: bool = False, device: str = "auto") -> list[dict[str, Any]]:
+    """The text rows: tiny detectors always; the real architectures unless `quick`; GPU rows."""
+    rows = [
+        bench_text("grounding-dino", "tiny", "tiny-sam2", 128, device, 3 if quick else 5),
+        bench_text("owlv2", "tiny", "tiny-edgetam", 128, device, 3 if quick else 5),
+    ]
+    if quick:
+        return rows
+    for det in ("grounding-dino", "owlv2"):
+        rows.append(bench_text(det, "real", "sam2.1-tiny", 1024, device, 2))
+    from seg_ros.engine.sam.loading import resolve_device
+
+    if resolve_device(device).type != "cuda":  # the rows a GPU machine fills
+        for det in ("grounding-dino", "owlv2"):
+            rows.append(bench_text(det, "real", "sam2.1-tiny", 1024, "cuda", 5))
+    return rows
+
+
 def run(quick: bool = False, device: str = "auto") -> list[dict[str, Any]]:
     """Every row of this suite. Full: SAM 2.1-tiny and EdgeTAM shapes at 512 and 1024 px."""
     rows: list[dict[str, Any]] = []
@@ -394,6 +498,7 @@ def run(quick: bool = False, device: str = "auto") -> list[dict[str, Any]]:
         rows.append(bench_model("tiny-sam2", 128, device, repeats=3, batch_objects=True, threads=1))
         rows.append(bench_everything("tiny-sam2", 128, device, repeats=2))
         rows.append(bench_memory("tiny-sam2", frames=300, objects=2, device=device))
+        rows.extend(run_text(quick=True, device=device))
         return rows
     for name in ("edgetam", "sam2.1-tiny"):
         for size in (512, 1024):
@@ -409,4 +514,5 @@ def run(quick: bool = False, device: str = "auto") -> list[dict[str, Any]]:
         rows.append(bench_everything("sam2.1-tiny", 512, device, 2, default_thresholds=defaults))
     rows.append(bench_memory("tiny-sam2", frames=1000, objects=2, device=device))
     rows.append(bench_memory("tiny-edgetam", frames=1000, objects=2, device=device))
+    rows.extend(run_text(device=device))
     return rows

@@ -24,6 +24,8 @@ class BackendConfig:
             (SAM 2's num_maskmem - 1; 0 = the model's own). Bounds memory and cost.
         max_conditioning_frames: prompted frames kept per object (oldest dropped beyond it).
         compile: torch.compile the heavy modules (GPU; the first frames are slow).
+        text_detector: sam2 only: local folder of an open-vocabulary detector (Grounding DINO,
+            MM-Grounding-DINO, OWLv2) that gives the backend text prompts; "" = no text.
         options: backend-specific extras (e.g. {"delay_s": 0.1} for the fake).
     """
 
@@ -35,6 +37,7 @@ class BackendConfig:
     memory_frames: int = 0
     max_conditioning_frames: int = 4
     compile: bool = False
+    text_detector: str = ""
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -52,6 +55,11 @@ class BackendConfig:
             raise ValueError("memory_frames must be >= 0")
         if self.max_conditioning_frames < 1:
             raise ValueError("max_conditioning_frames must be >= 1")
+        if self.text_detector and self.backend != "sam2":
+            # sam3 has its own detector; the others cannot use one. Said, not ignored.
+            raise ValueError(
+                f"text_detector is for backend sam2; backend '{self.backend}' does not use it"
+            )
 
 
 @dataclass(frozen=True)

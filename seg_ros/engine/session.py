@@ -317,7 +317,8 @@ class SegmentationSession:
                     f"the '{self.backend.name}' backend gives one mask per prompt (no multimask)"
                 )
             outputs = self.backend.segment(image, prompt, multimask, threshold)
-        return _untracked(outputs, label or prompt.text, threshold)
+        # A given label names every answer; else a text detector's phrase, else the text.
+        return _untracked(outputs, label, threshold, fallback=prompt.text)
 
     def close(self) -> None:
         """Free the backend. Idempotent; the session refuses work afterwards."""
@@ -388,7 +389,8 @@ class SegmentationSession:
             for det in found:
                 value = self._allocate()
                 output = self._create(index, value, Prompt(mask=det.mask), False)
-                self._tracks[value] = _Track(value, label)
+                # A detection's phrase ("person" of "person. red mug") names it, else `label`.
+                self._tracks[value] = _Track(value, det.label or label)
                 # A mask prompt is certain of itself: the finder's score is the confidence.
                 created.append((value, replace(output, score=min(output.score, det.score))))
         except BaseException:
@@ -509,13 +511,16 @@ def step_sessions(
     return [r for r in results if r is not None]
 
 
-def _untracked(outputs: list[MaskOutput], label: str, threshold: float) -> list[ObjectMask]:
-    """One-shot answers as untracked objects (no id; mask values 1..n in answer order)."""
+def _untracked(
+    outputs: list[MaskOutput], label: str, threshold: float, fallback: str = ""
+) -> list[ObjectMask]:
+    """One-shot answers as untracked objects (no id; mask values 1..n in answer order), labelled
+    `label`, else each answer's own (a detected phrase), else `fallback`."""
     return [
         ObjectMask(
             object_id="",
             mask_value=i + 1,
-            label=label,
+            label=label or out.label or fallback,
             score=out.score,
             visible=out.visible and out.score >= threshold,
             mask=out.mask,

@@ -18,7 +18,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput
+from seg_ros.engine.backends.base import Backend, MaskOutput
 from seg_ros.engine.errors import BackendError
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.types import RgbImage
@@ -55,7 +55,7 @@ class FaultyBackend(Backend):
     def __init__(self, inner: Backend, error: ErrorFactory = backend_error) -> None:
         self.inner = inner
         self.name = inner.name  # type: ignore[misc]  # mirrors the wrapped backend
-        self.capabilities: Capabilities = inner.capabilities  # type: ignore[misc]
+        self.capabilities = inner.capabilities
         self.error = error
         self.calls: Counter[str] = Counter()
         self.raised: Counter[str] = Counter()

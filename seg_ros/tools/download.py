@@ -3,11 +3,14 @@
     seg-ros-download facebook/sam2.1-hiera-tiny --out ~/models/sam2.1-hiera-tiny
     seg-ros-download yonigozlan/EdgeTAM-hf --out ~/models/edgetam
     seg-ros-download facebook/sam3 --out ~/models/sam3
+    seg-ros-download openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det \
+        --out ~/models/mm-grounding-dino-tiny        # text for sam2: the text_detector parameter
 
 Only configuration, tokenizer and safetensors files are fetched: pickled weights (*.bin, *.pt, ...)
 are never downloaded, so nothing is ever unpickled. The folder is then verified: a model type one
 of our backends loads, complete safetensors files, and (unless --no-load) a real load on the CPU.
-The node never downloads; point its `model` parameter at the folder this tool prints.
+The node never downloads; point its `model` parameter (a detector: `text_detector`) at the folder
+this tool prints.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ SUPPORTED = {
     "edgetam_video": ("sam2", "EdgeTamVideoModel"),
     "sam3_video": ("sam3", "Sam3VideoModel"),
 }
+#: Open-vocabulary detectors (engine/sam/open_vocab.py FAMILIES): the sam2 backend's
+#: `text_detector`, loaded with their processor (tokenizer files) through its loader.
+DETECTOR_TYPES = ("grounding-dino", "mm-grounding-dino", "owlv2", "owlvit")
 
 
 class VerifyError(Exception):
@@ -97,9 +103,10 @@ def verify(folder: pathlib.Path, load: bool = True) -> str:
     except ValueError as exc:
         raise VerifyError(f"{config_path} is not valid JSON: {exc}") from exc
     model_type = str(config.get("model_type", "")) if isinstance(config, dict) else ""
-    if model_type not in SUPPORTED:
+    if model_type not in SUPPORTED and model_type not in DETECTOR_TYPES:
         raise VerifyError(
-            f"{folder} holds a '{model_type or 'unknown'}' model; supported: {', '.join(SUPPORTED)}"
+            f"{folder} holds a '{model_type or 'unknown'}' model; supported: "
+            f"{', '.join((*SUPPORTED, *DETECTOR_TYPES))}"
         )
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
@@ -124,7 +131,14 @@ def _load(folder: pathlib.Path, model_type: str) -> None:
 
     from seg_ros.engine.errors import ModelLoadError
     from seg_ros.engine.sam.loading import load_pretrained
+    from seg_ros.engine.sam.open_vocab import load_detector
 
+    if model_type in DETECTOR_TYPES:
+        try:
+            load_detector(str(folder), device=torch.device("cpu"), dtype=torch.float32).close()
+        except ModelLoadError as exc:
+            raise VerifyError(str(exc)) from exc
+        return
     model_cls = getattr(transformers, SUPPORTED[model_type][1])
     try:
         model = load_pretrained(
@@ -166,7 +180,8 @@ def _human(size: int) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="seg-ros-download",
-        description="Fetch a SAM 2.1 / EdgeTAM / SAM 3 checkpoint (safetensors only), verify it.",
+        description="Fetch a SAM 2.1 / EdgeTAM / SAM 3 checkpoint or an open-vocabulary detector "
+        "(safetensors only), verify it.",
     )
     parser.add_argument("repo_id", help="hub id, e.g. facebook/sam2.1-hiera-tiny")
     parser.add_argument("--out", required=True, type=pathlib.Path, help="folder to write into")
@@ -201,9 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         size = path.stat().st_size
         total += size
         print(f"  {path.relative_to(out)}  {_human(size)}")
-    backend = SUPPORTED[model_type][0]
     print(f"ok: {model_type} model, {_human(total)} in {out}")
-    print(f"use it with: backend:={backend} model:={out}")
+    if model_type in DETECTOR_TYPES:
+        print(f"use it with: backend:=sam2 model:=<SAM 2.1 / EdgeTAM folder> text_detector:={out}")
+    else:
+        print(f"use it with: backend:={SUPPORTED[model_type][0]} model:={out}")
     return 0
 
 

@@ -40,7 +40,7 @@ from seg_ros.engine.sam.everything import EverythingOptions
 from seg_ros.engine.types import BoolArray, RgbImage
 
 #: Backends that find objects from text; named in the error a text request gets elsewhere.
-TEXT_BACKENDS = ("sam3",)
+TEXT_BACKENDS = ("sam3", "sam2 with a text_detector")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ class MaskOutput:
     score: float
     visible: bool
     candidates: tuple[Candidate, ...] = field(default=())
+    #: For a detection: the phrase of the text it matched ("" = the whole text).
+    label: str = ""
 
 
 class Backend(ABC):
@@ -71,7 +73,9 @@ class Backend(ABC):
     """
 
     name: ClassVar[str] = "base"
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: Read from the instance: a backend may answer per instance (sam2 takes text only when
+    #: it was built with a text detector). Subclasses set a class default.
+    capabilities: Capabilities = Capabilities()
     #: The model this stream runs on (None: built directly, it holds what it runs on).
     loaded_model: Model | None = None
     #: Close `loaded_model` with this stream (set by `build_backend`: one stream, one model).
@@ -195,7 +199,8 @@ class Model(ABC):
     """
 
     name: ClassVar[str] = "base"
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: What its streams take (per instance: sam2 takes text only with a text detector).
+    capabilities: Capabilities = Capabilities()
 
     def __init__(self) -> None:
         #: Held around every forward pass (re-entrant: a step calls helpers that take it again).

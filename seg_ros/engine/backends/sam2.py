@@ -9,6 +9,12 @@ and the model's square input frame, through the helpers it shares with sam3 (sam
 Defaults reproduce a named reference bit for bit: transformers' streaming session, one per
 object (SAM 2.1's per-object inference), with the library's prompt semantics; see tracker.py.
 
+Text, the Grounded-SAM-2 way: with `BackendConfig.text_detector` (an open-vocabulary detector
+folder, engine/sam/open_vocab.py) `detect` and text `segment` work: the detector proposes boxes
+for the phrases on the frame's source image, and SAM 2's decoder turns each box into a mask on
+the frame's cached image features (the image encoder does not run again). Without it, text is
+refused with a message naming the parameter.
+
 Fetch a checkpoint once with `seg-ros-download facebook/sam2.1-hiera-tiny --out <folder>`; the
 backend never downloads (`options={"offline": False}` allows it, for tools only).
 """
@@ -23,7 +29,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput, Model
 from seg_ros.engine.config import BackendConfig
-from seg_ros.engine.errors import ModelLoadError, PromptError, SegRosError, backend_errors
+from seg_ros.engine.errors import (
+    ModelLoadError,
+    PromptError,
+    SegRosError,
+    UnsupportedPromptError,
+    backend_errors,
+)
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.sam.everything import EverythingOptions
 from seg_ros.engine.sam.loading import (
@@ -34,14 +46,22 @@ from seg_ros.engine.sam.loading import (
     resolve_device,
     resolve_dtype,
 )
+from seg_ros.engine.sam.open_vocab import (
+    DEFAULT_DETECTOR,
+    BoxDetection,
+    OpenVocabDetector,
+    load_detector,
+)
 from seg_ros.engine.sam.options import SamOptions
 from seg_ros.engine.sam.prompting import (
     TrackerBackend,
+    designated,
     everything_outputs,
     prompt_tracker,
     to_output,
     to_outputs,
     tracker_prompt,
+    with_hint,
 )
 from seg_ros.engine.sam.steps import EncodedFrame, encode_batch
 from seg_ros.engine.sam.tracker import StreamingVideoTracker, tensor_bytes
@@ -59,7 +79,36 @@ SUGGESTED_MODELS = ("facebook/sam2.1-hiera-tiny", "yonigozlan/EdgeTAM-hf")
 
 @dataclass(frozen=True)
 class Sam2Options(SamOptions):
-    """Options of the sam2 backend (`BackendConfig.options`): those of `SamOptions`."""
+    """Options of the sam2 backend (`BackendConfig.options`): those of `SamOptions` and, for
+    text through a `text_detector`:
+
+    Attributes:
+        detector_threshold: boxes scoring below it are never returned, whatever a request's
+            score_threshold (the session's default is 0: with a DETR-style detector's 900
+            queries that would be 900 boxes of noise). 0.3 sits between Grounded-SAM-2's box
+            (0.35) and text (0.25) thresholds.
+        detector_nms_iou: box IoU above which a lower-scored box of the same phrase is a
+            duplicate; 1.0 keeps every box.
+    """
+
+    detector_threshold: float = 0.3
+    detector_nms_iou: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.detector_threshold <= 1.0:
+            raise ValueError(f"detector_threshold must be in [0, 1]; got {self.detector_threshold}")
+        if not 0.0 < self.detector_nms_iou <= 1.0:
+            raise ValueError(f"detector_nms_iou must be in (0, 1]; got {self.detector_nms_iou}")
+
+
+#: The refusal of a text request by a sam2 backend built without a detector.
+NO_DETECTOR = (
+    "the 'sam2' backend takes text only with an open-vocabulary detector: set the "
+    "'text_detector' parameter to a detector folder (fetch one first, e.g. "
+    f"`seg-ros-download {DEFAULT_DETECTOR} --out ~/models/mm-grounding-dino-tiny`), or use "
+    "backend sam3"
+)
 
 
 class Sam2Backend(TrackerBackend):
@@ -71,14 +120,23 @@ class Sam2Backend(TrackerBackend):
         model: a loaded `Sam2VideoModel` / `EdgeTamVideoModel` (eval, on its device and dtype).
         config: the backend configuration (memory_frames, max_conditioning_frames, ...).
         options: backend-specific options.
+        detector: an open-vocabulary detector for text (None = text is refused).
     """
 
     name: ClassVar[str] = "sam2"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        text=False, multimask=True, past_frames=True
-    )
+    capabilities = Capabilities(text=False, multimask=True, past_frames=True)
 
-    def __init__(self, model: Any, config: BackendConfig, options: Sam2Options) -> None:
+    def __init__(
+        self,
+        model: Any,
+        config: BackendConfig,
+        options: Sam2Options,
+        detector: OpenVocabDetector | None = None,
+    ) -> None:
+        self.detector = detector
+        self.capabilities = Capabilities(
+            text=detector is not None, multimask=True, past_frames=True
+        )
         self.config = config
         self.options = options
         self.model_type = str(model.config.model_type)
@@ -95,6 +153,8 @@ class Sam2Backend(TrackerBackend):
         self.image_size = self.tracker.image_size
         self._size: tuple[int, int] | None = None
         self._latest_image: RgbImage | None = None
+        #: Source images of the frames in memory, for the detector (kept only with one).
+        self._images: dict[int, RgbImage] = {}
         self._closed = False
 
     # ------------------------------------------------------------------ protocol
@@ -122,6 +182,11 @@ class Sam2Backend(TrackerBackend):
             )
         self._size = (height, width)
         self._latest_image = image
+        if self.detector is not None:
+            # The detector needs a frame's source image (its own size and aspect); keep those of
+            # the frames a prompt may still name, no more (references, not copies).
+            self._images[frame_index] = image
+            self._images = {i: im for i, im in self._images.items() if self.tracker.has_frame(i)}
         return to_outputs(tracked, height, width)
 
     def encodes_on_step(self) -> bool:
@@ -155,23 +220,69 @@ class Sam2Backend(TrackerBackend):
             self.tracker.reset()
             self._size = None
             self._latest_image = None
+            self._images = {}
+
+    def detect(
+        self,
+        frame_index: int,
+        text: str,
+        score_threshold: float,
+        max_objects: int,
+        geometry: Prompt | None = None,
+    ) -> list[MaskOutput]:
+        """Every instance of a phrase of `text` on a frame in memory, best box score first.
+
+        The detector runs on the frame's source image; each box goes through SAM 2's decoder on
+        the frame's cached features. `geometry` cannot steer these detectors (the session picks
+        the match it designates). Each answer's score is its box's, its label the phrase.
+        """
+        detector = self._text_detector()
+        with self.running():
+            return self._detect(detector, frame_index, text, score_threshold, max_objects)
+
+    def _detect(
+        self,
+        detector: OpenVocabDetector,
+        frame_index: int,
+        text: str,
+        score_threshold: float,
+        max_objects: int,
+    ) -> list[MaskOutput]:
+        image = self._images.get(frame_index)
+        if image is None or not self.tracker.has_frame(frame_index):
+            raise PromptError(
+                f"frame {frame_index} is no longer in memory (frames kept: "
+                f"{sorted(self._images) or 'none'})"
+            )
+        with backend_errors("the sam2 text detector failed"):
+            boxes = detector(image, text, self._box_threshold(score_threshold), max_objects)
+        if not boxes:
+            return []
+        with backend_errors("the sam2 model failed on detected boxes"):
+            return self._box_masks(self.tracker.frame_features(frame_index), boxes, image)
 
     def segment(
         self, image: RgbImage, prompt: Prompt, multimask: bool = False, score_threshold: float = 0.0
     ) -> list[MaskOutput]:
-        if not prompt.has_geometry:
+        detector = self._text_detector() if prompt.text else None  # text needs a detector
+        if detector is None and not prompt.has_geometry:
             return super().segment(image, prompt, multimask, score_threshold)
         height, width = int(image.shape[0]), int(image.shape[1])
-        kwargs = self._prompt_kwargs(prompt, height, width)
         with self.running(), backend_errors("the sam2 model failed on a one-shot request"):
             # The latest frame's features are cached (or encoded once, then cached): re-use them.
             features = self.tracker.latest_features() if image is self._latest_image else None
-            pixels = (
-                None
-                if features is not None
-                else preprocess(image, self.image_size, self.torch_device)
-            )
-            out = self.tracker.segment(pixels, features=features, multimask=multimask, **kwargs)
+            if features is None:
+                pixels = preprocess(image, self.image_size, self.torch_device)
+                features = self.tracker.encode_image(pixels)
+            if detector is not None:
+                boxes = detector(image, prompt.text, self._box_threshold(score_threshold), 0)
+                found = self._box_masks(features, boxes, image)
+                if not prompt.has_geometry:
+                    return found
+                chosen = designated([m.mask for m in found], prompt)
+                prompt = with_hint(prompt, chosen) if chosen is not None else prompt.geometry_only()
+            kwargs = self._prompt_kwargs(prompt, height, width)
+            out = self.tracker.segment(features=features, multimask=multimask, **kwargs)
         return [to_output(out, height, width)]
 
     def segment_everything(self, frame_index: int, options: EverythingOptions) -> list[MaskOutput]:
@@ -190,6 +301,8 @@ class Sam2Backend(TrackerBackend):
         self.tracker.lib.model = None
         del self.tracker
         self._latest_image = None
+        self._images = {}
+        self.detector = None  # the model's: closed with it
         if self.loaded_model is None:
             release_memory(self.torch_device)  # built directly: the weights go with it
         super().close()
@@ -199,8 +312,36 @@ class Sam2Backend(TrackerBackend):
             return {}
         stats = self.tracker.stats()
         stats["input_size"] = float(self.image_size)
+        if self.detector is not None:
+            stats["detector_runs"] = float(self.detector.runs)
+            stats["detector_ms"] = self.detector.last_ms
         stats.update(self.device_stats())
         return stats
+
+    # ------------------------------------------------------------------ text
+    def _text_detector(self) -> OpenVocabDetector:
+        if self.detector is None:
+            raise UnsupportedPromptError(NO_DETECTOR)
+        return self.detector
+
+    def _box_threshold(self, score_threshold: float) -> float:
+        return max(float(score_threshold), self.options.detector_threshold)
+
+    def _box_masks(
+        self, features: list[torch.Tensor], boxes: list[BoxDetection], image: RgbImage
+    ) -> list[MaskOutput]:
+        """Each box -> SAM 2's mask on `features` (decoder only), at the source size. A box
+        whose mask is empty at the source size is dropped (nothing to track)."""
+        height, width = int(image.shape[0]), int(image.shape[1])
+        sx, sy = self.image_size / float(width), self.image_size / float(height)
+        found: list[MaskOutput] = []
+        for det in boxes:
+            x0, y0, x1, y1 = (float(v) for v in det.box)
+            out = self.tracker.segment(features=features, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+            mask = to_output(out, height, width).mask
+            if mask.any():
+                found.append(MaskOutput(mask, det.score, True, label=det.label))
+        return found
 
     # ------------------------------------------------------------------ conversions
     def _prompt_kwargs(self, prompt: Prompt, height: int, width: int) -> dict[str, Any]:
@@ -217,13 +358,24 @@ class Sam2Model(Model):
     """
 
     name: ClassVar[str] = "sam2"
-    capabilities: ClassVar[Capabilities] = Sam2Backend.capabilities
+    capabilities = Sam2Backend.capabilities
 
-    def __init__(self, model: Any, config: BackendConfig, options: Sam2Options) -> None:
+    def __init__(
+        self,
+        model: Any,
+        config: BackendConfig,
+        options: Sam2Options,
+        detector: OpenVocabDetector | None = None,
+    ) -> None:
         super().__init__()
         self.model: Any = model
         self.config = config
         self.options = options
+        #: The open-vocabulary text detector, shared by every stream (None: text is refused).
+        self.detector = detector
+        self.capabilities = Capabilities(
+            text=detector is not None, multimask=True, past_frames=True
+        )
         self.model_type = str(model.config.model_type)
         self.torch_device: torch.device = next(model.parameters()).device
 
@@ -232,7 +384,7 @@ class Sam2Model(Model):
         return str(self.torch_device)
 
     def _new_stream(self) -> Sam2Backend:
-        return Sam2Backend(self.model, self.config, self.options)
+        return Sam2Backend(self.model, self.config, self.options, self.detector)
 
     def step_batch(
         self, items: Sequence[tuple[Backend, int, RgbImage]]
@@ -270,6 +422,9 @@ class Sam2Model(Model):
 
     def _free(self) -> None:
         self.model = None
+        if self.detector is not None:
+            self.detector.close()
+            self.detector = None
         release_memory(self.torch_device)
 
 
@@ -350,10 +505,22 @@ def load_model(config: BackendConfig, options: Sam2Options) -> tuple[Any, bool]:
 
 
 def load(config: BackendConfig) -> Sam2Model:
-    """Registry entry: the model `config.model` names, loaded once. Options: see `Sam2Options`."""
+    """Registry entry: the model `config.model` names, loaded once. Options: see `Sam2Options`.
+    With `config.text_detector`, the detector is loaded too (same device and dtype) and shared
+    by every stream; a bad detector folder fails the load."""
     options = Sam2Options.from_options(config.options, "sam2")
     model, resized = load_model(config, options)
-    loaded = Sam2Model(model, config, options)
+    detector = None
+    if config.text_detector:  # loaded once with the model, shared by its streams
+        device = next(model.parameters()).device
+        detector = load_detector(
+            config.text_detector,
+            device=device,
+            dtype=resolve_dtype(config.dtype, device),
+            offline=options.offline,
+            nms_iou=options.detector_nms_iou,
+        )
+    loaded = Sam2Model(model, config, options, detector)
     try:
         probe = loaded.open_stream()
     except BaseException:

@@ -61,13 +61,15 @@ from seg_ros.engine.sam.loading import (
 from seg_ros.engine.sam.options import SamOptions
 from seg_ros.engine.sam.prompting import (
     TrackerBackend,
+    designated,
     prompt_tracker,
     to_output,
     to_outputs,
     tracker_prompt,
+    with_hint,
 )
 from seg_ros.engine.sam.tracker import StreamingVideoTracker, tensor_bytes
-from seg_ros.engine.types import BoolArray, RgbImage
+from seg_ros.engine.types import RgbImage
 
 #: The checkpoint a robot uses unless told otherwise (fetched beforehand with seg-ros-download).
 DEFAULT_MODEL = "facebook/sam3"
@@ -254,7 +256,7 @@ class Sam3Model(Model):
     """
 
     name: ClassVar[str] = "sam3"
-    capabilities: ClassVar[Capabilities] = Capabilities(text=True, multimask=True, past_frames=True)
+    capabilities = Capabilities(text=True, multimask=True, past_frames=True)
 
     def __init__(
         self,
@@ -348,7 +350,7 @@ class Sam3Backend(TrackerBackend):
     """
 
     name: ClassVar[str] = "sam3"
-    capabilities: ClassVar[Capabilities] = Sam3Model.capabilities
+    capabilities = Sam3Model.capabilities
 
     def __init__(self, loaded: Sam3Model) -> None:
         self.shared = loaded
@@ -486,8 +488,8 @@ class Sam3Backend(TrackerBackend):
                 )
                 if not prompt.has_geometry:
                     return [MaskOutput(d.mask, d.score, True) for d in detections]
-                chosen = _designated(detections, prompt)
-                prompt = _with_hint(prompt, chosen.mask) if chosen else prompt.geometry_only()
+                chosen = designated([d.mask for d in detections], prompt)
+                prompt = with_hint(prompt, chosen) if chosen is not None else prompt.geometry_only()
             kwargs = self._prompt_kwargs(prompt, size)
             # The tracker's decoder; its features come from the memoised backbone output.
             out = self.tracker.segment(pixels, multimask=multimask, **kwargs)
@@ -574,29 +576,6 @@ class Sam3Backend(TrackerBackend):
             self.options.scribble_points,
             self.dtype,
         )
-
-
-def _designated(detections: list[Detection], prompt: Prompt) -> Detection | None:
-    """The detection the prompt's geometry points at (ties go to the higher score), or None."""
-    best: Detection | None = None
-    best_fit = 0.0
-    for det in detections:
-        fit = prompt.agreement(det.mask)
-        if fit > best_fit:
-            best, best_fit = det, fit
-    return best
-
-
-def _with_hint(prompt: Prompt, mask: BoolArray) -> Prompt:
-    """The prompt's geometry with `mask` (intersected with its own mask) as the decoder's hint."""
-    hint = mask if prompt.mask is None else (mask & prompt.mask)
-    return Prompt(
-        points=prompt.points,
-        point_labels=prompt.point_labels,
-        box=prompt.box,
-        mask=hint if hint.any() else prompt.mask,
-        scribble=prompt.scribble,
-    )
 
 
 def load(config: BackendConfig) -> Sam3Model:

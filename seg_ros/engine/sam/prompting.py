@@ -181,3 +181,27 @@ def to_outputs(tracked: dict[int, TrackedMask], height: int, width: int) -> dict
     ids = list(tracked)
     masks = logits_to_masks(torch.stack([tracked[i].mask_logits for i in ids]), height, width)
     return {obj: mask_output(tracked[obj], masks[n]) for n, obj in enumerate(ids)}
+
+
+def designated(masks: list[BoolArray], prompt: Prompt) -> BoolArray | None:
+    """The mask the prompt's geometry points at (ties go to the earlier, better-scored one), or
+    None when the geometry touches none (text + geometry in one-shot requests)."""
+    best: BoolArray | None = None
+    best_fit = 0.0
+    for mask in masks:
+        fit = prompt.agreement(mask)
+        if fit > best_fit:
+            best, best_fit = mask, fit
+    return best
+
+
+def with_hint(prompt: Prompt, mask: BoolArray) -> Prompt:
+    """The prompt's geometry with `mask` (intersected with its own mask) as the decoder's hint."""
+    hint = mask if prompt.mask is None else (mask & prompt.mask)
+    return Prompt(
+        points=prompt.points,
+        point_labels=prompt.point_labels,
+        box=prompt.box,
+        mask=hint if hint.any() else prompt.mask,
+        scribble=prompt.scribble,
+    )

@@ -723,6 +723,14 @@ class StreamingVideoTracker:
                 for i in kept
             ]
 
+    def encode_image(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """The image features of an image that is not a frame (one encoder pass, nothing kept),
+        for several one-shot prompts on it (`segment(features=...)`)."""
+        import torch
+
+        with torch.inference_mode():
+            return self.steps.encode(self.steps.as_pixels(pixel_values))
+
     def frame_features(self, frame_index: int) -> list[torch.Tensor]:
         """A frame's image features (cached, or re-encoded once from its kept input).
 
