@@ -23,6 +23,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+from seg_ros.engine.concepts import QueryOptions
 from seg_ros.engine.config import DTYPES, BackendConfig
 from seg_ros.engine.registry import available_backends
 
@@ -79,6 +80,34 @@ SPECS: dict[str, _Spec] = {
     "max_objects": _Spec(16, "Most objects tracked at once", int_range=(1, 1024, 1)),
     "score_threshold": _Spec(
         0.5, "Objects scoring below it are reported not visible", float_range=(0.0, 1.0)
+    ),
+    # A string array: declared with dynamic typing, since rclpy types an empty default [] as a
+    # byte array and would refuse ['person'] from the params file.
+    "concepts": _Spec(
+        [],
+        "Standing queries from start-up (live concepts): each entry a text, phrases separated "
+        "by ';', whose instances are tracked as they appear, with stable ids (text-capable "
+        "backend: sam3, or one with a text detector)",
+    ),
+    "concept_every_n": _Spec(
+        5,
+        "Standing queries detect every n-th frame (1 = every frame), and on a frame where one "
+        "of their objects was just lost",
+        int_range=(1, 10000, 1),
+    ),
+    "new_instance_threshold": _Spec(
+        0.7,
+        "Least detection score for a standing query to start a new object (SAM 3's own 0.7)",
+        float_range=(0.0, 1.0),
+    ),
+    "concept_timeout_s": _Spec(
+        2.0,
+        "A standing query's object neither visible nor detected for this long (image stamps, "
+        "seconds; 30 frames on a stream without stamps) is dropped, or kept lost",
+        float_range=(0.01, 3600.0),
+    ),
+    "concept_drop_lost": _Spec(
+        True, "Drop a standing query's object after concept_timeout_s (false: keep it lost)"
     ),
     "input_compressed": _Spec(False, "Subscribe to image/compressed (jpeg / png) instead of image"),
     "qos_reliability": _Spec(
@@ -156,6 +185,11 @@ class NodeParams:
     backend_options: dict[str, Any]  # the parsed JSON object of the parameter's text
     max_objects: int
     score_threshold: float
+    concepts: list  # type: ignore[type-arg]  # list[str]; bare: a parameter's type is list
+    concept_every_n: int
+    new_instance_threshold: float
+    concept_timeout_s: float
+    concept_drop_lost: bool
     input_compressed: bool
     qos_reliability: str
     qos_depth: int
@@ -189,6 +223,18 @@ class NodeParams:
             options=dict(self.backend_options),
         )
 
+    def query_options(
+        self, every_n: int = 0, new_instance_threshold: float = 0.0, max_new: int = 0
+    ) -> QueryOptions:
+        """A standing query's options from the concept_* parameters (0 = the parameter's)."""
+        return QueryOptions(
+            every_n=every_n or self.concept_every_n,
+            new_instance_threshold=new_instance_threshold or self.new_instance_threshold,
+            timeout_s=self.concept_timeout_s,
+            drop_lost=self.concept_drop_lost,
+            max_new_per_frame=max_new,
+        )
+
     def input_qos(self) -> QoSProfile:
         """Camera input: sensor-data QoS by default (best effort, depth 1)."""
         reliability = (
@@ -201,6 +247,8 @@ class NodeParams:
 
 def _descriptor(name: str, spec: _Spec) -> ParameterDescriptor:
     desc = ParameterDescriptor(name=name, description=spec.description, read_only=True)
+    if isinstance(spec.default, list):
+        desc.dynamic_typing = True  # `parse` checks it is a list of strings
     if spec.choices:
         desc.additional_constraints = "one of: " + ", ".join(spec.choices)
     if spec.int_range is not None:
@@ -254,7 +302,14 @@ def parse(values: dict[str, Any]) -> NodeParams:
         raise ParameterError(f"parameter 'backend_options' is not valid JSON: {exc}") from exc
     if not isinstance(options, dict):
         raise ParameterError("parameter 'backend_options' must be a JSON object ({...})")
-    params = NodeParams(**{**values, "backend_options": options})
+    concepts = values["concepts"]
+    if not isinstance(concepts, list | tuple) or not all(isinstance(c, str) for c in concepts):
+        raise ParameterError(
+            f"parameter 'concepts' must be a list of strings, e.g. ['person', 'red mug']; "
+            f"got {concepts!r}"
+        )
+    concepts = [c.strip() for c in concepts if c.strip()]
+    params = NodeParams(**{**values, "backend_options": options, "concepts": concepts})
     try:
         params.backend_config()  # device / dtype / input_size checks live with the engine
     except ValueError as exc:

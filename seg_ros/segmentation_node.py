@@ -160,7 +160,19 @@ class SegmentationNode(ServiceHandlers, Node):
         self.device = backend.device
         model = config.model or "default model"
         self.get_logger().info(f"backend '{backend.name}' loaded ({model}, device {self.device})")
+        self._start_concepts(self.session)
         return True
+
+    def _start_concepts(self, session: SegmentationSession) -> None:
+        """The `concepts` parameter's standing queries; one that is refused is logged (the node
+        and the other queries go on)."""
+        for text in self.params.concepts:
+            try:
+                query = session.add_query(text, self.params.query_options())
+            except SegRosError as exc:
+                self.get_logger().error(f"concept '{text}' not started: {exc}")
+                continue
+            self.get_logger().info(f"standing query {query.query_id}: '{text}'")
 
     def release_model(self) -> None:
         """Close the session; its backend's close() gives the model's memory back. Idempotent."""
