@@ -156,5 +156,62 @@ def _bench(name: str, repeats: int, counts: tuple[int, ...]) -> list[dict[str, A
         steps -= len(list(cursor))
         per_frame = (backend.stats()["backbone_runs"] - runs) / steps
         row("track_step", timing, objects=count, backbone_runs_per_frame=per_frame)
+    if name != "full":  # a minute a frame there: the rows above give its cost (README)
+        rows.extend(_concept_rows(session, frames, base, max(counts)))
     backend.close()
+    return rows
+
+
+#: Standing-query rows: detection every n-th frame.
+CONCEPT_EVERY_N = (1, 5)
+#: Frames timed per row (a multiple of every n: the mean is the amortised cost).
+CONCEPT_FRAMES = 10
+
+
+def _concept_rows(
+    session: Any, frames: list[np.ndarray], base: dict[str, Any], max_new: int
+) -> list[dict[str, Any]]:
+    """Cost per frame with a standing query ("red mug"): the tracker's step with the K objects
+    the query tracks, plus the detector (on the frame's cached backbone output) every n-th frame.
+
+    Mean, not median, over CONCEPT_FRAMES consecutive frames: with n > 1 most frames run no
+    detector, and the mean is the cost amortised over n.
+    """
+    from seg_ros.engine.concepts import QueryOptions
+
+    backend = session.backend
+    rows = []
+    for every_n in CONCEPT_EVERY_N:
+        session.reset()
+        for query in session.queries:
+            session.remove_query(query.query_id, keep_objects=False)
+        session.step(frames[0])
+        options = QueryOptions(every_n=every_n, max_new_per_frame=max_new)
+        session.add_query("red mug", options)
+        session.step(frames[1])  # the first tracked frame differs (no tracked memory yet)
+        before = backend.stats()
+        detects = session.queries[0].stats.detections_run
+        wall, cpu, objects = 0.0, 0.0, 0
+        for k in range(CONCEPT_FRAMES):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            result = session.step(frames[2 + k % (len(frames) - 2)])
+            wall += time.perf_counter() - start
+            cpu += time.process_time() - start_cpu
+            objects += len(result.objects)
+        after = backend.stats()
+        rows.append(
+            {
+                **base,
+                "metric": "concept_step",
+                "every_n": every_n,
+                "ms": round(1000.0 * wall / CONCEPT_FRAMES, 2),
+                "cpu_ms": round(1000.0 * cpu / CONCEPT_FRAMES, 2),
+                "objects_mean": round(objects / CONCEPT_FRAMES, 2),
+                "detect_runs_per_frame": (session.queries[0].stats.detections_run - detects)
+                / CONCEPT_FRAMES,
+                "backbone_runs_per_frame": (after["backbone_runs"] - before["backbone_runs"])
+                / CONCEPT_FRAMES,
+                "frames": CONCEPT_FRAMES,
+            }
+        )
     return rows
