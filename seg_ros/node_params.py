@@ -302,7 +302,8 @@ def parse(values: dict[str, Any]) -> NodeParams:
         raise ParameterError(f"parameter 'backend_options' is not valid JSON: {exc}") from exc
     if not isinstance(options, dict):
         raise ParameterError("parameter 'backend_options' must be a JSON object ({...})")
-    concepts = values["concepts"]
+    # An empty list in a params file reaches the node untyped, as "not set" (None).
+    concepts = [] if values["concepts"] is None else values["concepts"]
     if not isinstance(concepts, list | tuple) or not all(isinstance(c, str) for c in concepts):
         raise ParameterError(
             f"parameter 'concepts' must be a list of strings, e.g. ['person', 'red mug']; "

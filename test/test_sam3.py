@@ -407,11 +407,12 @@ def test_a_standing_query_detects_on_the_cached_features(backend: Sam3Backend) -
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 1,000 tracked frames: 3-10 min on a busy 2-core CPU
 def test_a_standing_query_keeps_memory_bounded_over_1000_frames(checkpoint: pathlib.Path) -> None:
     """The red square comes and goes (every 40 frames it leaves for 20); whatever the random
     detector makes of it, objects, frames and tensors held stay bounded and RSS flat."""
     backend = _backend(checkpoint)
-    session = SegmentationSession(backend, max_objects=6, score_threshold=0.2)
+    session = SegmentationSession(backend, max_objects=4, score_threshold=0.2)
     session.add_query("red mug", QueryOptions(every_n=5, timeout_frames=10))
     scene = _frames(40)
     plain = _frames(1, seed=1)[0]
@@ -426,7 +427,7 @@ def test_a_standing_query_keeps_memory_bounded_over_1000_frames(checkpoint: path
             with open("/proc/self/statm") as f:
                 rss.append(int(f.read().split()[1]) * 4096 / 2**20)
     stats = backend.stats()
-    assert max(objects) <= 6
+    assert max(objects) <= 4
     assert stats["frames_in_memory"] <= backend.memory_frames
     assert stats["tracker_frames_in_memory"] <= backend.memory_frames
     assert session.queries[0].stats.errors == 0
