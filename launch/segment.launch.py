@@ -16,9 +16,11 @@ when not empty), depth and camera_info (topics for 3D; camera_info defaults to t
 image, as image_transport pairs them), use_depth (empty = true when depth is given, else the params
 file's), cameras / images / depths (several cameras served by one model: names, then each
 camera's image and depth topic in the same order; camera_info beside each image), rviz (start
-RViz with config/seg_ros.rviz), lifecycle (run the managed node seg_ros.lifecycle_node) and
+RViz with config/seg_ros.rviz), lifecycle (run the managed node seg_ros.lifecycle_node),
 autostart (with lifecycle: configure and activate it at launch; false leaves it to a lifecycle
-manager). `ros2 launch seg_ros segment.launch.py --show-args` lists them.
+manager) and concepts (standing queries tracked from start-up, comma separated:
+`concepts:="person,red mug"`; ';' joins phrases of one query).
+`ros2 launch seg_ros segment.launch.py --show-args` lists them.
 """
 
 from ament_index_python.packages import get_package_share_directory
@@ -61,11 +63,22 @@ ARGUMENTS = (
     ("rviz", "false", "Start RViz with config/seg_ros.rviz"),
     ("lifecycle", "false", "Run the managed (lifecycle) node"),
     ("autostart", "true", "With lifecycle: configure and activate at launch"),
+    (
+        "concepts",
+        "",
+        "Standing queries from start-up, comma separated ('person,red mug'; ';' joins phrases "
+        "of one query); empty = the params file's",
+    ),
 )
 
 
 def _true(text: str) -> bool:
     return text.strip().lower() in ("true", "1", "yes", "on")
+
+
+def concept_list(text: str) -> list[str]:
+    """The `concepts` argument as the parameter's list: 'person, red mug' -> two queries."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _arg(context: LaunchContext, name: str) -> str:
@@ -102,6 +115,9 @@ def _segmentation_node(context: LaunchContext) -> list[Action]:
     qos_depth = _arg(context, "qos_depth").strip()
     if qos_depth:  # not a number: the node refuses it, naming the parameter
         overrides["qos_depth"] = int(qos_depth) if qos_depth.isdigit() else qos_depth
+    concepts = concept_list(_arg(context, "concepts"))
+    if concepts:
+        overrides["concepts"] = concepts
     cameras = _names(_arg(context, "cameras"))
     use_depth = _arg(context, "use_depth")
     if cameras:

@@ -24,6 +24,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+from seg_ros.engine.concepts import QueryOptions
 from seg_ros.engine.config import DTYPES, BackendConfig
 from seg_ros.engine.registry import available_backends
 
@@ -96,6 +97,32 @@ SPECS: dict[str, _Spec] = {
     "max_objects": _Spec(16, "Most objects tracked at once", int_range=(1, 1024, 1)),
     "score_threshold": _Spec(
         0.5, "Objects scoring below it are reported not visible", float_range=(0.0, 1.0)
+    ),
+    "concepts": _Spec(
+        (),
+        "Standing queries from start-up (live concepts): each entry a text, phrases separated "
+        "by ';', whose instances are tracked as they appear, with stable ids (text-capable "
+        "backend: sam3, or one with a text detector)",
+    ),
+    "concept_every_n": _Spec(
+        5,
+        "Standing queries detect every n-th frame (1 = every frame), and on a frame where one "
+        "of their objects was just lost",
+        int_range=(1, 10000, 1),
+    ),
+    "new_instance_threshold": _Spec(
+        0.7,
+        "Least detection score for a standing query to start a new object (SAM 3's own 0.7)",
+        float_range=(0.0, 1.0),
+    ),
+    "concept_timeout_s": _Spec(
+        2.0,
+        "A standing query's object neither visible nor detected for this long (image stamps, "
+        "seconds; 30 frames on a stream without stamps) is dropped, or kept lost",
+        float_range=(0.01, 3600.0),
+    ),
+    "concept_drop_lost": _Spec(
+        True, "Drop a standing query's object after concept_timeout_s (false: keep it lost)"
     ),
     "input_compressed": _Spec(False, "Subscribe to image/compressed (jpeg / png) instead of image"),
     "qos_reliability": _Spec(
@@ -176,6 +203,11 @@ class NodeParams:
     backend_options: dict[str, Any]  # the parsed JSON object of the parameter's text
     max_objects: int
     score_threshold: float
+    concepts: tuple[str, ...]
+    concept_every_n: int
+    new_instance_threshold: float
+    concept_timeout_s: float
+    concept_drop_lost: bool
     input_compressed: bool
     qos_reliability: str
     qos_depth: int
@@ -208,6 +240,18 @@ class NodeParams:
             compile=self.compile,
             text_detector=self.text_detector,
             options=dict(self.backend_options),
+        )
+
+    def query_options(
+        self, every_n: int = 0, new_instance_threshold: float = 0.0, max_new: int = 0
+    ) -> QueryOptions:
+        """A standing query's options from the concept_* parameters (0 = the parameter's)."""
+        return QueryOptions(
+            every_n=every_n or self.concept_every_n,
+            new_instance_threshold=new_instance_threshold or self.new_instance_threshold,
+            timeout_s=self.concept_timeout_s,
+            drop_lost=self.concept_drop_lost,
+            max_new_per_frame=max_new,
         )
 
     def input_qos(self) -> QoSProfile:
@@ -268,7 +312,7 @@ def declare_parameters(node: Node) -> NodeParams:
 
 #: Input parameters a camera may set for itself (`<camera>.use_depth: true`); the rest are the
 #: node's for every camera.
-PER_CAMERA = ("input_compressed", "use_depth", "qos_reliability", "qos_depth")
+PER_CAMERA = ("input_compressed", "use_depth", "qos_reliability", "qos_depth", "concepts")
 
 
 def declare_camera_parameters(node: Node, camera: str, params: NodeParams) -> NodeParams:
@@ -280,17 +324,39 @@ def declare_camera_parameters(node: Node, camera: str, params: NodeParams) -> No
         default = getattr(params, name)
         descriptor = _descriptor(f"{camera}.{name}", spec)
         descriptor.description = f"{camera}: {spec.description} (default: the node's {name})"
+        if isinstance(default, tuple):  # a string array (see declare_parameters)
+            descriptor.dynamic_typing = True
+            default = list(default)
         try:
-            values[name] = node.declare_parameter(f"{camera}.{name}", default, descriptor).value
+            value = node.declare_parameter(f"{camera}.{name}", default, descriptor).value
+            values[name] = getattr(params, name) if value is None else value
         except ParameterException as exc:
             raise ParameterError(
                 f"parameter '{camera}.{name}': must be {_allowed(spec)} ({exc})"
             ) from exc
+        if isinstance(spec.default, tuple):
+            values[name] = tuple(
+                v.strip() for v in _string_list(values, name, "['person']") if v.strip()
+            )
         if spec.choices and values[name] not in spec.choices:
             raise ParameterError(
                 f"parameter '{camera}.{name}' is '{values[name]}'; must be {_allowed(spec)}"
             )
     return replace(params, **values)
+
+
+def _string_list(values: dict[str, Any], name: str, example: str) -> list[str]:
+    """A string-array parameter's value as a list; one string is a list of one."""
+    value = values[name]
+    if value is None:  # an empty list in a params file reaches the node untyped ("not set")
+        return []
+    if isinstance(value, str):  # `-p cameras:=head`: one entry
+        return [value] if value else []
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ParameterError(
+            f"parameter '{name}' must be a list of strings, e.g. \"{example}\"; got {value!r}"
+        )
+    return list(value)
 
 
 def parse(values: dict[str, Any]) -> NodeParams:
@@ -313,14 +379,16 @@ def parse(values: dict[str, Any]) -> NodeParams:
         raise ParameterError(f"parameter 'backend_options' is not valid JSON: {exc}") from exc
     if not isinstance(options, dict):
         raise ParameterError("parameter 'backend_options' must be a JSON object ({...})")
-    cameras = values["cameras"]
-    if isinstance(cameras, str):  # `-p cameras:=head`: one camera
-        cameras = [cameras] if cameras else []
-    if not isinstance(cameras, list | tuple) or not all(isinstance(c, str) for c in cameras):
-        raise ParameterError(
-            f"parameter 'cameras' must be a list of names, e.g. \"[head, wrist]\"; got {cameras!r}"
-        )
-    params = NodeParams(**{**values, "backend_options": options, "cameras": tuple(cameras)})
+    cameras = _string_list(values, "cameras", "[head, wrist]")
+    concepts = [c.strip() for c in _string_list(values, "concepts", "['person', 'red mug']")]
+    params = NodeParams(
+        **{
+            **values,
+            "backend_options": options,
+            "cameras": tuple(cameras),
+            "concepts": tuple(c for c in concepts if c),
+        }
+    )
     try:
         params.backend_config()  # device / dtype / input_size checks live with the engine
     except ValueError as exc:

@@ -225,7 +225,24 @@ class SegmentationNode(Node):
             where += f", {len(self.cameras)} cameras: " + ", ".join(c.name for c in self.cameras)
         name = config.model or "default model"
         self.get_logger().info(f"backend '{config.backend}' loaded ({name}, {where})")
+        for camera in self.cameras:
+            self._start_concepts(camera)
         return True
+
+    def _start_concepts(self, camera: Camera) -> None:
+        """The camera's `concepts` (the node's, or its own `<camera>.concepts`) as standing
+        queries; one that is refused is logged (the node and the other queries go on)."""
+        session = camera.session
+        if session is None:
+            return
+        prefix = f"{camera.label}: " if camera.name else ""
+        for text in camera.params.concepts:
+            try:
+                query = session.add_query(text, camera.params.query_options())
+            except SegRosError as exc:
+                self.get_logger().error(f"{prefix}concept '{text}' not started: {exc}")
+                continue
+            self.get_logger().info(f"{prefix}standing query {query.query_id}: '{text}'")
 
     def release_model(self) -> None:
         """Close every camera's session, then the model (its memory). Idempotent."""

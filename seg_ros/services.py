@@ -1,7 +1,9 @@
 """The segmentation node's services: one `_on_<service>` handler each, mixed into the node.
 
     ~/add_points  ~/add_box  ~/add_mask   create or refine an object (`_prompt`)
-    ~/add_text                            objects from a text prompt (sam3; sam2 + text_detector)
+    ~/add_text                            objects from a text prompt (sam3; sam2 + text_detector);
+                                          with track_new a standing query (live concepts)
+    ~/list_queries  ~/remove_query        the standing queries; stop one
     ~/remove_object  ~/reset              forget one object / everything
     ~/segment                             one-shot segmentation, tracking untouched
     ~/segment_everything                  every object on the latest frame (optionally tracked)
@@ -34,13 +36,17 @@ from seg_ros.conversions import (
 from seg_ros.engine import Prompt, SegmentationSession, SegRosError
 from seg_ros.engine.sam.everything import EverythingOptions
 from seg_ros.frame_queue import RequestsFirst
+from seg_ros.msg import StandingQuery
+from seg_ros.node_params import NodeParams
 from seg_ros.outputs.registry import ProcessedFrame
 from seg_ros.srv import (
     AddBox,
     AddMask,
     AddPoints,
     AddText,
+    ListQueries,
     RemoveObject,
+    RemoveQuery,
     SegmentEverything,
     SegmentImage,
 )
@@ -51,6 +57,7 @@ class ServiceHandlers:
 
     # Provided by SegmentationNode.
     session: SegmentationSession | None
+    params: NodeParams
     load_error: str
     locate: Locate3D | None
     _latest: ProcessedFrame | None
@@ -73,6 +80,8 @@ class ServiceHandlers:
             (Trigger, "~/reset", self._on_reset),
             (SegmentImage, "~/segment", self._on_segment),
             (SegmentEverything, "~/segment_everything", self._on_segment_everything),
+            (ListQueries, "~/list_queries", self._on_list_queries),
+            (RemoveQuery, "~/remove_query", self._on_remove_query),
         ]
 
     def _locate_at(self, stamp_ns: int) -> Locate3D | None:
@@ -165,19 +174,68 @@ class ServiceHandlers:
 
     def _on_add_text(self, req: AddText.Request, _: AddText.Response) -> Any:
         def run(session: SegmentationSession) -> AddText.Response:
-            objects = session.add_text(
-                req.text, score_threshold=float(req.score_threshold), max_objects=req.max_objects
-            )
+            query_id = ""
+            if req.track_new:
+                options = self.params.query_options(
+                    req.every_n, float(req.new_instance_threshold), req.max_objects
+                )
+                added = session.add_query(
+                    req.text, options, score_threshold=float(req.score_threshold)
+                )
+                objects, query_id = added.objects, added.query_id
+            else:
+                objects = session.add_text(
+                    req.text,
+                    score_threshold=float(req.score_threshold),
+                    max_objects=req.max_objects,
+                )
             latest = session.latest
             stamp_ns = latest.stamp_ns if latest is not None else 0
             header, locate = self._header_at(stamp_ns), self._locate_at(stamp_ns)
+            standing = f"; standing query {query_id} keeps looking" if query_id else ""
             return AddText.Response(
-                message=f"{len(objects)} object(s) found for '{req.text.strip()}'",
+                message=f"{len(objects)} object(s) found for '{req.text.strip()}'{standing}",
                 object_ids=[o.object_id for o in objects],
                 instances=[instance_to_msg(o, header, locate) for o in objects],
+                query_id=query_id,
             )
 
         return self._serve(AddText, run)
+
+    def _on_list_queries(self, _req: ListQueries.Request, _: ListQueries.Response) -> Any:
+        def run(session: SegmentationSession) -> ListQueries.Response:
+            queries = [
+                StandingQuery(
+                    id=q.query_id,
+                    phrases=list(q.phrases),
+                    label=q.label,
+                    every_n=q.options.every_n,
+                    new_instance_threshold=q.options.new_instance_threshold,
+                    object_ids=list(q.object_ids),
+                    lost_ids=list(q.lost_ids),
+                    added=q.stats.added,
+                    refound=q.stats.refound,
+                    dropped=q.stats.dropped,
+                    detections_run=q.stats.detections_run,
+                    errors=q.stats.errors,
+                    last_error=q.stats.last_error,
+                )
+                for q in session.queries
+            ]
+            return ListQueries.Response(message=f"{len(queries)} query(ies)", queries=queries)
+
+        return self._serve(ListQueries, run)
+
+    def _on_remove_query(self, req: RemoveQuery.Request, _: RemoveQuery.Response) -> Any:
+        def run(session: SegmentationSession) -> RemoveQuery.Response:
+            ids = session.remove_query(req.query_id, keep_objects=req.keep_objects)
+            fate = "kept" if req.keep_objects else "removed"
+            return RemoveQuery.Response(
+                message=f"removed query {req.query_id}; its {len(ids)} object(s) {fate}",
+                object_ids=ids,
+            )
+
+        return self._serve(RemoveQuery, run)
 
     def _on_remove_object(self, req: RemoveObject.Request, _: RemoveObject.Response) -> Any:
         def run(session: SegmentationSession) -> RemoveObject.Response:

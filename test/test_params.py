@@ -110,3 +110,34 @@ def test_a_node_declares_exactly_the_specs_with_their_defaults(ros_graph: object
         assert params == NodeParams.defaults()
     finally:
         node.destroy_node()
+
+
+def test_concepts_are_a_list_of_strings_and_make_query_options() -> None:
+    params = parse({"concepts": ["person", " ", "red mug; blue mug"], "concept_every_n": 3})
+    assert params.concepts == ("person", "red mug; blue mug")  # blank entries dropped
+    options = params.query_options()
+    assert (options.every_n, options.new_instance_threshold) == (3, 0.7)
+    assert (options.timeout_s, options.drop_lost) == (2.0, True)
+    # A request's own values win; 0 means the parameter's.
+    asked = params.query_options(every_n=1, new_instance_threshold=0.9, max_new=2)
+    assert (asked.every_n, asked.new_instance_threshold, asked.max_new_per_frame) == (1, 0.9, 2)
+    assert parse({"concepts": "person"}).concepts == ("person",)  # `-p concepts:=person`
+    for bad in ([1, 2], ["person", None], 3):
+        with pytest.raises(ParameterError, match="concepts"):
+            parse({"concepts": bad})
+
+
+def test_the_launch_concepts_argument_is_split_at_commas() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "segment_launch", ROOT / "launch" / "segment.launch.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError:  # launch / launch_ros absent (the PyPI wheels lack them)
+        pytest.skip("the launch packages are not installed")
+    assert module.concept_list(" person, red mug;blue mug ,, ") == ["person", "red mug;blue mug"]
+    assert module.concept_list("") == []

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from seg_ros.engine.backends.sam3 import Sam3Backend
+from seg_ros.engine.concepts import QueryOptions
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import ModelLoadError, PromptError
 from seg_ros.engine.prompts import Prompt
@@ -380,3 +381,54 @@ def test_half_precision_on_gpu(checkpoint: pathlib.Path, dtype: str) -> None:
         assert [o.label for o in result.objects] == ["red mug"] * 2
         assert all(o.mask.shape == (HEIGHT, WIDTH) for o in result.objects)
     session.close()
+
+
+# ---------------------------------------------------------------------------- standing queries
+def test_a_standing_query_detects_on_the_cached_features(backend: Sam3Backend) -> None:
+    """every_n 1: one detector pass per frame on the backbone output the tracker also uses,
+    one text encoding for the whole stream, and a stable id for what it found."""
+    session = SegmentationSession(backend, max_objects=4, score_threshold=0.2)
+    frames = _frames(6)
+    before = backend.stats()
+    query = session.add_query("red mug", QueryOptions(every_n=1))  # before the first frame
+    assert query.objects == []
+    ids = None
+    for n, frame in enumerate(frames, start=1):
+        result = session.step(frame)
+        assert backend.stats()["backbone_runs"] - before["backbone_runs"] == n
+        if ids is None:
+            ids = [o.object_id for o in result.objects]
+            assert ids, "the biased tiny model finds 'red mug' on the first frame"
+        assert all(o.query == "q1" and o.label == "red mug" for o in result.objects)
+        assert [o.object_id for o in result.objects][: len(ids)] == ids
+    stats = session.queries[0].stats
+    assert stats.detections_run == len(frames) and stats.errors == 0
+    assert backend.stats()["text_encodes"] - before["text_encodes"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # 1,000 tracked frames: 3-10 min on a busy 2-core CPU
+def test_a_standing_query_keeps_memory_bounded_over_1000_frames(checkpoint: pathlib.Path) -> None:
+    """The red square comes and goes (every 40 frames it leaves for 20); whatever the random
+    detector makes of it, objects, frames and tensors held stay bounded and RSS flat."""
+    backend = _backend(checkpoint)
+    session = SegmentationSession(backend, max_objects=4, score_threshold=0.2)
+    session.add_query("red mug", QueryOptions(every_n=5, timeout_frames=10))
+    scene = _frames(40)
+    plain = _frames(1, seed=1)[0]
+    plain[20:40] = plain[0:20]  # no square
+    rss: list[float] = []
+    objects = []
+    for n in range(1000):
+        frame = scene[n % 40] if (n // 20) % 2 == 0 else plain
+        result = session.step(frame)
+        objects.append(len(result.objects))
+        if n in (200, 999):
+            with open("/proc/self/statm") as f:
+                rss.append(int(f.read().split()[1]) * 4096 / 2**20)
+    stats = backend.stats()
+    assert max(objects) <= 4
+    assert stats["frames_in_memory"] <= backend.memory_frames
+    assert stats["tracker_frames_in_memory"] <= backend.memory_frames
+    assert session.queries[0].stats.errors == 0
+    assert rss[1] - rss[0] < 50.0, rss  # MB over 800 frames (Sam3Video grows ~10 MB a frame)

@@ -36,6 +36,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     """
     rows: list[dict[str, Any]] = []
     rows.extend(_bench(TINY.name, repeats=3 if quick else 7, counts=OBJECT_COUNTS))
+    rows.extend(control_rows(frames=20 if quick else 60))
     if not quick:
         rows.extend(_bench(SMALL.name, repeats=3, counts=OBJECT_COUNTS))
         rows.extend(_bench("full", repeats=1, counts=(1,)))
@@ -158,5 +159,147 @@ def _bench(name: str, repeats: int, counts: tuple[int, ...]) -> list[dict[str, A
         steps -= len(list(cursor))
         per_frame = (backend.stats()["backbone_runs"] - runs) / steps
         row("track_step", timing, objects=count, backbone_runs_per_frame=per_frame)
+    if name != "full":  # a minute a frame there: the rows above give its cost (README)
+        rows.extend(_concept_rows(session, frames, base, max(counts)))
     backend.close()
     return rows
+
+
+#: Standing-query rows: detection every n-th frame.
+CONCEPT_EVERY_N = (1, 5)
+#: Frames timed per row (a multiple of every n: the mean is the amortised cost).
+CONCEPT_FRAMES = 10
+
+
+def _concept_rows(
+    session: Any, frames: list[np.ndarray], base: dict[str, Any], max_new: int
+) -> list[dict[str, Any]]:
+    """Cost per frame with a standing query ("red mug"): the tracker's step with the K objects
+    the query tracks, plus the detector (on the frame's cached backbone output) every n-th frame.
+
+    Mean, not median, over CONCEPT_FRAMES consecutive frames: with n > 1 most frames run no
+    detector, and the mean is the cost amortised over n.
+    """
+    from seg_ros.engine.concepts import QueryOptions
+
+    backend = session.backend
+    rows = []
+    for every_n in CONCEPT_EVERY_N:
+        session.reset()
+        for query in session.queries:
+            session.remove_query(query.query_id, keep_objects=False)
+        session.step(frames[0])
+        options = QueryOptions(every_n=every_n, max_new_per_frame=max_new)
+        session.add_query("red mug", options)
+        session.step(frames[1])  # the first tracked frame differs (no tracked memory yet)
+        before = backend.stats()
+        detects = session.queries[0].stats.detections_run
+        wall, cpu, objects = 0.0, 0.0, 0
+        for k in range(CONCEPT_FRAMES):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            result = session.step(frames[2 + k % (len(frames) - 2)])
+            wall += time.perf_counter() - start
+            cpu += time.process_time() - start_cpu
+            objects += len(result.objects)
+        after = backend.stats()
+        rows.append(
+            {
+                **base,
+                "metric": "concept_step",
+                "every_n": every_n,
+                "ms": round(1000.0 * wall / CONCEPT_FRAMES, 2),
+                "cpu_ms": round(1000.0 * cpu / CONCEPT_FRAMES, 2),
+                "objects_mean": round(objects / CONCEPT_FRAMES, 2),
+                "detect_runs_per_frame": (session.queries[0].stats.detections_run - detects)
+                / CONCEPT_FRAMES,
+                "backbone_runs_per_frame": (after["backbone_runs"] - before["backbone_runs"])
+                / CONCEPT_FRAMES,
+                "frames": CONCEPT_FRAMES,
+            }
+        )
+    return rows
+
+
+def _rss_mb() -> float:
+    """Resident memory now (MB; /proc: ru_maxrss would only give the peak)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def control_rows(frames: int) -> list[dict[str, Any]]:
+    """A standing query next to transformers' own `Sam3VideoModel` streaming session (the
+    control), on the tiny random-weight model, the same `frames` 60 x 80 frames, text "red mug":
+    ms per frame, RSS growth per frame after a 5-frame warm-up, frames each one still holds.
+
+    The library's session keeps every processed frame and every object's outputs (sam3 #169:
+    ~10 MB a frame at 1008 px); the session here keeps `memory_frames`. Sam3Video's own outputs
+    here are random-weight detections too: its object count is reported, not compared.
+    """
+    import torch
+    from transformers import Sam3VideoModel
+    from transformers.models.sam3_video.modeling_sam3_video import Sam3VideoInferenceSession
+
+    from seg_ros.engine.concepts import QueryOptions
+    from seg_ros.engine.config import BackendConfig
+    from seg_ros.engine.registry import build_backend
+    from seg_ros.engine.sam.detector import load_tokenizer, preprocess
+    from seg_ros.engine.session import SegmentationSession
+    from seg_ros.testing.tiny_sam3 import HEIGHT, WIDTH
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(frames)]
+    warm = min(5, frames // 2)
+    rows: list[dict[str, Any]] = []
+    base = {"model": TINY.name, "frames": frames, "frame": f"{WIDTH}x{HEIGHT}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp)
+        write_random_checkpoint(folder, TINY)
+        # Ours: a standing query, detection every frame (as Sam3Video detects every frame).
+        backend = build_backend(BackendConfig(backend="sam3", model=str(folder), device="cpu"))
+        session = SegmentationSession(backend, max_objects=16, score_threshold=0.5)
+        session.add_query("red mug", QueryOptions(every_n=1))
+
+        def ours(image: np.ndarray) -> int:
+            return len(session.step(image).objects)
+
+        rows.append({**base, **_stream(ours, images, warm), "metric": "concept_stream"})
+        rows[-1]["frames_held"] = backend.stats()["frames_in_memory"]
+        backend.close()
+        # The control: the library's streaming session with the same text.
+        model = Sam3VideoModel.from_pretrained(str(folder), use_safetensors=True).eval()
+        tokenizer = load_tokenizer(str(folder))
+        library = Sam3VideoInferenceSession(
+            inference_device="cpu",
+            video_storage_device="cpu",
+            inference_state_device="cpu",
+            dtype=torch.float32,
+        )
+        prompt_id = library.add_prompt("red mug")
+        encoded = tokenizer("red mug", return_tensors="pt", padding="max_length", max_length=32)
+        library.prompt_input_ids[prompt_id] = encoded.input_ids
+        library.prompt_attention_masks[prompt_id] = encoded.attention_mask
+        size = int(model.config.detector_config.vision_config.backbone_config.image_size)
+
+        def theirs(image: np.ndarray) -> int:
+            pixels = preprocess(image, size, torch.device("cpu"), torch.float32)
+            with torch.inference_mode():
+                out = model(inference_session=library, frame=pixels[0])
+            return len(out.object_ids)
+
+        rows.append({**base, **_stream(theirs, images, warm), "metric": "sam3video_stream_control"})
+        rows[-1]["frames_held"] = float(len(library.processed_frames or {}))
+    return rows
+
+
+def _stream(step: Any, images: list[np.ndarray], warm: int) -> dict[str, Any]:
+    for image in images[:warm]:
+        step(image)
+    rss0, start = _rss_mb(), time.perf_counter()
+    objects = [step(image) for image in images[warm:]]
+    timed = len(images) - warm
+    return {
+        "ms": round(1000.0 * (time.perf_counter() - start) / timed, 2),
+        "rss_mb_per_frame": round((_rss_mb() - rss0) / timed, 3),
+        "objects_last": objects[-1],
+        "objects_max": max(objects),
+    }

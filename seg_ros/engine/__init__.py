@@ -1,5 +1,6 @@
 """Pure engine: prompts, backends, streaming session, results. Never imports rclpy or messages."""
 
+from seg_ros.engine.concepts import QueryInfo, QueryOptions
 from seg_ros.engine.errors import (
     BackendError,
     ClosedError,
@@ -12,7 +13,7 @@ from seg_ros.engine.errors import (
 )
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.results import Candidate, FrameResult, ObjectMask
-from seg_ros.engine.session import PromptResult, SegmentationSession
+from seg_ros.engine.session import PromptResult, QueryResult, SegmentationSession
 
 __all__ = [
     "BackendError",
@@ -25,6 +26,9 @@ __all__ = [
     "Prompt",
     "PromptError",
     "PromptResult",
+    "QueryInfo",
+    "QueryOptions",
+    "QueryResult",
     "SegRosError",
     "SegmentationSession",
     "UnknownObjectError",

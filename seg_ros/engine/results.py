@@ -62,6 +62,9 @@ class ObjectMask:
         visible: False while occluded / lost; the mask is then empty.
         mask: (H, W) bool at the source image's resolution.
         candidates: alternatives for an ambiguous prompt, best first (may be empty).
+        query: id of the standing query that made the object ("q1", ...; see
+            engine/concepts.py), "" for an object made by a prompt or a one-shot `add_text`.
+            It stays after the query is removed with keep_objects (where the object came from).
     """
 
     object_id: str
@@ -71,6 +74,7 @@ class ObjectMask:
     visible: bool
     mask: BoolArray
     candidates: tuple[Candidate, ...] = ()
+    query: str = ""
 
     @property
     def bbox(self) -> tuple[int, int, int, int] | None:

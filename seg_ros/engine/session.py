@@ -18,6 +18,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from seg_ros.engine.backends.base import Backend, MaskOutput, Model
+from seg_ros.engine.concepts import (
+    Detection,
+    Member,
+    QueryInfo,
+    QueryOptions,
+    StandingQuery,
+    associate,
+    snapshot,
+    split_phrases,
+)
 from seg_ros.engine.errors import (
     BatchStepError,
     CapacityError,
@@ -49,10 +59,19 @@ class PromptResult:
     stamp_ns: int
 
 
+@dataclass(frozen=True)
+class QueryResult:
+    """What `add_query` did: the query's id and the objects it found on the latest frame."""
+
+    query_id: str
+    objects: list[ObjectMask]
+
+
 @dataclass
 class _Track:
     mask_value: int
     label: str
+    query: str = ""  # the standing query that made it ("" = a prompt)
 
 
 def check_image(image: np.ndarray) -> RgbImage:
@@ -101,6 +120,9 @@ class SegmentationSession:
         self._latest_image: RgbImage | None = None
         self._latest: FrameResult | None = None
         self._closed = False
+        # Standing queries (engine/concepts.py), in the order they were added.
+        self._queries: dict[str, StandingQuery] = {}
+        self._next_query = 1
 
     # ------------------------------------------------------------------ queries
     @property
@@ -124,6 +146,12 @@ class SegmentationSession:
     def label_of(self, object_id: str) -> str:
         with self._lock:
             return self._track(object_id)[1].label
+
+    @property
+    def queries(self) -> list[QueryInfo]:
+        """The standing queries, oldest first, with their objects and what they did so far."""
+        with self._lock:
+            return [snapshot(q) for q in self._queries.values()]
 
     # ------------------------------------------------------------------ frames
     def step(self, image: RgbImage, stamp_ns: int = 0) -> FrameResult:
@@ -159,6 +187,8 @@ class SegmentationSession:
         self._size = (int(image.shape[0]), int(image.shape[1]))
         self._stamps.append((int(stamp_ns), index))
         self._latest_image = image
+        if self._queries:
+            outputs = self._run_queries(index, int(stamp_ns), dict(outputs))
         result = self._frame_result(index, int(stamp_ns), outputs)
         self._latest = result
         return result
@@ -237,6 +267,80 @@ class SegmentationSession:
             detections = self.backend.detect(index, text, threshold, limit)[:limit]
             return self._track_masks(index, detections, text)
 
+    def add_query(
+        self,
+        text: str | list[str] | tuple[str, ...],
+        options: QueryOptions | None = None,
+        *,
+        label: str = "",
+        score_threshold: float | None = None,
+    ) -> QueryResult:
+        """Register a standing query: `text` (one phrase, several separated by ';', or a list)
+        keeps finding new instances on later frames (policy: engine/concepts.py).
+
+        Runs the detector on the latest frame at once when there is one (its matches are the
+        objects returned); before the first frame it only registers the query, which then runs
+        from the first frame on. The objects are labelled `label` (default: the text) and carry
+        the query's id in `ObjectMask.query`. `score_threshold` (0 / None = the session's) is
+        the least score a detection needs to confirm or re-find an object; a new object needs
+        `options.new_instance_threshold`.
+
+        Raises UnsupportedPromptError for a backend without text (nothing is registered).
+        """
+        phrases = split_phrases(text)
+        label = _check_label(label) or "; ".join(phrases)
+        threshold = self._threshold(score_threshold)
+        options = options or QueryOptions()
+        with self._lock:
+            self._check_open()
+            if not self.backend.capabilities.text:
+                raise UnsupportedPromptError(
+                    f"the '{self.backend.name}' backend has no text detector: a standing query "
+                    "needs one (sam3, or a backend with a text detector)"
+                )
+            query_id = f"q{self._next_query}"
+            query = StandingQuery(
+                query_id, phrases, label, options, threshold, start_frame=self._frame_index + 1
+            )
+            found: list[ObjectMask] = []
+            if self._stamps:
+                index, stamp = self._resolve_stamp(0)
+                query.start_frame = index
+                latest = self._latest
+                seen = {}
+                if latest is not None and latest.frame_index == index:
+                    seen = {o.mask_value: o.mask for o in latest.objects if o.visible}
+                try:
+                    changed = self._detect_for(query, index, stamp, seen)
+                except BaseException:
+                    for value in query.members:  # nothing registered: take its objects back
+                        self.backend.remove_object(value)
+                        self._tracks.pop(value, None)
+                    raise
+                found = [self._object(value, out) for value, out in changed.items()]
+                for obj in found:
+                    self._update_latest(index, obj)
+            self._queries[query_id] = query
+            self._next_query += 1
+            return QueryResult(query_id, found)
+
+    def remove_query(self, query_id: str, keep_objects: bool = True) -> list[str]:
+        """Stop a standing query. Its objects stay tracked as ordinary objects (`keep_objects`)
+        or are removed. Returns their ids. Raises UnknownObjectError for an unknown query."""
+        with self._lock:
+            self._check_open()
+            query = self._queries.get(query_id)
+            if query is None:
+                known = ", ".join(self._queries) or "none"
+                raise UnknownObjectError(f"unknown query id '{query_id}' (queries: {known})")
+            del self._queries[query_id]
+            ids = [str(v) for v in sorted(query.members)]
+            if not keep_objects:
+                for value in sorted(query.members):
+                    if value in self._tracks:
+                        self.remove_object(str(value))
+            return ids
+
     def segment_everything(
         self, options: EverythingOptions | None = None, *, track: bool = False, label: str = ""
     ) -> list[ObjectMask]:
@@ -268,6 +372,8 @@ class SegmentationSession:
             value, _ = self._track(object_id)
             self.backend.remove_object(value)
             del self._tracks[value]
+            for query in self._queries.values():
+                query.members.pop(value, None)
             if self._latest is not None:
                 kept = tuple(o for o in self._latest.objects if o.mask_value != value)
                 self._latest = FrameResult(
@@ -283,11 +389,16 @@ class SegmentationSession:
 
         Ids keep counting: an object created after a reset never takes the id of one from
         before it, so a consumer holding an old id cannot mistake a new object for it.
+        Standing queries stay (they are configuration, e.g. the node's `concepts`): they
+        forget their objects and find instances again from the next frame.
         """
         with self._lock:
             self._check_open()
             self._clear_stream()
             self._tracks.clear()
+            for query in self._queries.values():
+                query.members.clear()
+                query.start_frame = self._frame_index + 1
 
     def segment(
         self,
@@ -438,9 +549,13 @@ class SegmentationSession:
             mask=best.mask if prompt.mask is None else (best.mask & prompt.mask),
         )
 
+    def _seen(self, out: MaskOutput) -> bool:
+        """Whether an output counts as visible (the one rule for results and queries)."""
+        return bool(out.visible and out.score >= self.score_threshold and out.mask.any())
+
     def _object(self, value: int, out: MaskOutput) -> ObjectMask:
         track = self._tracks.get(value)
-        visible = bool(out.visible and out.score >= self.score_threshold and out.mask.any())
+        visible = self._seen(out)
         return ObjectMask(
             object_id=str(value),
             mask_value=value,
@@ -449,7 +564,91 @@ class SegmentationSession:
             visible=visible,
             mask=out.mask if visible else np.zeros_like(out.mask),
             candidates=out.candidates,
+            query=track.query if track else "",
         )
+
+    # ------------------------------------------------------------------ standing queries
+    def _run_queries(
+        self, index: int, stamp_ns: int, outputs: dict[int, MaskOutput]
+    ) -> dict[int, MaskOutput]:
+        """After the tracker's step on frame `index`: each query's detection (when due or when
+        one of its objects was just lost), association and timeouts. Returns the outputs with
+        re-found and new objects in and dropped ones out.
+
+        A failing detector or prompt is counted in the query's stats (with its message) and
+        does not drop the frame: the tracker's results for it are still good.
+        """
+        for query in list(self._queries.values()):
+            just_lost = False
+            for value, member in query.members.items():
+                out = outputs.get(value)
+                if out is not None and self._seen(out):
+                    member.last_mask = out.mask
+                    member.last_seen_frame, member.last_seen_ns = index, stamp_ns
+                    member.lost = False
+                else:
+                    just_lost = just_lost or not member.lost
+                    member.lost = True
+            if query.due(index) or just_lost:
+                seen = {v: o.mask for v, o in outputs.items() if self._seen(o)}
+                try:
+                    outputs.update(self._detect_for(query, index, stamp_ns, seen))
+                except SegRosError as exc:
+                    query.stats.errors += 1
+                    query.stats.last_error = str(exc)
+            for value, member in list(query.members.items()):
+                if query.options.drop_lost and query.expired(member, index, stamp_ns):
+                    self.backend.remove_object(value)
+                    self._tracks.pop(value, None)
+                    del query.members[value]
+                    outputs.pop(value, None)
+                    query.stats.dropped += 1
+        return outputs
+
+    def _detect_for(
+        self, query: StandingQuery, index: int, stamp_ns: int, seen: dict[int, np.ndarray]
+    ) -> dict[int, MaskOutput]:
+        """Detect the query's phrases on frame `index` and apply the policy.
+
+        `seen`: value -> mask of every object visible on the frame. Returns the outputs of the
+        objects it re-found or created.
+        """
+        threshold = min(query.score_threshold, query.options.new_instance_threshold)
+        found: list[Detection] = []
+        for phrase in query.phrases:
+            # The backend's own limit is not used: which detections matter is the policy's call.
+            for det in self.backend.detect(index, phrase, threshold, 0):
+                if det.mask.any():
+                    found.append(Detection(det.mask, float(det.score)))
+        found.sort(key=lambda d: -d.score)  # stable: phrase order breaks ties
+        query.stats.detections_run += 1
+        members = {v: (m.last_mask, not m.lost) for v, m in query.members.items()}
+        others = [mask for v, mask in seen.items() if v not in query.members]
+        decision = associate(found, members, others, query.options)
+        changed: dict[int, MaskOutput] = {}
+        for value, d in decision.confirmed.items():
+            member = query.members[value]
+            if value in decision.refound:
+                # Old id back: the tracker takes the detection as a fresh mask prompt.
+                out = self.backend.add_prompt(index, value, Prompt(mask=found[d].mask), False)
+                changed[value] = replace(out, score=min(out.score, found[d].score))
+                member.last_mask = found[d].mask
+                member.lost = not self._seen(changed[value])
+                query.stats.refound += 1
+            member.last_seen_frame, member.last_seen_ns = index, stamp_ns
+        query.stats.duplicates += len(decision.duplicates)
+        for d in decision.new:
+            if len(self._tracks) >= self.max_objects:
+                query.stats.skipped_capacity += 1
+                continue
+            value = self._allocate()
+            out = self._create(index, value, Prompt(mask=found[d].mask), False)
+            self._tracks[value] = _Track(value, query.label, query.query_id)
+            # A mask prompt is certain of itself: the detector's score is the confidence.
+            changed[value] = replace(out, score=min(out.score, found[d].score))
+            query.members[value] = Member(value, found[d].mask, index, stamp_ns)
+            query.stats.added += 1
+        return changed
 
     def _frame_result(
         self, index: int, stamp_ns: int, outputs: dict[int, MaskOutput]

@@ -153,6 +153,8 @@ class Backend(ABC):
 
         `geometry`, when given, is the prompt that will pick one of the matches; a backend that
         can condition detection on it uses it (SAM 3 takes its box as a positive exemplar).
+        Standing queries (engine/concepts.py) call it on the frame just stepped: a backend
+        should reuse that frame's image features rather than encode it again.
         """
         raise UnsupportedPromptError(
             f"the '{self.name}' backend has no text prompts; use a text-capable backend "
