@@ -340,3 +340,44 @@ def test_a_camera_sets_its_own_input_parameters(ros_graph: Any) -> None:
                 Parameter("wrist.qos_reliability", value="sometimes"),
             ],
         )
+
+
+@pytest.mark.graph
+def test_each_camera_runs_its_own_standing_queries(ros_graph: Any) -> None:
+    """`concepts` for every camera, `<camera>.concepts` for one: the scripted fake detector's
+    "cup" is picked up on the head camera only (its own concepts), "person" on both, with ids
+    per camera."""
+    import json
+
+    from seg_ros.testing import concept_script as cs
+    from seg_ros.testing.graph import Client, grey_frame, start_node
+
+    node = start_node(
+        ros_graph,
+        namespace="/concepts",
+        cameras=["head", "wrist"],
+        backend_options=json.dumps({"script": cs.SCRIPT}),
+        concepts=["person"],
+        concept_every_n=1,
+        qos_reliability="reliable",
+        qos_depth=10,
+        **{"head.concepts": ["person", "cup"]},
+    )
+    head, wrist = node.cameras
+    assert head.params.concepts == ("person", "cup") and wrist.params.concepts == ("person",)
+    assert [q.label for q in head.session.queries] == ["person", "cup"]
+    assert [q.label for q in wrist.session.queries] == ["person"]
+
+    def frame(sec: int, **kw: Any) -> Any:
+        return grey_frame(sec, cs.WIDTH, cs.HEIGHT, **kw)
+
+    clients = {
+        name: Client(ros_graph, frame=frame, name=f"cc_{name}", namespace="/concepts", camera=name)
+        for name in ("head", "wrist")
+    }
+    assert wait_for(lambda: all(c.connected() for c in clients.values()))
+    out = {name: c.send_until_output(1) for name, c in clients.items()}
+    labels = {name: sorted(i.label for i in m.instances) for name, m in out.items()}
+    # Frame 0 of the script: A (person, 0.95), the weak person (0.4 < 0.7), a cup (0.9).
+    assert labels == {"head": ["cup", "person"], "wrist": ["person"]}, labels
+    assert [i.id for i in out["wrist"].instances] == ["1"]
