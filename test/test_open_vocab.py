@@ -378,6 +378,18 @@ def test_session_add_text_tracks_phrase_labelled_objects(folders: dict[str, path
     session.close()
 
 
+def test_session_text_with_a_box_creates_one_object(folders: dict[str, pathlib.Path]) -> None:
+    """Text + geometry on add_prompt: the session picks the match the box designates."""
+    backend = build(folders, options={"detector_threshold": 0.0})
+    session = SegmentationSession(backend)
+    session.step(image(0), 1)
+    box = np.array([10, 10, 90, 80], np.float32)
+    result = session.add_prompt(Prompt(text="person", box=box))
+    assert session.object_ids == [result.object.object_id]
+    assert result.object.label == "person" and result.object.mask.shape == (H, W)
+    session.close()
+
+
 def test_one_shot_text_segment_encodes_a_new_image_once(
     folders: dict[str, pathlib.Path],
 ) -> None:
