@@ -327,6 +327,30 @@ def test_detector_threshold_floors_the_request_threshold(folders: dict[str, path
     backend.close()
 
 
+def test_detector_shortest_edge_sets_the_detector_input(
+    folders: dict[str, pathlib.Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = build(folders, options={"detector_threshold": 0.0, "detector_shortest_edge": 64})
+    assert backend.detector is not None
+    model = backend.detector.model
+    shapes: list[tuple[int, ...]] = []
+
+    def spy(**inputs: Any) -> Any:
+        shapes.append(tuple(inputs["pixel_values"].shape[-2:]))
+        return model(**inputs)
+
+    monkeypatch.setattr(backend.detector, "model", spy)
+    backend.step(0, image())
+    found = backend.detect(0, "person. red mug", 0.0, 2)
+    # 96 x 160 -> shortest edge 64, longest capped at 106 (the checkpoints' 800 / 1333 ratio).
+    assert shapes == [(64, 106)]
+    for out in found:
+        assert out.mask.shape == (H, W)
+    backend.close()
+    with pytest.raises(ModelLoadError, match="fixed input size"):
+        build(folders, "owlv2", options={"detector_shortest_edge": 64})
+
+
 def test_detect_on_a_frame_no_longer_in_memory(folders: dict[str, pathlib.Path]) -> None:
     backend = build(folders, memory_frames=1, options={"prompt_frames": 1})
     for index in range(4):
@@ -351,6 +375,18 @@ def test_session_add_text_tracks_phrase_labelled_objects(folders: dict[str, path
     assert {o.object_id: o.label for o in result.objects} == {o.object_id: o.label for o in added}
     # Two frames, one encoder pass each: the text request re-used frame 1's features.
     assert backend.tracker.counters["encoder_calls"] == 2
+    session.close()
+
+
+def test_session_text_with_a_box_creates_one_object(folders: dict[str, pathlib.Path]) -> None:
+    """Text + geometry on add_prompt: the session picks the match the box designates."""
+    backend = build(folders, options={"detector_threshold": 0.0})
+    session = SegmentationSession(backend)
+    session.step(image(0), 1)
+    box = np.array([10, 10, 90, 80], np.float32)
+    result = session.add_prompt(Prompt(text="person", box=box))
+    assert session.object_ids == [result.object.object_id]
+    assert result.object.label == "person" and result.object.mask.shape == (H, W)
     session.close()
 
 

@@ -89,10 +89,14 @@ class Sam2Options(SamOptions):
             (0.35) and text (0.25) thresholds.
         detector_nms_iou: box IoU above which a lower-scored box of the same phrase is a
             duplicate; 1.0 keeps every box.
+        detector_shortest_edge: Grounding DINO family: frames resized to this shortest edge for
+            the detector (0 = the checkpoint's 800 px, which upsamples a 640x480 frame; 480 keeps
+            it at its own size, 2.8x fewer pixels). Coarser finds fewer small objects.
     """
 
     detector_threshold: float = 0.3
     detector_nms_iou: float = 0.5
+    detector_shortest_edge: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -100,6 +104,11 @@ class Sam2Options(SamOptions):
             raise ValueError(f"detector_threshold must be in [0, 1]; got {self.detector_threshold}")
         if not 0.0 < self.detector_nms_iou <= 1.0:
             raise ValueError(f"detector_nms_iou must be in (0, 1]; got {self.detector_nms_iou}")
+        if self.detector_shortest_edge and not 32 <= self.detector_shortest_edge <= 2048:
+            raise ValueError(
+                f"detector_shortest_edge must be 0 or in [32, 2048]; got "
+                f"{self.detector_shortest_edge}"
+            )
 
 
 #: The refusal of a text request by a sam2 backend built without a detector.
@@ -519,6 +528,7 @@ def load(config: BackendConfig) -> Sam2Model:
             dtype=resolve_dtype(config.dtype, device),
             offline=options.offline,
             nms_iou=options.detector_nms_iou,
+            shortest_edge=options.detector_shortest_edge,
         )
     loaded = Sam2Model(model, config, options, detector)
     try:

@@ -201,9 +201,14 @@ class OpenVocabDetector:
         model: a loaded `*ForObjectDetection` of a `FAMILIES` model type, eval, on its device.
         processor: its `AutoProcessor` (image processor + tokenizer).
         nms_iou: see `select_boxes`.
+        shortest_edge: Grounding DINO family: resize frames to this shortest edge (0 = the
+            checkpoint's processor's, 800 px: a 640x480 camera frame is UPSAMPLED to 800x1066,
+            2.8x the pixels of the frame itself). OWLv2 has a fixed square input: refused.
     """
 
-    def __init__(self, model: Any, processor: Any, *, nms_iou: float = 0.5) -> None:
+    def __init__(
+        self, model: Any, processor: Any, *, nms_iou: float = 0.5, shortest_edge: int = 0
+    ) -> None:
         self.model = model
         self.processor = processor
         self.model_type = str(model.config.model_type)
@@ -214,6 +219,16 @@ class OpenVocabDetector:
         self.torch_device: torch.device = first.device
         self.dtype: torch.dtype = first.dtype
         self.nms_iou = nms_iou
+        self._size: dict[str, dict[str, int]] = {}
+        if shortest_edge:
+            if self.family != "grounding":
+                raise ModelLoadError(
+                    f"detector_shortest_edge is for the Grounding DINO family; {self.model_type} "
+                    "has a fixed input size (use 0)"
+                )
+            # The same aspect cap as the checkpoints' 800 / 1333.
+            edges = {"shortest_edge": shortest_edge, "longest_edge": shortest_edge * 5 // 3}
+            self._size = {"size": edges}
         #: Detector passes run, and the time of the last one (tests and benchmarks read them).
         self.runs = 0
         self.last_ms = 0.0
@@ -232,7 +247,7 @@ class OpenVocabDetector:
         height, width = int(image.shape[0]), int(image.shape[1])
         if self.family == "grounding":
             inputs = self.processor(
-                images=image, text=". ".join(phrases) + ".", return_tensors="pt"
+                images=image, text=". ".join(phrases) + ".", return_tensors="pt", **self._size
             )
         else:
             # One query per phrase, padded to one length (the text model batches them).
@@ -283,6 +298,7 @@ def load_detector(
     dtype: torch.dtype,
     offline: bool = True,
     nms_iou: float = 0.5,
+    shortest_edge: int = 0,
 ) -> OpenVocabDetector:
     """The detector in `source` (a local folder, or a hub id already in the local cache).
 
@@ -340,4 +356,4 @@ def load_detector(
             f"text_detector: the tokenizer of '{source}' has {len(tokenizer)} tokens but the "
             f"text encoder only {vocab}: tokenizer files and weights are from different models"
         )
-    return OpenVocabDetector(model, processor, nms_iou=nms_iou)
+    return OpenVocabDetector(model, processor, nms_iou=nms_iou, shortest_edge=shortest_edge)
