@@ -142,6 +142,14 @@ class ClassicConfig(BackendOptions):
     grabcut_agree: float = 0.9
     grabcut_frozen: bool = True
     history_frames: int = 30
+    bias: float = 0.0
+    fill_holes: bool = True
+    bg_mix: float = 0.5
+    ring_update: bool = True
+    ring_outer: int = 6
+    motion_cut: float = 0.0
+    motion_gate: float = 1.0
+    motion_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.work_size < 0 or 0 < self.work_size < 32:
@@ -452,7 +460,7 @@ class ClassicBackend(Backend):
     ) -> _Track:
         fg = ops.histogram(frame.bins, ops.erode(mask, 1) if mask.sum() > 50 else mask)
         bg = ops.histogram(frame.bins, ~ops.dilate(mask, 2))
-        band = ops.dilate(mask, 6) & ~ops.dilate(mask, 2)
+        band = ops.dilate(mask, self.config.ring_outer) & ~ops.dilate(mask, 2)
         fit = ops.mean_over(ops.ratio_lut(fg, bg)[frame.bins], mask)
         area = float(np.count_nonzero(mask))
         ys, xs = np.nonzero(mask)
@@ -570,21 +578,45 @@ class ClassicBackend(Backend):
         x0, y0, x1, y1 = roi
         sl = np.s_[y0:y1, x0:x1]
         llr = np.zeros((y1 - y0, x1 - x0), np.float32)
+        if cfg.motion_cut > 0 or cfg.motion_weight > 0:
+            split = self._motion_split(track, flow, predicted, roi)
+            if split is not None:
+                residual, m_obj = split
+                local_pred = predicted[sl]
+                if cfg.motion_cut > 0:
+                    bglike = residual < cfg.motion_cut * m_obj
+                    bglike = cv2.morphologyEx(
+                        bglike.astype(np.uint8), cv2.MORPH_OPEN, ops.disc(1)
+                    ).astype(bool)
+                    kept = local_pred & ~bglike
+                    seeds = ops.erode(kept, 1) & (residual > 0.7 * m_obj)
+                    kept = ops.keep_components(kept, seeds if seeds.any() else None, 0.15)
+                    if np.count_nonzero(kept) > 0.3 * np.count_nonzero(local_pred):
+                        predicted = np.zeros_like(predicted)
+                        predicted[sl] = kept
+                if cfg.motion_weight > 0:
+                    t = 0.5 * m_obj
+                    llr += cfg.motion_weight * np.clip((residual - t) / t, -1.0, 1.0)
         if cfg.hist_weight > 0:
-            ev = ops.ratio_lut(track.fg, 0.5 * track.bg + 0.5 * track.local_bg)[frame.bins[sl]]
+            m = cfg.bg_mix
+            ev = ops.ratio_lut(track.fg, (1 - m) * track.bg + m * track.local_bg)[frame.bins[sl]]
             ev = np.asarray(cv2.GaussianBlur(ev, (0, 0), cfg.evidence_sigma), np.float32)
             llr += cfg.hist_weight * np.log(ev / (1.0 - ev))
         if cfg.local_colors and track.local is not None:
             stats = trk.propagate(track.local.stats, maps, roi, track.local.origin)
             llr += cfg.local_weight * trk.local_llr(frame.lab[sl], stats)
-        local, logit = trk.refine(predicted[sl], llr, cfg.softness, cfg.band)
+        local, logit = trk.refine(
+            predicted[sl], llr, cfg.softness, cfg.band, bias=cfg.bias, holes=cfg.fill_holes
+        )
         if cfg.refine == "grabcut":
             # The graph cut follows image edges, but on a small or low-contrast object its
             # colour models can collapse: a cut that disagrees with the colour answer is
             # refused. It starts from the colour answer, not from the flow's prediction: its
             # sure-background ring then never covers object the colour models claim back (from
             # the prediction, a part lost once was labelled background for good).
-            cut, cut_logit = trk.refine_grabcut(frame.rgb[sl], local, cfg.band, llr, track.gmm)
+            cut, cut_logit = trk.refine_grabcut(
+                frame.rgb[sl], local, cfg.band, llr, track.gmm, holes=cfg.fill_holes
+            )
             union = max(1, int(np.count_nonzero(cut | local)))
             agree = float(np.count_nonzero(cut & local)) / float(union)
             if agree >= cfg.grabcut_agree:
@@ -613,6 +645,45 @@ class ClassicBackend(Backend):
                 frame.lab, mask, self._model_roi(mask, frame), self._sigma(area)
             )
         return roi, logit
+
+    def _motion_split(
+        self, track: _Track, flow: np.ndarray, predicted: BoolArray, roi: ops.Box
+    ) -> tuple[FloatArray, float] | None:
+        """How differently from the background every pixel of `roi` moves.
+
+        The background's motion (camera pan, zoom) is one affine map fitted (RANSAC) to the
+        flow sampled on a grid outside the object; a pixel's residual is the distance of its
+        flow from that map's. Returns (residual in `roi`, the object's median residual), or
+        None when the object moves like its background (then motion tells them apart nowhere).
+        """
+        height, width = flow.shape[:2]
+        step = 6
+        ys, xs = np.mgrid[step // 2 : height : step, step // 2 : width : step]
+        outside = ~ops.dilate(track.mask | predicted, 6)
+        keep = outside[ys, xs]
+        xs, ys = xs[keep], ys[keep]
+        if xs.size < 30:
+            return None
+        src = np.stack([xs, ys], 1).astype(np.float32)
+        dst = src + flow[ys, xs]
+        matrix, _ = cv2.estimateAffine2D(
+            src, dst, method=cv2.RANSAC, ransacReprojThreshold=1.0, maxIters=300
+        )
+        if matrix is None:
+            return None
+        x0, y0, x1, y1 = roi
+        gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        ex = matrix[0, 0] * gx + matrix[0, 1] * gy + matrix[0, 2] - gx
+        ey = matrix[1, 0] * gx + matrix[1, 1] * gy + matrix[1, 2] - gy
+        f = flow[y0:y1, x0:x1]
+        residual = np.hypot(f[..., 0] - ex, f[..., 1] - ey).astype(np.float32)
+        core = ops.erode(predicted[y0:y1, x0:x1], 2)
+        if not core.any():
+            return None
+        m_obj = float(np.median(residual[core]))
+        if m_obj < self.config.motion_gate:
+            return None
+        return residual, m_obj
 
     def _recenter(self, track: _Track, frame: _Frame, predicted: BoolArray) -> BoolArray:
         """Correct the flow's prediction by mean shift on the object's colour evidence.
@@ -698,8 +769,9 @@ class ClassicBackend(Backend):
         local = mask[sl]
         ys, xs = np.nonzero(local)
         track.last_center = (float(xs.mean()) + x0, float(ys.mean()) + y0)
-        band = ops.dilate(local, 6) & ~ops.dilate(local, 2)
-        track.local_bg = ops.histogram(frame.bins[sl], band)
+        if self.config.ring_update:
+            band = ops.dilate(local, self.config.ring_outer) & ~ops.dilate(local, 2)
+            track.local_bg = ops.histogram(frame.bins[sl], band)
         area = float(np.count_nonzero(mask))
         q = area / track.ref_area
         if confidence < 0.6 or not 0.6 < q < 1.6:
