@@ -147,9 +147,11 @@ class ClassicConfig(BackendOptions):
     bg_mix: float = 0.5
     ring_update: bool = True
     ring_outer: int = 6
-    motion_cut: float = 0.0
+    motion_cut: float = 0.2
     motion_gate: float = 1.0
-    motion_weight: float = 0.0
+    motion_weight: float = 2.0
+    motion_favour: float = 1.0
+    motion_soft: bool = False
 
     def __post_init__(self) -> None:
         if self.work_size < 0 or 0 < self.work_size < 32:
@@ -583,7 +585,10 @@ class ClassicBackend(Backend):
             if split is not None:
                 residual, m_obj = split
                 local_pred = predicted[sl]
-                if cfg.motion_cut > 0:
+                strength = 1.0
+                if cfg.motion_soft:
+                    strength = float(np.clip(m_obj / cfg.motion_gate - 1.0, 0.0, 1.0))
+                if cfg.motion_cut > 0 and strength >= 1.0:
                     bglike = residual < cfg.motion_cut * m_obj
                     bglike = cv2.morphologyEx(
                         bglike.astype(np.uint8), cv2.MORPH_OPEN, ops.disc(1)
@@ -596,7 +601,9 @@ class ClassicBackend(Backend):
                         predicted[sl] = kept
                 if cfg.motion_weight > 0:
                     t = 0.5 * m_obj
-                    llr += cfg.motion_weight * np.clip((residual - t) / t, -1.0, 1.0)
+                    llr += (strength * cfg.motion_weight) * np.clip(
+                        (residual - t) / t, -1.0, cfg.motion_favour
+                    )
         if cfg.hist_weight > 0:
             m = cfg.bg_mix
             ev = ops.ratio_lut(track.fg, (1 - m) * track.bg + m * track.local_bg)[frame.bins[sl]]
@@ -681,7 +688,8 @@ class ClassicBackend(Backend):
         if not core.any():
             return None
         m_obj = float(np.median(residual[core]))
-        if m_obj < self.config.motion_gate:
+        gate = self.config.motion_gate * (0.5 if self.config.motion_soft else 1.0)
+        if m_obj < gate:
             return None
         return residual, m_obj
 
