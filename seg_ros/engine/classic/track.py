@@ -131,8 +131,6 @@ def refine(
     softness: float,
     band: int,
     smooth: float = 1.0,
-    bias: float = 0.0,
-    holes: bool = True,
 ) -> tuple[BoolArray, FloatArray]:
     """The new mask near `predicted` (both ROI-sized) from the shape prior and colour.
 
@@ -141,7 +139,7 @@ def refine(
     prediction (band <= 0: no limit).
     """
     sd = ops.signed_distance(predicted)
-    raw = (sd / max(softness, 1e-3) + colour_llr + bias).astype(np.float32)
+    raw = (sd / max(softness, 1e-3) + colour_llr).astype(np.float32)
     if smooth > 0:
         raw = np.asarray(cv2.GaussianBlur(raw, (0, 0), smooth), dtype=np.float32)
     logit: FloatArray = raw
@@ -151,9 +149,7 @@ def refine(
         logit = np.where(np.abs(sd) > band, np.sign(sd) * 20.0, logit).astype(np.float32)
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, ops.disc(1)).astype(bool)
     core = ops.erode(predicted, 2)
-    mask = ops.keep_components(mask, core if core.any() else None, 0.15)
-    if holes:
-        mask = ops.fill_holes(mask)
+    mask = ops.fill_holes(ops.keep_components(mask, core if core.any() else None, 0.15))
     return mask, logit
 
 
@@ -163,7 +159,6 @@ def refine_grabcut(
     band: int,
     colour_llr: FloatArray,
     models: ops.GrabCutModels | None = None,
-    holes: bool = True,
 ) -> tuple[BoolArray, FloatArray]:
     """The new mask near `predicted` (the tracker passes the colour answer) by one GrabCut
     iteration restricted to the band: pixels farther than `band` inside it are sure object,
@@ -176,8 +171,6 @@ def refine_grabcut(
     out = ops.grabcut(np.ascontiguousarray(rgb), labels, 1, models)
     mask = predicted.copy() if out is None else ((out == cv2.GC_FGD) | (out == cv2.GC_PR_FGD))
     core = ops.erode(predicted, 2)
-    mask = ops.keep_components(mask, core if core.any() else None, 0.15)
-    if holes:
-        mask = ops.fill_holes(mask)
+    mask = ops.fill_holes(ops.keep_components(mask, core if core.any() else None, 0.15))
     logit = (np.where(mask, 1.0, -1.0) * (1.0 + np.abs(sd))).astype(np.float32)
     return mask, logit
