@@ -4,7 +4,9 @@ No model, no weights, CPU real time. What it does with each request:
 
 * Prompts (at the working resolution, `ClassicConfig.work_size` on the long side):
   - a box: GrabCut with the box as "probably object", its surroundings as background, and any
-    points as hard foreground / background seeds;
+    points as hard foreground / background seeds; a cut that does not touch at least three of
+    the box's sides (collapsed onto a part) is retried with fewer iterations, then replaced by
+    the colour ratio of the box against its surroundings;
   - points or a scribble: GrabCut seeded by the clicks (discs) / strokes, initialised with the
     region around the clicks whose colours resemble theirs; the search window grows while the
     object runs into it;
@@ -17,9 +19,12 @@ No model, no weights, CPU real time. What it does with each request:
   frame back to the previous one; per object the previous mask is pulled along it pixel by
   pixel (the temporal prior: the object goes where its pixels went, it cannot teleport); only
   when the flow inside the mask disagrees with itself does mean shift on the object's colours
-  correct it. Then pixels within `band` of the carried outline are re-decided from the shape
-  prior and the colour log-likelihood ratio (the object's prompt-time model against the
-  background's and its surroundings'); pixels farther out keep the prediction, and a mask
+  correct it. Pixels of the prediction that move like the background (one affine map fitted
+  to the flow around the object: camera pan, zoom) are cut from it, when the object itself
+  moves otherwise: a leaked edge is no longer dragged along with the camera. Then pixels
+  within `band` of the carried outline are re-decided from the shape prior, the colour
+  log-likelihood ratio (the object's prompt-time model against the background's and its
+  surroundings') and the motion vote; pixels farther out keep the prediction, and a mask
   larger than twice the object's flow-scaled reference area may not grow (leaks). Pixels two
   objects claim go to the one with the higher log-odds, and at full resolution each pixel
   belongs to at most one object (the more confident).
