@@ -91,13 +91,19 @@ def test_missing_folder_gives_a_skip_row(tmp_path: pathlib.Path) -> None:
 
 
 # ---------------------------------------------------------------------------- dev floors
-# Quick subset, first 30 frames, shipped defaults (measured J, refine: grabcut): blackswan mask
-# 0.864, box 0.419; drift-chicane mask 0.493 (refine: colour: 0.790, 0.393, 0.397). Floors ~0.1
-# below (OpenCV builds and BLAS differ a little).
+# Quick subset, first 30 frames, shipped defaults (measured J, issue 10 round 3, motion cue on):
+# blackswan mask 0.834, box 0.703; drift-chicane mask 0.595; dance-twirl mask 0.70 (round 2,
+# before the motion cue: 0.864, 0.419, 0.493; dance-twirl's mask spread over the crowd). Floors
+# ~0.1 below (OpenCV builds and BLAS differ a little), never below the earlier ones.
 @needs_dev
 @pytest.mark.parametrize(
     ("sequence", "prompt", "floor"),
-    [("blackswan", "mask", 0.76), ("blackswan", "box", 0.32), ("drift-chicane", "mask", 0.39)],
+    [
+        ("blackswan", "mask", 0.76),
+        ("blackswan", "box", 0.60),
+        ("drift-chicane", "mask", 0.49),
+        ("dance-twirl", "mask", 0.60),
+    ],
 )
 def test_dev_quick_floor(sequence: str, prompt: str, floor: float) -> None:
     (seq,) = davis.list_sequences(DEV, [sequence])
@@ -106,11 +112,12 @@ def test_dev_quick_floor(sequence: str, prompt: str, floor: float) -> None:
     assert res["wrong_reacquired"] == 0, res
 
 
-# Full dev subset (6 clips, all frames), means measured (refine: grabcut): mask J 0.440 F 0.463,
-# box J 0.291, click J 0.170 (the issue's targets, 0.70 / 0.60 / 0.50, are NOT reached).
+# Full dev subset (6 clips, all frames), means measured (issue 10 round 3, motion cue, tight box
+# cuts): mask J 0.572 F 0.560, box J 0.522, click J 0.214 (round 2: 0.440, 0.291, 0.170; the
+# issue's targets, 0.70 / 0.60 / 0.50, are NOT reached).
 @needs_dev
 @pytest.mark.slow
-@pytest.mark.parametrize(("prompt", "floor"), [("mask", 0.39), ("box", 0.24), ("click", 0.12)])
+@pytest.mark.parametrize(("prompt", "floor"), [("mask", 0.50), ("box", 0.45), ("click", 0.17)])
 def test_dev_full_floor(prompt: str, floor: float) -> None:
     rows = davis.run(DEV, prompts=(prompt,))
     (mean,) = [r for r in rows if r["bench"] == "davis_mean"]
@@ -143,6 +150,21 @@ def test_no_leak_into_the_background() -> None:
     for i, obj, gt, _ in _tracked("camel"):
         if obj.visible:
             assert obj.mask.sum() < 2.0 * gt.sum(), f"frame {i}"
+
+
+@needs_dev
+def test_no_leak_that_moves_with_the_background() -> None:
+    """dance-twirl: the camera pans with the dancer, the crowd behind her slides by; a mask
+    leaked onto the crowd was dragged along by the flow and grew (motion cue off, first 30
+    frames: up to 2.32x the truth, 47 % of the mask farther than 0.05 x the diagonal from it).
+    What moves like the background is cut: measured at most 1.16x, nothing that far."""
+    far_px = 0.05 * float(np.hypot(480, 854))
+    for i, obj, gt, _ in _tracked("dance-twirl"):
+        assert obj.visible, f"frame {i}"
+        assert obj.mask.sum() < 1.5 * gt.sum(), f"frame {i}"
+        dist = cv2.distanceTransform((~gt).astype(np.uint8), cv2.DIST_L2, 3)
+        far = np.count_nonzero(obj.mask & (dist > far_px)) / max(1, np.count_nonzero(obj.mask))
+        assert far < 0.05, f"frame {i}: {far:.2f} of the mask far from the dancer"
 
 
 @needs_dev

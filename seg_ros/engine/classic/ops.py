@@ -285,12 +285,74 @@ def segment_box(rgb: RgbImage, box: Box, seeds: Seeds, iterations: int) -> BoolA
     sl = np.s_[ry0:ry1, rx0:rx1]
     labels[seeds.fg[sl]] = cv2.GC_FGD
     labels[seeds.bg[sl]] = cv2.GC_BGD
-    out = grabcut(np.ascontiguousarray(rgb[sl]), labels, iterations)
+    crop = np.ascontiguousarray(rgb[sl])
+    inner = (x0 - rx0, y0 - ry0, x1 - rx0, y1 - ry0)
     mask = np.zeros((height, width), bool)
-    if out is None:
-        return mask
-    mask[sl] = fill_holes(keep_components(_result(out), seeds.fg[sl]))
+    # A box drawn around an object touches it on all four sides ("tightness"). GrabCut on a
+    # low-contrast object (its colours also in the surroundings) often collapses onto a part
+    # (a head, a shirt, a patch of fur) touching one or two, and its result changes a lot with
+    # the number of iterations. Tried in turn: GrabCut after `iterations`, 2 and 1 iterations,
+    # then the colour-ratio guess (box against its ring); the first "tight" one (touching >= 3
+    # sides, filling 20-95 % of the box) is taken; failing all, the one touching most sides,
+    # then filling most.
+    best: tuple[tuple[float, float, float], BoolArray] | None = None
+    for count in sorted({iterations, min(iterations, 2), 1}, reverse=True):
+        out = grabcut(crop, labels, count)
+        if out is None:
+            continue
+        local = fill_holes(_components(_result(out), seeds.fg[sl])) & ~seeds.bg[sl]
+        key = _tightness_key(local, inner)
+        if key[0] > 0:
+            mask[sl] = local  # the first tight cut (most iterations: follows edges best)
+            return mask
+        if best is None or key > best[0]:
+            best = (key, local)
+    ring = labels == cv2.GC_BGD
+    b = bins_of_lab(np.asarray(cv2.cvtColor(crop, cv2.COLOR_RGB2LAB), dtype=np.uint8))
+    lut = ratio_lut(histogram(b, ~ring), histogram(b, ring))
+    guess = (cv2.GaussianBlur(lut[b], (5, 5), 0) > 0.5) & ~ring
+    local = fill_holes(_components(guess, seeds.fg[sl])) & ~seeds.bg[sl]
+    key = _tightness_key(local, inner)
+    if best is None or key > best[0]:
+        best = (key, local)
+    mask[sl] = best[1]
     return mask
+
+
+def _tightness_key(mask: BoolArray, box: Box) -> tuple[float, float, float]:
+    """(1 when tight: >= 3 sides touched and 20-95 % of the box filled, sides, fill)."""
+    sides, fill = _tightness(mask, box)
+    return float(sides >= 3 and 0.2 <= fill <= 0.95), float(sides), fill
+
+
+def _components(mask: BoolArray, seeds: BoolArray) -> BoolArray:
+    """The components touching the seeds, or without seeds every component at least a
+    fifth of the largest (a pole in front of a dog splits it in two)."""
+    if seeds.any():
+        return keep_components(mask, seeds)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros_like(mask)
+    areas = stats[:, cv2.CC_STAT_AREA].copy()
+    areas[0] = 0
+    keep = areas >= 0.2 * areas.max()
+    keep[0] = False
+    out: BoolArray = keep[labels]
+    return out
+
+
+def _tightness(mask: BoolArray, box: Box) -> tuple[int, float]:
+    """(sides of `box` the mask comes within 4 % of the box's size of, fraction of the box it
+    fills)."""
+    x0, y0, x1, y1 = box
+    inside = mask[y0:y1, x0:x1]
+    bb = mask_box(inside)
+    if bb is None:
+        return 0, 0.0
+    w, h = x1 - x0, y1 - y0
+    tx, ty = max(1, int(0.04 * w)), max(1, int(0.04 * h))
+    sides = int(bb[0] <= tx) + int(bb[1] <= ty) + int(bb[2] >= w - tx) + int(bb[3] >= h - ty)
+    return sides, float(np.count_nonzero(inside)) / float(max(1, w * h))
 
 
 def segment_seeds(
