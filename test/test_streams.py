@@ -290,6 +290,7 @@ def test_step_batch_equals_sequential_steps(
     backend: str, folders: dict[str, pathlib.Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = load_model(config_for(backend, folders))
+    assert model.batches_streams
     # The encoder's batch sizes: the batched path must really batch.
     sizes: list[int] = []
     if backend == "sam2":
@@ -339,6 +340,7 @@ def test_step_batch_equals_sequential_steps(
 
 def test_step_batch_refuses_foreign_or_repeated_streams(folders: dict[str, pathlib.Path]) -> None:
     one, other = load_model(config_for("fake", folders)), load_model(config_for("fake", folders))
+    assert not one.batches_streams  # each stream's step in turn
     mine, theirs = one.open_stream(), other.open_stream()
     frame = clip(1, 60, 80, seed=8)[0]
     with pytest.raises(ValueError, match="opened on this fake model"):

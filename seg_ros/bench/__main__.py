@@ -1,6 +1,6 @@
 """`make bench`: every benchmark this machine can run, one JSON object per line on stdout.
 
-    python -m seg_ros.bench [--quick] [--only node,robot,quality,davis,soak,sam2,sam3]
+    python -m seg_ros.bench [--quick] [--only node,streams,robot,quality,davis,soak,sam2,sam3]
         [--davis DIR]
 
 Each suite runs in turn; one that fails prints a row with "error" and the others still run.
@@ -31,6 +31,9 @@ def _suite(name: str, quick: bool, davis: str = "") -> Callable[[], list[dict[st
             *mod.run(backend="fake", width=1280, height=720, frames=frames),
             *mod.slow_model_rows(),
         ]
+    if name == "streams":
+        mod = importlib.import_module("seg_ros.bench.streams_bench")
+        return lambda: mod.run(quick=quick)
     if name == "robot":
         mod = importlib.import_module("seg_ros.bench.robot_bench")
         return lambda: mod.run(width=640, height=480, frames=50 if quick else 200)

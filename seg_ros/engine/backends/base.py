@@ -196,6 +196,9 @@ class Model(ABC):
 
     name: ClassVar[str] = "base"
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: `step_batch` runs the streams' frames through the image encoder as ONE batch (sam2,
+    #: sam3); otherwise it is each stream's `step` in turn.
+    batches_streams: ClassVar[bool] = False
 
     def __init__(self) -> None:
         #: Held around every forward pass (re-entrant: a step calls helpers that take it again).

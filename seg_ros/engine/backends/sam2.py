@@ -218,6 +218,7 @@ class Sam2Model(Model):
 
     name: ClassVar[str] = "sam2"
     capabilities: ClassVar[Capabilities] = Sam2Backend.capabilities
+    batches_streams: ClassVar[bool] = True
 
     def __init__(self, model: Any, config: BackendConfig, options: Sam2Options) -> None:
         super().__init__()
