@@ -14,8 +14,9 @@ Rows `streams_memory` (per backend and stream count):
     rss_load_mb           process RSS growth when loading the model.
     rss_streams_mb        RSS growth from opening the streams and running them (their state,
                           plus whatever the allocator keeps: noisy at these sizes).
-    cuda_allocated_mb     torch.cuda.memory_allocated after the run, on CUDA only (not run on the
-                          CPU machine these rows were first measured on: the field is absent).
+    cuda_load_mb, cuda_streams_mb  torch.cuda.memory_allocated after loading, and its growth
+                          from the streams, on CUDA only (device "auto"). Not run yet: the
+                          machine these rows were measured on has no GPU (the fields are absent).
 Rows `streams_throughput`:
     step_ms_median        one stream's step (wall), all streams served in turn.
     round_ms_median       every stream's next frame, in turn (`step` each) or at once
@@ -78,7 +79,8 @@ def _config(name: str, folder: pathlib.Path) -> BackendConfig:
     path = folder / name
     if not path.exists():
         save_model(random_model(arch, init_range=0.1), path)
-    return BackendConfig(backend="sam2", model=str(path), device="cpu")
+    # "auto": on a CUDA machine the rows are GPU rows (with cuda_* fields).
+    return BackendConfig(backend="sam2", model=str(path), device="auto")
 
 
 def _open(model: Model, count: int, frames: int) -> tuple[list[Backend], list[Any]]:
@@ -105,6 +107,7 @@ def memory_rows(name: str, folder: pathlib.Path, frames: int) -> list[dict[str, 
         before = _rss_mb()
         model = load_model(_config(name, folder))
         loaded = _rss_mb()
+        cuda_loaded = model.stats().get("cuda_allocated_mb")
         streams, clips = _open(model, count, frames)
         for t in range(1, frames + 1):
             for stream, clip in zip(streams, clips, strict=True):
@@ -125,8 +128,9 @@ def memory_rows(name: str, folder: pathlib.Path, frames: int) -> list[dict[str, 
         }
         if state[0] is not None:
             row["state_bytes_per_stream"] = int(statistics.mean(s or 0.0 for s in state))
-        if "cuda_allocated_mb" in stats:
-            row["cuda_allocated_mb"] = round(stats["cuda_allocated_mb"], 1)
+        if cuda_loaded is not None:
+            row["cuda_load_mb"] = round(cuda_loaded, 1)
+            row["cuda_streams_mb"] = round(stats["cuda_allocated_mb"] - cuda_loaded, 1)
         rows.append(row)
         model.close()  # closes its streams too
     return rows
