@@ -6,7 +6,7 @@ Engine only (no ROS): one `Model` (registry.load_model) and 1, 2 or 4 streams (`
 each with one box-prompted object and its own moving clip (the streams are driven directly:
 the session adds ids and locking, not model work).
 
-Rows `streams_memory` (per backend and stream count):
+Rows `streams_memory` (per backend and stream count; each measured in a fresh process):
     weight_bytes          the model's parameter + buffer storage (counted once, whatever the
                           number of streams); parameters likewise.
     state_bytes_per_stream  tensor storage a stream holds after `frames` steps (frames, features,
@@ -33,9 +33,12 @@ unless --quick the real SAM 2.1-tiny architecture with random weights (1024 px).
 from __future__ import annotations
 
 import gc
+import json
 import os
 import pathlib
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from typing import Any
@@ -83,15 +86,14 @@ def _config(name: str, folder: pathlib.Path) -> BackendConfig:
     return BackendConfig(backend="sam2", model=str(path), device="auto")
 
 
-def _open(model: Model, count: int, frames: int) -> tuple[list[Backend], list[Any]]:
-    """`count` streams, each on frame 0 of its own clip with one box-prompted object."""
-    streams = [model.open_stream() for _ in range(count)]
-    clips = [_clip(frames + 1, seed=n) for n in range(count)]
+def _open(model: Model, clips: list[list[np.ndarray]]) -> list[Backend]:
+    """A stream per clip, each on frame 0 of its clip with one box-prompted object."""
+    streams = [model.open_stream() for _ in clips]
     box = Prompt(box=np.asarray([100, 200, 180, 280], np.float32))
     for stream, clip in zip(streams, clips, strict=True):
         stream.step(0, clip[0])
         stream.add_prompt(0, 1, box)
-    return streams, clips
+    return streams
 
 
 def _state_bytes(backend: Backend) -> float | None:
@@ -99,40 +101,71 @@ def _state_bytes(backend: Backend) -> float | None:
     return None if tracker is None else float(tracker.held_bytes())
 
 
-def memory_rows(name: str, folder: pathlib.Path, frames: int) -> list[dict[str, Any]]:
+def memory_row(name: str, folder: pathlib.Path, count: int, frames: int) -> dict[str, Any]:
+    """One memory row, measured in THIS process: run it in a fresh one (`memory_rows`), where
+    RSS starts from the imports alone (a model loaded and freed before would leave its pages
+    in the allocator, and the next load would seem free)."""
+    import torch
+
+    if name == "tiny-sam2":
+        torch.set_num_threads(1)
+    config = _config(name, folder)
+    clips = [_clip(frames + 1, seed=n) for n in range(count)]  # the input, not the state
+    gc.collect()
+    before = _rss_mb()
+    model = load_model(config)
+    loaded = _rss_mb()
+    cuda_loaded = model.stats().get("cuda_allocated_mb")
+    streams = _open(model, clips)
+    for t in range(1, frames + 1):
+        for stream, clip in zip(streams, clips, strict=True):
+            stream.step(t, clip[t])
+    after = _rss_mb()
+    stats = model.stats()
+    state = [_state_bytes(s) for s in streams]
+    row: dict[str, Any] = {
+        "name": "streams_memory",
+        "backend": name,
+        "streams": count,
+        "frames": frames,
+        "parameters": int(stats.get("parameters", 0)),
+        "weight_bytes": int(stats.get("weight_bytes", 0)),
+        "rss_load_mb": round(loaded - before, 1),
+        "rss_streams_mb": round(after - loaded, 1),
+        "device": model.device,
+        "torch_threads": torch.get_num_threads(),
+    }
+    if state[0] is not None:
+        row["state_bytes_per_stream"] = int(statistics.mean(s or 0.0 for s in state))
+    if cuda_loaded is not None:
+        row["cuda_load_mb"] = round(cuda_loaded, 1)
+        row["cuda_streams_mb"] = round(stats["cuda_allocated_mb"] - cuda_loaded, 1)
+    model.close()  # closes its streams too
+    return row
+
+
+def memory_rows(
+    name: str, folder: pathlib.Path, frames: int, counts: tuple[int, ...] = COUNTS
+) -> list[dict[str, Any]]:
+    """`memory_row` for each stream count, each in a fresh Python process."""
+    _config(name, folder)  # saves the model once, before the children load it
     rows = []
-    load_model(_config(name, folder)).close()  # imports and first-load allocations: not counted
-    for count in COUNTS:
-        gc.collect()
-        before = _rss_mb()
-        model = load_model(_config(name, folder))
-        loaded = _rss_mb()
-        cuda_loaded = model.stats().get("cuda_allocated_mb")
-        streams, clips = _open(model, count, frames)
-        for t in range(1, frames + 1):
-            for stream, clip in zip(streams, clips, strict=True):
-                stream.step(t, clip[t])
-        after = _rss_mb()
-        stats = model.stats()
-        state = [_state_bytes(s) for s in streams]
-        row: dict[str, Any] = {
-            "name": "streams_memory",
-            "backend": name,
-            "streams": count,
-            "frames": frames,
-            "parameters": int(stats.get("parameters", 0)),
-            "weight_bytes": int(stats.get("weight_bytes", 0)),
-            "rss_load_mb": round(loaded - before, 1),
-            "rss_streams_mb": round(after - loaded, 1),
-            "device": model.device,
-        }
-        if state[0] is not None:
-            row["state_bytes_per_stream"] = int(statistics.mean(s or 0.0 for s in state))
-        if cuda_loaded is not None:
-            row["cuda_load_mb"] = round(cuda_loaded, 1)
-            row["cuda_streams_mb"] = round(stats["cuda_allocated_mb"] - cuda_loaded, 1)
-        rows.append(row)
-        model.close()  # closes its streams too
+    for count in counts:
+        code = (
+            "import json, pathlib, sys; from seg_ros.bench.streams_bench import memory_row; "
+            "print(json.dumps(memory_row(sys.argv[1], pathlib.Path(sys.argv[2]), "
+            "int(sys.argv[3]), int(sys.argv[4]))))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code, name, str(folder), str(count), str(frames)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"memory row {name} x{count} failed: {done.stderr[-2000:]}")
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return rows
 
 
@@ -146,7 +179,8 @@ def throughput_rows(
     for count in counts:
         model = load_model(_config(name, folder))
         rounds_needed = 2 * frames if batches else frames
-        streams, clips = _open(model, count, rounds_needed)
+        clips = [_clip(rounds_needed + 1, seed=n) for n in range(count)]
+        streams = _open(model, clips)
         step_ms: list[float] = []
         rounds: list[float] = []
         batched: list[float] = []
@@ -203,6 +237,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         frames = {k: max(4, v // 3) for k, v in frames.items()}
     # The real architecture at 1024 px takes seconds a frame on a CPU: 1 and 2 streams only.
     counts = {"sam2.1-tiny-random": (1, 2)}
+    memory_counts = {"sam2.1-tiny-random": (1, 2)}
     rows: list[dict[str, Any]] = []
     before = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,10 +246,10 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             # Tiny models: thread start-up costs more than their maths (as in the sam2 suite).
             torch.set_num_threads(1 if name == "tiny-sam2" else before)
             try:
-                found = memory_rows(name, folder, frames[name])
-                found += throughput_rows(name, folder, frames[name], counts.get(name, (1, 2, 3, 4)))
+                found = throughput_rows(name, folder, frames[name], counts.get(name, (1, 2, 3, 4)))
             finally:
                 threads = torch.get_num_threads()
                 torch.set_num_threads(before)
+            rows += memory_rows(name, folder, frames[name], memory_counts.get(name, COUNTS))
             rows += [{**row, "torch_threads": threads} for row in found]
     return rows
