@@ -290,6 +290,7 @@ def test_step_batch_equals_sequential_steps(
     backend: str, folders: dict[str, pathlib.Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = load_model(config_for(backend, folders))
+    assert model.batches_streams
     # The encoder's batch sizes: the batched path must really batch.
     sizes: list[int] = []
     if backend == "sam2":
@@ -339,6 +340,7 @@ def test_step_batch_equals_sequential_steps(
 
 def test_step_batch_refuses_foreign_or_repeated_streams(folders: dict[str, pathlib.Path]) -> None:
     one, other = load_model(config_for("fake", folders)), load_model(config_for("fake", folders))
+    assert not one.batches_streams  # each stream's step in turn
     mine, theirs = one.open_stream(), other.open_stream()
     frame = clip(1, 60, 80, seed=8)[0]
     with pytest.raises(ValueError, match="opened on this fake model"):
@@ -405,3 +407,20 @@ def test_a_stream_failing_in_a_batch_leaves_the_others_their_frames() -> None:
     # b took frame 1: it has frames 0 and 1 in memory; a goes on after its failed frame.
     assert b.stats()["frames_in_memory"] == 2
     assert model.step_batch([(a, 2, frame)]) == [{}]  # a's 4th call (b's 3rd would fail)
+
+
+def test_streams_bench_rows(tmp_path: pathlib.Path) -> None:
+    """`make bench` suite "streams" on the tiny SAM 2.1: the weights are counted once whatever
+    the number of streams, each stream adds its own bounded state; batched rows say their gain."""
+    from seg_ros.bench import streams_bench
+
+    memory = streams_bench.memory_rows("tiny-sam2", tmp_path, frames=2)
+    assert [r["streams"] for r in memory] == [1, 2, 4]
+    assert len({r["weight_bytes"] for r in memory}) == 1 and memory[0]["weight_bytes"] > 0
+    for row in memory:
+        assert 0 < row["state_bytes_per_stream"] < row["weight_bytes"]
+    rows = streams_bench.throughput_rows("tiny-sam2", tmp_path, frames=2, counts=(2,))
+    assert [r["mode"] for r in rows] == ["sequential", "batch"]
+    assert rows[1]["batch_gain"] > 0 and rows[0]["frames_per_s"] > 0
+    fake = streams_bench.throughput_rows("fake", tmp_path, frames=2, counts=(1,))
+    assert [r["mode"] for r in fake] == ["sequential"]

@@ -1,7 +1,7 @@
 """`make bench`: every benchmark this machine can run, one JSON object per line on stdout.
 
-    python -m seg_ros.bench [--quick] [--only node,cameras,robot,quality,davis,soak,sam2,sam3]
-        [--davis DIR]
+    python -m seg_ros.bench [--quick] [--davis DIR]
+        [--only node,cameras,streams,robot,quality,davis,soak,sam2,sam3]
 
 Each suite runs in turn; one that fails prints a row with "error" and the others still run.
 Timings are medians in milliseconds; rss growth in MB. A row with `"ok": false` missed a bound it
@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-SUITES = ("node", "cameras", "robot", "quality", "davis", "soak", "sam2", "sam3")
+SUITES = ("node", "cameras", "streams", "robot", "quality", "davis", "soak", "sam2", "sam3")
 
 
 def _suite(name: str, quick: bool, davis: str = "") -> Callable[[], list[dict[str, Any]]]:
@@ -33,6 +33,9 @@ def _suite(name: str, quick: bool, davis: str = "") -> Callable[[], list[dict[st
         ]
     if name == "cameras":
         mod = importlib.import_module("seg_ros.bench.cameras_bench")
+        return lambda: mod.run(quick=quick)
+    if name == "streams":
+        mod = importlib.import_module("seg_ros.bench.streams_bench")
         return lambda: mod.run(quick=quick)
     if name == "robot":
         mod = importlib.import_module("seg_ros.bench.robot_bench")

@@ -203,6 +203,9 @@ class Model(ABC):
     name: ClassVar[str] = "base"
     #: What its streams take (per instance: sam2 takes text only with a text detector).
     capabilities: Capabilities = Capabilities()
+    #: `step_batch` runs the streams' frames through the image encoder as ONE batch (sam2,
+    #: sam3); otherwise it is each stream's `step` in turn.
+    batches_streams: ClassVar[bool] = False
 
     def __init__(self) -> None:
         #: Held around every forward pass (re-entrant: a step calls helpers that take it again).
@@ -219,12 +222,6 @@ class Model(ABC):
     @property
     def closed(self) -> bool:
         return self._closed
-
-    @property
-    def batches_streams(self) -> bool:
-        """Whether `step_batch` runs several streams' image encoder as one batched pass (else it
-        steps them in turn, and a caller gains nothing by waiting to batch)."""
-        return type(self).step_batch is not Model.step_batch
 
     @property
     def streams_open(self) -> int:

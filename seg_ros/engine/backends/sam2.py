@@ -368,6 +368,7 @@ class Sam2Model(Model):
 
     name: ClassVar[str] = "sam2"
     capabilities = Sam2Backend.capabilities
+    batches_streams: ClassVar[bool] = True
 
     def __init__(
         self,

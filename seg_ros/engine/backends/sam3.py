@@ -257,6 +257,7 @@ class Sam3Model(Model):
 
     name: ClassVar[str] = "sam3"
     capabilities = Capabilities(text=True, multimask=True, past_frames=True)
+    batches_streams: ClassVar[bool] = True
 
     def __init__(
         self,
