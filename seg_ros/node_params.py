@@ -57,8 +57,8 @@ SPECS: dict[str, _Spec] = {
     ),
     "batch_cameras": _Spec(
         True,
-        "With several cameras, frames waiting together go through the image encoder as one "
-        "batch (models that batch: SAM 2 / SAM 3 on CUDA); results are the same either way",
+        "With several cameras on CUDA, frames waiting together go through the image encoder as "
+        "one batch (sam2, sam3); results are the same either way (on the CPU: one by one)",
     ),
     "backend": _Spec(_ENGINE["backend"], "Segmentation model", choices=tuple(available_backends())),
     "model": _Spec(
