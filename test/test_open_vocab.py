@@ -440,3 +440,45 @@ def test_download_verifies_a_detector_folder(
     assert download.main(["a/b", "--out", str(broken), "--verify-only"]) == 1
     assert "processor" in capsys.readouterr().err
     assert download.is_fetched("vocab.txt") and not download.is_fetched("pytorch_model.bin")
+
+
+def test_a_standing_query_on_the_light_path_picks_up_instances_as_they_appear(
+    folders: dict[str, pathlib.Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live concepts on sam2 + a detector (the Grounded-SAM-2 path): the detector's boxes are
+    scripted (random weights find nothing meaningful): a person from frame 1, a second one from
+    frame 3. Each gets one new id and keeps it; the image encoder still runs once per frame."""
+    from seg_ros.engine.concepts import QueryOptions
+    from seg_ros.engine.sam.open_vocab import BoxDetection
+
+    backend = build(folders, options={"detector_threshold": 0.0})
+    session = SegmentationSession(backend, max_objects=8)
+    people = {1: (10.0, 10.0, 50.0, 80.0), 3: (100.0, 20.0, 150.0, 90.0)}
+    calls: list[int] = []
+
+    def scripted(frame: np.ndarray, text: str, threshold: float, most: int = 0) -> list[Any]:
+        calls.append(session.frame_index)
+        return [
+            BoxDetection(np.array(box, np.float32), 0.9, "person")
+            for start, box in people.items()
+            if session.frame_index >= start
+        ]
+
+    assert backend.detector is not None
+    # A call looks `__call__` up on the type: patch it there (undone after the test).
+    monkeypatch.setattr(type(backend.detector), "__call__", lambda self, *a, **k: scripted(*a, **k))
+    session.step(image(0), 1)
+    query = session.add_query("person", QueryOptions(every_n=1, new_instance_threshold=0.5))
+    assert query.objects == []  # nobody on frame 0
+    ids_by_frame = []
+    for i in range(1, 6):
+        result = session.step(image(i), i + 1)
+        ids_by_frame.append(sorted(o.object_id for o in result.objects))
+    assert ids_by_frame[0] == ["1"] and ids_by_frame[1] == ["1"]
+    assert ids_by_frame[2:] == [["1", "2"]] * 3  # the second person: one new id, kept
+    assert all(o.label == "person" for o in session.latest.objects)  # type: ignore[union-attr]
+    assert calls == [0, 1, 2, 3, 4, 5]  # every frame (every_n 1), on the frame just stepped
+    # One encoder pass per frame from frame 1 on (its detection needed frame 1's features,
+    # then tracking re-used them); frame 0, with nothing to track or decode, none.
+    assert backend.tracker.counters["encoder_calls"] == 5
+    session.close()
