@@ -218,6 +218,7 @@ LAUNCHES: dict[str, list[str]] = {
         "cameras:=head wrist",
         "images:=/head/color/image_raw /wrist/color/image_raw",
         "backend:=fake",
+        "concepts:=person,red mug",  # reaches every camera (fake has no text: refused, logged)
     ],
 }
 
@@ -529,6 +530,11 @@ def test_cameras_launch_serves_each_camera_under_its_name(launches: Launches) ->
         domain, "topic", "list", "--no-daemon", ok=lambda out: f"{NODE}/head/instances" in out
     )
     assert f"{NODE}/wrist/instances" in topics and "/wrist/color/camera_info" in topics
+    # The launch argument's standing queries reached each camera's session (the fake backend
+    # has no text detector, so each is refused with the reason, and the node goes on).
+    for name in ("head", "wrist"):
+        for text in ("person", "red mug"):
+            proc.wait_for_line(rf"camera '{name}': concept '{text}' not started: .*text")
     assert_clean_exit(proc.ctrl_c(), proc)
 
 
