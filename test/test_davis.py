@@ -1,16 +1,19 @@
 """The davis benchmark (real footage) and the classic backend on it.
 
 The protocol is checked on a hand-made DAVIS folder whose scores are known exactly. The floors
-on the dev subset (`../shared/datasets/davis2016-dev` beside the checkout; skipped, saying so,
-where it is absent) come from `python -m seg_ros.bench.davis` on this 2-core CPU with the
-shipped defaults; each states its measurement. The failure modes seen on real footage (leak
-into the background, a jump to a distant look-alike, an identity swap between touching
-objects) have one regression test each, built from real frames.
+on the dev subset (`$SEG_ROS_DAVIS`, else `../shared/datasets/davis2016-dev` beside the
+checkout; skipped, saying so, where it is absent) come from `python -m seg_ros.bench.davis` on
+this 2-core CPU with the shipped defaults; each states its measurement. The failure modes seen
+on real footage (leak into the background, a jump to a distant look-alike, an identity swap
+between touching objects) have one regression test each, built from real frames.
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +29,8 @@ from seg_ros.engine.results import ObjectMask
 DEV = davis.DEFAULT_DIR
 needs_dev = pytest.mark.skipif(
     not (DEV / "JPEGImages" / "480p").is_dir(),
-    reason=f"DAVIS dev subset not found at {DEV} (real-footage floors not checked)",
+    reason=f"DAVIS dev subset not found at {DEV} (set SEG_ROS_DAVIS; real-footage floors not "
+    "checked)",
 )
 
 
@@ -81,6 +85,18 @@ def test_annotations_binary_and_multi_object(tmp_path: pathlib.Path) -> None:
     cv2.imwrite(str(tmp_path / "b.png"), ann)
     objs = davis.read_objects(tmp_path / "b.png")
     assert sorted(objs) == [1, 2] and int(objs[2].sum()) == 8
+
+
+def test_dataset_folder_comes_from_the_environment_first(tmp_path: pathlib.Path) -> None:
+    """SEG_ROS_DAVIS names the folder before the default (a worktree has no ../shared)."""
+    code = "from seg_ros.bench import davis; print(davis.DEFAULT_DIR)"
+    env = {**os.environ, "SEG_ROS_DAVIS": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(tmp_path)
+    env.pop("SEG_ROS_DAVIS")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip().endswith("shared/datasets/davis2016-dev"), out.stdout
 
 
 def test_missing_folder_gives_a_skip_row(tmp_path: pathlib.Path) -> None:
