@@ -141,6 +141,21 @@ def test_dev_full_floor(prompt: str, floor: float) -> None:
 
 
 # ---------------------------------------------------------------------------- failure modes
+@needs_dev
+@pytest.mark.parametrize("prompt", ["mask", "box"])
+def test_no_wrong_reacquisition_behind_the_trees(prompt: str) -> None:
+    """bmx-trees: the rider goes behind tree trunks and is lost; round 3 "found" him again on
+    the trunks' and the path's look-alike patches (IoU 0 with the truth), twice with each of
+    these prompts (mask J 0.190). A candidate must match his colour histogram (not only have
+    some of his colours) and a plausible size: measured no wrong one, mask J 0.282, box 0.131
+    (round 3: 0.127)."""
+    (seq,) = davis.list_sequences(DEV, ["bmx-trees"])
+    res = davis.evaluate(seq, prompt)
+    assert res["wrong_reacquired"] == 0, res
+    if prompt == "mask":
+        assert res["J"] > 0.24, res
+
+
 def _tracked(
     name: str, frames: int = 30, config: ClassicConfig | None = None
 ) -> Iterator[tuple[int, ObjectMask, np.ndarray, Any]]:
