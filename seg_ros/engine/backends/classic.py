@@ -98,9 +98,9 @@ class ClassicConfig(BackendOptions):
         reacquire_similarity: ... and its colour histogram this Bhattacharyya coefficient
             with the object's model (1 = the same colours in the same proportions; 0 = off).
             Measured on the DAVIS dev subset: the wrong re-acquisitions (IoU < 0.1 with the
-            truth) 0.58-0.78 (one more at 0.86 is refused by its size, 3.2x), the right ones
-            0.81-0.99 (one weak one, IoU 0.17, at 0.64);
-            the bedroom clip's boy on a cushion 0.76 and 0.80 (see README).
+            truth) 0.58-0.78 and one at 0.86 (still taken), the right ones 0.81-0.99 (one weak
+            one, IoU 0.17, at 0.64); the bedroom clip's boy on a cushion 0.76 and 0.80 (still
+            taken; see README).
         min_area_fraction: an object smaller than this fraction of its reference area is lost.
         color_update: rate at which a confidently tracked object's colour model follows its
             current look (light changes), per frame.
@@ -930,8 +930,9 @@ class ClassicBackend(Backend):
             confidence < self.config.reacquire_confidence
             or not 0.3 <= area_q <= _REACQUIRE_MAX_AREA
         ):
-            # The re-segmentation may grow the component; the size bound holds for its answer
-            # too (dance-twirl, click prompt: a patch of the crowd 3.2x the dancer's area).
+            # The re-segmentation may grow the component; the component's size bound holds for
+            # its answer too (on the dev subset it changed nothing measurable: the one case,
+            # 3.2x, was taken a frame later at 2.9x).
             return
         # The confidence asks whether every pixel has one of the object's colours; a region
         # of only some of them passes it (a dark cushion for a boy in a white shirt with dark
