@@ -8,6 +8,8 @@ same sequences, same prompts, same code path); each one says its measurement and
 
 from __future__ import annotations
 
+import pathlib
+
 import cv2
 import numpy as np
 import pytest
@@ -390,3 +392,96 @@ def test_history_frames_comes_from_memory_frames_and_is_validated() -> None:
     assert build(BackendConfig(backend="classic")).memory_frames == 30
     with pytest.raises(ValueError, match="history_frames"):
         ClassicConfig(history_frames=0)
+
+
+def _vanishing_object_beside_a_part_look_alike(
+    config: ClassicConfig,
+) -> list[tuple[int, bool, float]]:
+    """A disc, red above and blue below, moves right over a textured background and vanishes
+    on frame 12; beside it sits a red disc of the same size: the object's colours, but only
+    some of them. Per frame after the prompt: (index, reported visible, the mask's share on
+    the look-alike)."""
+    rng = np.random.default_rng(3)
+    h, w = 240, 320
+    texture = rng.integers(90, 160, (h // 8, w // 8, 3)).astype(np.uint8)
+    background = cv2.resize(texture, (w, h), interpolation=cv2.INTER_NEAREST)
+    look_alike = _disc((h, w), (200.0, 120.0), 14)
+    yy = np.mgrid[:h, :w][0]
+    session = SegmentationSession(ClassicBackend(config), score_threshold=0.5)
+    obj_id, rows = "", []
+    for i in range(30):
+        image = background.copy()
+        image[look_alike] = (200, 30, 30)
+        disc = _disc((h, w), (120.0 + 3 * i, 120.0), 14)
+        if i < 12:
+            image[disc & (yy < 120)] = (200, 30, 30)
+            image[disc & (yy >= 120)] = (30, 30, 200)
+        noise = rng.integers(-3, 4, image.shape)
+        image = np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+        result = session.step(image, stamp_ns=i + 1)
+        if i == 0:
+            obj_id = session.add_prompt(Prompt(mask=disc)).object_id
+            continue
+        obj = result.get(obj_id)
+        assert obj is not None
+        on = float((obj.mask & look_alike).sum()) / max(1, int(obj.mask.sum()))
+        rows.append((i, obj.visible, on))
+    return rows
+
+
+def test_lost_object_is_not_reacquired_on_a_region_of_only_some_of_its_colours() -> None:
+    """The bedroom failure (the boy, white shirt and dark sleeves, lost behind the girl and
+    then "found" on a dark cushion) on a hand-made scene: every pixel of the look-alike has
+    one of the object's colours, but not in the object's proportions (Bhattacharyya
+    coefficient ~0.7 < `reacquire_similarity` 0.8): it is refused and the object stays lost,
+    its id kept. Without the check the same scene re-acquires on the look-alike."""
+    rows = _vanishing_object_beside_a_part_look_alike(ClassicConfig())
+    assert all(vis and on == 0.0 for i, vis, on in rows if i < 12)  # tracked, not confused
+    assert not any(vis for i, vis, _ in rows if i >= 13), rows
+    unguarded = _vanishing_object_beside_a_part_look_alike(ClassicConfig(reacquire_similarity=0))
+    assert any(vis and on > 0.5 for i, vis, on in unguarded if i >= 13), unguarded
+
+
+def test_reacquisition_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="reacquire_similarity"):
+        ClassicConfig(reacquire_similarity=1.5)
+
+
+_BEDROOM = pathlib.Path(__file__).resolve().parents[1] / "data" / "bedroom.mp4"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _BEDROOM.is_file(), reason=f"bedroom clip not found at {_BEDROOM}")
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (issue 10): the boy, lost behind the girl on clip frame 31, is re-acquired "
+    "on frame 68 on the dark cushion right of her legs: its colours are his sleeves', and "
+    "their histogram's similarity to his (0.80) is at the threshold (right re-acquisitions on "
+    "DAVIS dev measured 0.81 and up)",
+)
+def test_bedroom_boy_is_not_reacquired_on_the_cushion() -> None:
+    """The demo's prompts (demo_camera.clip_plan) on the shipped clip, every frame, engine
+    only: while the boy is hidden behind the girl (from clip frame ~31) he is reported lost;
+    where he is reported visible again, his mask lies left of the girl's right edge, where he
+    is (measured: his centre x <= 185 px at 640 wide before the loss; the cushion is at ~270)."""
+    from seg_ros.tools.demo_camera import ClipReader, clip_plan
+
+    plan = clip_plan(640)
+    reader = ClipReader(str(_BEDROOM), 640)
+    session = SegmentationSession(ClassicBackend(), score_threshold=0.5)
+    boy = ""
+    for i in range(90):
+        result = session.step(reader.next(), stamp_ns=i + 1)
+        if i == 0:
+            point = np.array([plan["point"]], np.float32)
+            boy = session.add_prompt(
+                Prompt(points=point, point_labels=np.ones(1, np.int8))
+            ).object_id
+            for x, y, bw, bh in [plan["box"], *plan["extra_boxes"]]:
+                session.add_prompt(Prompt(box=np.array([x, y, x + bw, y + bh], np.float32)))
+            continue
+        obj = result.get(boy)
+        assert obj is not None
+        if obj.visible:
+            xs = np.nonzero(obj.mask)[1]
+            assert xs.mean() < 230, f"clip frame {i}: 'boy' drawn at x {xs.mean():.0f}"

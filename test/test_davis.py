@@ -1,16 +1,19 @@
 """The davis benchmark (real footage) and the classic backend on it.
 
 The protocol is checked on a hand-made DAVIS folder whose scores are known exactly. The floors
-on the dev subset (`../shared/datasets/davis2016-dev` beside the checkout; skipped, saying so,
-where it is absent) come from `python -m seg_ros.bench.davis` on this 2-core CPU with the
-shipped defaults; each states its measurement. The failure modes seen on real footage (leak
-into the background, a jump to a distant look-alike, an identity swap between touching
-objects) have one regression test each, built from real frames.
+on the dev subset (`$SEG_ROS_DAVIS`, else `../shared/datasets/davis2016-dev` beside the
+checkout; skipped, saying so, where it is absent) come from `python -m seg_ros.bench.davis` on
+this 2-core CPU with the shipped defaults; each states its measurement. The failure modes seen
+on real footage (leak into the background, a jump to a distant look-alike, an identity swap
+between touching objects) have one regression test each, built from real frames.
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +29,8 @@ from seg_ros.engine.results import ObjectMask
 DEV = davis.DEFAULT_DIR
 needs_dev = pytest.mark.skipif(
     not (DEV / "JPEGImages" / "480p").is_dir(),
-    reason=f"DAVIS dev subset not found at {DEV} (real-footage floors not checked)",
+    reason=f"DAVIS dev subset not found at {DEV} (set SEG_ROS_DAVIS; real-footage floors not "
+    "checked)",
 )
 
 
@@ -83,6 +87,18 @@ def test_annotations_binary_and_multi_object(tmp_path: pathlib.Path) -> None:
     assert sorted(objs) == [1, 2] and int(objs[2].sum()) == 8
 
 
+def test_dataset_folder_comes_from_the_environment_first(tmp_path: pathlib.Path) -> None:
+    """SEG_ROS_DAVIS names the folder before the default (a worktree has no ../shared)."""
+    code = "from seg_ros.bench import davis; print(davis.DEFAULT_DIR)"
+    env = {**os.environ, "SEG_ROS_DAVIS": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(tmp_path)
+    env.pop("SEG_ROS_DAVIS")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip().endswith("shared/datasets/davis2016-dev"), out.stdout
+
+
 def test_missing_folder_gives_a_skip_row(tmp_path: pathlib.Path) -> None:
     rows = davis.run(tmp_path / "nothing")
     assert len(rows) == 1 and "skipped" in rows[0] and "--davis" in rows[0]["skipped"]
@@ -113,7 +129,8 @@ def test_dev_quick_floor(sequence: str, prompt: str, floor: float) -> None:
 
 
 # Full dev subset (6 clips, all frames), means measured (issue 10 round 3, motion cue, tight box
-# cuts): mask J 0.572 F 0.560, box J 0.522, click J 0.214 (round 2: 0.440, 0.291, 0.170; the
+# cuts): mask J 0.572 F 0.560, box J 0.522, click J 0.214 (round 4, re-acquisition by colour
+# histogram: 0.587 F 0.578, 0.523, 0.214; round 2: 0.440, 0.291, 0.170; the
 # issue's targets, 0.70 / 0.60 / 0.50, are NOT reached).
 @needs_dev
 @pytest.mark.slow
@@ -125,6 +142,21 @@ def test_dev_full_floor(prompt: str, floor: float) -> None:
 
 
 # ---------------------------------------------------------------------------- failure modes
+@needs_dev
+@pytest.mark.parametrize("prompt", ["mask", "box"])
+def test_no_wrong_reacquisition_behind_the_trees(prompt: str) -> None:
+    """bmx-trees: the rider goes behind tree trunks and is lost; round 3 "found" him again on
+    the trunks' and the path's look-alike patches (IoU 0 with the truth), twice with each of
+    these prompts (mask J 0.190). A candidate must match his colour histogram (not only have
+    some of his colours) and a plausible size: measured no wrong one, mask J 0.282, box 0.131
+    (round 3: 0.127)."""
+    (seq,) = davis.list_sequences(DEV, ["bmx-trees"])
+    res = davis.evaluate(seq, prompt)
+    assert res["wrong_reacquired"] == 0, res
+    if prompt == "mask":
+        assert res["J"] > 0.24, res
+
+
 def _tracked(
     name: str, frames: int = 30, config: ClassicConfig | None = None
 ) -> Iterator[tuple[int, ObjectMask, np.ndarray, Any]]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import statistics
 import time
@@ -50,8 +51,16 @@ from seg_ros.tools.synthetic import box_of, interior_point
 PROMPTS = ("mask", "box", "click")
 #: The session threshold of the shipped config/seg_ros.yaml.
 SCORE_THRESHOLD = 0.5
-#: The dev subset beside a source checkout (CI has ../shared next to the clone).
-DEFAULT_DIR = pathlib.Path(__file__).resolve().parents[2].parent / "shared/datasets/davis2016-dev"
+#: Environment variable naming the DAVIS-layout folder to use before the default (a git
+#: worktree has no ../shared beside it: SEG_ROS_DAVIS=/path/to/davis2016-dev).
+ENV_VAR = "SEG_ROS_DAVIS"
+#: The dev subset: $SEG_ROS_DAVIS when set, else beside a source checkout (CI has ../shared
+#: next to the clone).
+DEFAULT_DIR = (
+    pathlib.Path(os.environ[ENV_VAR]).expanduser()
+    if os.environ.get(ENV_VAR)
+    else pathlib.Path(__file__).resolve().parents[2].parent / "shared/datasets/davis2016-dev"
+)
 #: A re-acquisition whose first mask overlaps the truth less than this is a wrong one.
 WRONG_IOU = 0.1
 
@@ -301,7 +310,9 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--davis", default="", help=f"DAVIS-layout folder (default {DEFAULT_DIR})")
+    parser.add_argument(
+        "--davis", default="", help=f"DAVIS-layout folder (default ${ENV_VAR}, else {DEFAULT_DIR})"
+    )
     parser.add_argument("--prompt", action="append", choices=PROMPTS, default=None)
     parser.add_argument("--sequence", action="append", default=None)
     parser.add_argument("--max-frames", type=int, default=0, help="first N frames (0 = all)")
