@@ -58,3 +58,14 @@ def fake_vision_msgs(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     from seg_ros.testing import vision_msgs_stub
 
     return vision_msgs_stub.install(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models: thread start-up and spin-waiting cost more than the maths (5x on a busy
+    2-core CPU). A module takes it with `pytestmark = pytest.mark.usefixtures(...)`."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

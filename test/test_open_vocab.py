@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import pathlib
 import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -47,13 +46,7 @@ DETECTORS = ("grounding-dino", "mm-grounding-dino", "owlv2")
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models: thread start-up costs more than the maths on a busy 2-core CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -48,13 +48,7 @@ S = TINY_IMAGE_SIZE
 H, W = 96, 160  # source frames of another size and aspect than the model's square input
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models: thread start-up and spin-waiting cost more than the maths (5x on a busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pathlib
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,13 +32,7 @@ from seg_ros.testing.tiny_sam3 import tiny_sam3
 BACKENDS = ("fake", "classic", "sam2", "sam3")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models: thread start-up costs more than the maths on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput, Model
@@ -55,16 +54,18 @@ from seg_ros.engine.sam.open_vocab import (
 from seg_ros.engine.sam.options import SamOptions
 from seg_ros.engine.sam.prompting import (
     TrackerBackend,
+    batched_steps,
     designated,
     everything_outputs,
     prompt_tracker,
     to_output,
     to_outputs,
     tracker_prompt,
+    weight_stats,
     with_hint,
 )
 from seg_ros.engine.sam.steps import EncodedFrame, encode_batch
-from seg_ros.engine.sam.tracker import StreamingVideoTracker, tensor_bytes
+from seg_ros.engine.sam.tracker import StreamingVideoTracker
 from seg_ros.engine.sam.transforms import preprocess
 from seg_ros.engine.types import RgbImage
 
@@ -402,22 +403,7 @@ class Sam2Model(Model):
         """One image-encoder pass for the frames of every stream that encodes now, then each
         stream's own memory attention, decoder and memory encoder. Equal to each stream's
         `step` in turn (a lazy stream without objects only stores its frame, as in `step`)."""
-        with self.running():
-            self.check_batch(items)
-            streams = [cast(Sam2Backend, stream) for stream, _, _ in items]
-            pixels = [s.pixels(image) for s, (_, _, image) in zip(streams, items, strict=True)]
-            eager = [n for n, s in enumerate(streams) if s.encodes_on_step()]
-            encoded: dict[int, EncodedFrame] = {}
-            if len(eager) > 1:
-                with backend_errors("the sam2 model failed on a batch of frames"):
-                    batch = encode_batch(self.model, [pixels[n] for n in eager])
-                encoded = dict(zip(eager, batch, strict=True))
-            return self.step_each(
-                [
-                    partial(s.step_encoded, index, image, pixels[n], encoded.get(n))
-                    for n, (s, (_, index, image)) in enumerate(zip(streams, items, strict=True))
-                ]
-            )
+        return batched_steps(self, items, lambda pixels: encode_batch(self.model, pixels))
 
     def stats(self) -> dict[str, float]:
         stats = super().stats()
@@ -436,15 +422,6 @@ class Sam2Model(Model):
             self.detector.close()
             self.detector = None
         release_memory(self.torch_device)
-
-
-def weight_stats(model: Any) -> dict[str, float]:
-    """Parameters (count) and the bytes of every parameter and buffer storage (each once)."""
-    params = list(model.parameters())
-    return {
-        "parameters": float(sum(p.numel() for p in params)),
-        "weight_bytes": float(tensor_bytes(params, list(model.buffers()))),
-    }
 
 
 # ---------------------------------------------------------------------- loading

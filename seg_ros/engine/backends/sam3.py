@@ -30,7 +30,6 @@ import importlib.util
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -61,14 +60,16 @@ from seg_ros.engine.sam.loading import (
 from seg_ros.engine.sam.options import SamOptions
 from seg_ros.engine.sam.prompting import (
     TrackerBackend,
+    batched_steps,
     designated,
     prompt_tracker,
     to_output,
     to_outputs,
     tracker_prompt,
+    weight_stats,
     with_hint,
 )
-from seg_ros.engine.sam.tracker import StreamingVideoTracker, tensor_bytes
+from seg_ros.engine.sam.tracker import StreamingVideoTracker
 from seg_ros.engine.types import RgbImage
 
 #: The checkpoint a robot uses unless told otherwise (fetched beforehand with seg-ros-download).
@@ -304,30 +305,13 @@ class Sam3Model(Model):
         """One ViT pass for the frames of every stream that encodes now (each stream's frame
         then finds its backbone output in its own cache), then each stream's own tracker neck,
         memory attention and decoder. Equal to each stream's `step` in turn."""
-        with self.running():
-            self.check_batch(items)
-            streams = [cast(Sam3Backend, stream) for stream, _, _ in items]
-            pixels = [s.pixels(image) for s, (_, _, image) in zip(streams, items, strict=True)]
-            eager = [n for n, s in enumerate(streams) if s.encodes_on_step()]
-            hidden: dict[int, torch.Tensor] = {}
-            if len(eager) > 1:
-                with backend_errors("the sam3 model failed on a batch of frames"):
-                    batch = run_backbone(self.backbone, [pixels[n] for n in eager])
-                hidden = dict(zip(eager, batch, strict=True))
-            return self.step_each(
-                [
-                    partial(s.step_encoded, index, image, pixels[n], hidden.get(n))
-                    for n, (s, (_, index, image)) in enumerate(zip(streams, items, strict=True))
-                ]
-            )
+        return batched_steps(self, items, lambda pixels: run_backbone(self.backbone, pixels))
 
     def stats(self) -> dict[str, float]:
         stats = super().stats()
         if self.model is None:
             return stats
-        params = list(self.model.parameters())
-        stats["parameters"] = float(sum(p.numel() for p in params))
-        stats["weight_bytes"] = float(tensor_bytes(params, list(self.model.buffers())))
+        stats.update(weight_stats(self.model))
         stats["text_encodes"] = float(self.text.encodes)
         if self.torch_device.type == "cuda":
             stats["cuda_allocated_mb"] = torch.cuda.memory_allocated(self.torch_device) / 2**20

@@ -10,13 +10,14 @@ torch is imported by the functions that use it: importing this module is free.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
-from seg_ros.engine.backends.base import Backend, MaskOutput
+from seg_ros.engine.backends.base import Backend, MaskOutput, Model
 from seg_ros.engine.errors import backend_errors
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.results import Candidate
@@ -26,7 +27,7 @@ from seg_ros.engine.sam.transforms import (
     scribble_points,
     to_model_xy,
 )
-from seg_ros.engine.types import BoolArray
+from seg_ros.engine.types import BoolArray, RgbImage
 
 if TYPE_CHECKING:
     import torch
@@ -205,3 +206,53 @@ def with_hint(prompt: Prompt, mask: BoolArray) -> Prompt:
         mask=hint if hint.any() else prompt.mask,
         scribble=prompt.scribble,
     )
+
+
+class EncodedStream(Protocol):
+    """What `batched_steps` needs of a stream (Sam2Backend, Sam3Backend)."""
+
+    def pixels(self, image: RgbImage) -> Any: ...
+
+    def encodes_on_step(self) -> bool: ...
+
+    def step_encoded(
+        self, frame_index: int, image: RgbImage, pixels: Any, encoded: Any
+    ) -> dict[int, MaskOutput]: ...
+
+
+def batched_steps(
+    model: Model,
+    items: Sequence[tuple[Backend, int, RgbImage]],
+    encode: Callable[[list[Any]], list[Any]],
+) -> list[dict[int, MaskOutput]]:
+    """`Model.step_batch` of the SAM family: one `encode` pass (image encoder / ViT) over the
+    frames of every stream that encodes now, then each stream's own step on its share (memory
+    attention, decoder, memory encoder). Equal to each stream's `step` in turn; a lazy stream
+    without objects only stores its frame, as in `step`."""
+    with model.running():
+        model.check_batch(items)
+        streams = [cast(EncodedStream, stream) for stream, _, _ in items]
+        pixels = [s.pixels(image) for s, (_, _, image) in zip(streams, items, strict=True)]
+        eager = [n for n, s in enumerate(streams) if s.encodes_on_step()]
+        encoded: dict[int, Any] = {}
+        if len(eager) > 1:
+            with backend_errors(f"the {model.name} model failed on a batch of frames"):
+                batch = encode([pixels[n] for n in eager])
+            encoded = dict(zip(eager, batch, strict=True))
+        return model.step_each(
+            [
+                partial(s.step_encoded, index, image, pixels[n], encoded.get(n))
+                for n, (s, (_, index, image)) in enumerate(zip(streams, items, strict=True))
+            ]
+        )
+
+
+def weight_stats(model: Any) -> dict[str, float]:
+    """Parameters (count) and the bytes of every parameter and buffer storage (each once)."""
+    from seg_ros.engine.sam.tracker import tensor_bytes
+
+    params = list(model.parameters())
+    return {
+        "parameters": float(sum(p.numel() for p in params)),
+        "weight_bytes": float(tensor_bytes(params, list(model.buffers()))),
+    }
