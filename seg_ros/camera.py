@@ -48,6 +48,11 @@ SYNC_MIN_QOS_DEPTH = 5
 InputMsg: TypeAlias = Image | CompressedImage | RgbdInput
 
 
+def image_of(msg: InputMsg) -> Image | CompressedImage:
+    """The camera image of an input message (the image of an RGB-D set)."""
+    return msg.image if isinstance(msg, RgbdInput) else msg
+
+
 def camera_name_error(name: str) -> str | None:
     """Why `name` cannot name a camera (its topics and services), or None when it can."""
     if not name:
@@ -192,7 +197,7 @@ class Camera(ServiceHandlers):
     # ------------------------------------------------------------------ frames
     def convert(self, msg: InputMsg) -> RgbImage:
         """The message's image as RGB uint8; ConversionError when it cannot be."""
-        image = msg.image if isinstance(msg, RgbdInput) else msg
+        image = image_of(msg)
         if isinstance(image, CompressedImage):
             return compressed_to_rgb(image)
         return image_to_rgb(image)
@@ -201,7 +206,7 @@ class Camera(ServiceHandlers):
         self, msg: InputMsg, rgb: RgbImage, result: FrameResult, arrival: float
     ) -> ProcessedFrame:
         """The processed frame (the latest, for services and clicks) with its lazy depth."""
-        image = msg.image if isinstance(msg, RgbdInput) else msg
+        image = image_of(msg)
         depth = (
             FrameDepth(msg.depth, msg.info, on_error=self._on_bad_depth)
             if isinstance(msg, RgbdInput)
@@ -211,6 +216,13 @@ class Camera(ServiceHandlers):
         frame = ProcessedFrame(image.header, rgb, result, arrival, locate, depth)
         self._latest = frame
         return frame
+
+    def session_or_drop(self) -> SegmentationSession | None:
+        """The session to step a frame on; None (the frame counted and logged) without a model."""
+        if self.session is None:
+            self.stats.no_model()
+            self.warn(f"frame dropped: {self.load_error}")
+        return self.session
 
     def publish(self, frame: ProcessedFrame) -> None:
         """Every output in turn; one that fails is logged and the others still publish."""
@@ -242,4 +254,4 @@ class Camera(ServiceHandlers):
         self.node._warn(f"{self.label}: {text}" if self.name else text)
 
 
-__all__ = ["Camera", "ConversionError", "InputMsg", "camera_name_error"]
+__all__ = ["Camera", "ConversionError", "InputMsg", "camera_name_error", "image_of"]

@@ -66,7 +66,7 @@ from rclpy.node import Node
 from rclpy.utilities import try_shutdown
 from std_msgs.msg import Header
 
-from seg_ros.camera import Camera, InputMsg, camera_name_error
+from seg_ros.camera import Camera, InputMsg, camera_name_error, image_of
 from seg_ros.clicks import ClickPrompts
 from seg_ros.conversions import ConversionError, Locate3D, stamp_to_ns
 from seg_ros.engine import SegmentationSession, SegRosError
@@ -84,7 +84,6 @@ from seg_ros.outputs import detections
 from seg_ros.outputs.diagnostics import NodeInfo, NodeStats, build_diagnostic_status
 from seg_ros.outputs.markers import MarkerPublisherState
 from seg_ros.outputs.registry import OUTPUT_QOS, ProcessedFrame, send
-from seg_ros.rgbd import RgbdInput
 from seg_ros.sync import SyncHandle
 
 NODE_NAME = "segmentation_node"
@@ -320,7 +319,7 @@ class SegmentationNode(Node):
             if not items:
                 return  # closed
             try:
-                done = self._process(items) if batch else [self._process_one(*items[0])]
+                done = self._process(items) if batch else [(items[0][0], self._frame(*items[0]))]
             except Exception:  # the worker must survive anything a frame does
                 # e.g. torch.cuda.OutOfMemoryError from the model: a dropped frame like any other
                 for camera, _, _ in items:
@@ -351,11 +350,6 @@ class SegmentationNode(Node):
             and model.device.startswith("cuda")
         )
 
-    def _process_one(
-        self, camera: Camera, msg: InputMsg, arrival: float
-    ) -> tuple[Camera, ProcessedFrame | None]:
-        return camera, self._frame(camera, msg, arrival)
-
     def process_frame(
         self, msg: InputMsg, received_at: float | None = None
     ) -> ProcessedFrame | None:
@@ -369,16 +363,13 @@ class SegmentationNode(Node):
         The depth of an RGB-D set is not touched here: `FrameDepth` converts it when an output
         first asks for 3D.
         """
-        session = camera.session
+        session = camera.session_or_drop()
         if session is None:
-            camera.stats.no_model()
-            camera.warn(f"frame dropped: {camera.load_error}")
             return None
-        image = msg.image if isinstance(msg, RgbdInput) else msg
         try:
             rgb = camera.convert(msg)
             self._requests.wait_for_requests()
-            result = session.step(rgb, stamp_to_ns(image.header.stamp))
+            result = session.step(rgb, stamp_to_ns(image_of(msg).header.stamp))
         except (ConversionError, SegRosError) as exc:
             camera.bad_frame(exc)
             return None
@@ -390,10 +381,8 @@ class SegmentationNode(Node):
         """Several cameras' frames in one model batch; a bad one is dropped, the rest go on."""
         ready: list[tuple[Camera, SegmentationSession, InputMsg, float, Any]] = []
         for camera, msg, arrival in items:
-            session = camera.session
+            session = camera.session_or_drop()
             if session is None:
-                camera.stats.no_model()
-                camera.warn(f"frame dropped: {camera.load_error}")
                 continue
             try:
                 ready.append((camera, session, msg, arrival, camera.convert(msg)))
@@ -405,7 +394,7 @@ class SegmentationNode(Node):
         self._requests.wait_for_requests()
         results = step_sessions(
             model,
-            [(sess, rgb, stamp_to_ns(_image_of(m).header.stamp)) for _, sess, m, _, rgb in ready],
+            [(sess, rgb, stamp_to_ns(image_of(m).header.stamp)) for _, sess, m, _, rgb in ready],
         )
         done: list[tuple[Camera, ProcessedFrame | None]] = []
         for (camera, _, msg, arrival, rgb), result in zip(ready, results, strict=True):
@@ -418,10 +407,6 @@ class SegmentationNode(Node):
     def publish(self, frame: ProcessedFrame) -> None:
         """Every output of the first camera in turn (tests and benches)."""
         self.camera.publish(frame)
-
-    def _clear_markers(self) -> None:
-        for camera in self.cameras:
-            camera._clear_markers()
 
     def _publish_diagnostics(self) -> None:
         """Timer: one DiagnosticStatus per camera from its `stats` and the model."""
@@ -457,10 +442,6 @@ class SegmentationNode(Node):
 
     def _warn(self, text: str) -> None:
         self.get_logger().warning(text, throttle_duration_sec=LOG_THROTTLE_S)
-
-
-def _image_of(msg: InputMsg) -> Any:
-    return msg.image if isinstance(msg, RgbdInput) else msg
 
 
 def main(args: list[str] | None = None) -> int:

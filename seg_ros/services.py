@@ -1,4 +1,4 @@
-"""The segmentation node's services: one `_on_<service>` handler each, mixed into the node.
+"""The segmentation node's services: one `_on_<service>` handler each, mixed into each camera.
 
     ~/add_points  ~/add_box  ~/add_mask   create or refine an object (`_prompt`)
     ~/add_text                            objects from a text prompt (sam3; sam2 + text_detector);
@@ -53,9 +53,9 @@ from seg_ros.srv import (
 
 
 class ServiceHandlers:
-    """The node's service handlers (a mixin of SegmentationNode, which provides the state)."""
+    """A camera's service handlers (a mixin of seg_ros.camera.Camera, which provides the state)."""
 
-    # Provided by SegmentationNode.
+    # Provided by seg_ros.camera.Camera (one per camera of the node).
     session: SegmentationSession | None
     params: NodeParams
     load_error: str
@@ -67,7 +67,7 @@ class ServiceHandlers:
 
         def get_logger(self) -> Any: ...  # rclpy's Node
 
-        def _clear_markers(self) -> None: ...  # SegmentationNode: DELETEALL on ~/markers
+        def _clear_markers(self) -> None: ...  # Camera: DELETEALL on its ~/markers
 
     def _service_table(self) -> list[tuple[Any, str, Callable[[Any, Any], Any]]]:
         """(type, name, handler) of every service, for the node's open_io."""
