@@ -290,24 +290,29 @@ def _allowed(spec: _Spec) -> str:
     return f"a {type(spec.default).__name__}"
 
 
+def _declare(node: Node, name: str, spec: _Spec, default: Any, description: str = "") -> Any:
+    """Declare one parameter (its SPECS descriptor, `default`); its value, or `default` when a
+    params file left it unset. ParameterError names the parameter and what it allows."""
+    descriptor = _descriptor(name, spec)
+    if description:
+        descriptor.description = description
+    given = default
+    if isinstance(default, tuple):
+        # rclpy types an empty list as a byte array, which a string array given with `-p` or a
+        # params file could not replace: such a parameter is typed when given (parse checks
+        # it), and a params file's `[]` leaves it unset (None).
+        descriptor.dynamic_typing = True
+        given = list(default)
+    try:
+        value = node.declare_parameter(name, given, descriptor).value
+    except ParameterException as exc:
+        raise ParameterError(f"parameter '{name}': must be {_allowed(spec)} ({exc})") from exc
+    return default if value is None else value
+
+
 def declare_parameters(node: Node) -> NodeParams:
     """Declare every parameter on `node` and return the validated values."""
-    values: dict[str, Any] = {}
-    for name, spec in SPECS.items():
-        descriptor = _descriptor(name, spec)
-        default = spec.default
-        if isinstance(default, tuple):
-            # rclpy types an empty list as a byte array, which a string array given with `-p`
-            # or a params file could not replace: such a parameter is typed when given (parse
-            # checks it), and a params file's `[]` leaves it unset (None).
-            descriptor.dynamic_typing = True
-            default = list(default)
-        try:
-            value = node.declare_parameter(name, default, descriptor).value
-            values[name] = spec.default if value is None else value
-        except ParameterException as exc:
-            raise ParameterError(f"parameter '{name}': must be {_allowed(spec)} ({exc})") from exc
-    return parse(values)
+    return parse({name: _declare(node, name, spec, spec.default) for name, spec in SPECS.items()})
 
 
 #: Input parameters a camera may set for itself (`<camera>.use_depth: true`); the rest are the
@@ -321,26 +326,16 @@ def declare_camera_parameters(node: Node, camera: str, params: NodeParams) -> No
     values: dict[str, Any] = {}
     for name in PER_CAMERA:
         spec = SPECS[name]
-        default = getattr(params, name)
-        descriptor = _descriptor(f"{camera}.{name}", spec)
-        descriptor.description = f"{camera}: {spec.description} (default: the node's {name})"
-        if isinstance(default, tuple):  # a string array (see declare_parameters)
-            descriptor.dynamic_typing = True
-            default = list(default)
-        try:
-            value = node.declare_parameter(f"{camera}.{name}", default, descriptor).value
-            values[name] = getattr(params, name) if value is None else value
-        except ParameterException as exc:
-            raise ParameterError(
-                f"parameter '{camera}.{name}': must be {_allowed(spec)} ({exc})"
-            ) from exc
+        full = f"{camera}.{name}"
+        description = f"{camera}: {spec.description} (default: the node's {name})"
+        values[name] = _declare(node, full, spec, getattr(params, name), description)
         if isinstance(spec.default, tuple):
             values[name] = tuple(
                 v.strip() for v in _string_list(values, name, "['person']") if v.strip()
             )
         if spec.choices and values[name] not in spec.choices:
             raise ParameterError(
-                f"parameter '{camera}.{name}' is '{values[name]}'; must be {_allowed(spec)}"
+                f"parameter '{full}' is '{values[name]}'; must be {_allowed(spec)}"
             )
     return replace(params, **values)
 
