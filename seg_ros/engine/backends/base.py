@@ -51,6 +51,8 @@ class Capabilities:
     multimask: bool = False
     #: Prompts may name an earlier frame still in memory (not only the latest).
     past_frames: bool = False
+    #: Objects may be shown on an image that is not a frame of the stream (`add_reference`).
+    references: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +65,21 @@ class MaskOutput:
     candidates: tuple[Candidate, ...] = field(default=())
     #: For a detection: the phrase of the text it matched ("" = the whole text).
     label: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceOutput:
+    """What `Backend.add_reference` made of a region shown on a reference image."""
+
+    #: The reference's id within its object (increasing from 1; `remove_reference` takes it).
+    reference: int
+    #: The region the prompt designates on the reference image (its size).
+    mask: BoolArray
+    score: float
+
+
+#: References one object keeps by default (the oldest is forgotten beyond).
+MAX_REFERENCES = 4
 
 
 class Backend(ABC):
@@ -180,6 +197,33 @@ class Backend(ABC):
             f"the '{self.name}' backend cannot segment everything: it has no promptable mask "
             "decoder to run a grid of clicks through (use sam2 or sam3)"
         )
+
+    def add_reference(
+        self, obj: int, image: RgbImage, prompt: Prompt, multimask: bool = False
+    ) -> ReferenceOutput:
+        """Create object `obj`, or add to it, from a region shown on `image`: an image that is
+        NOT a frame of the stream (a photo, another camera, a frame from yesterday).
+
+        The region (the prompt's mask, box or points on `image`) becomes part of the object's
+        memory, apart from the stream's frame indices: it never counts as a frame, never leaves
+        with the memory window, and is bounded (at most `MAX_REFERENCES` per object, the oldest
+        forgotten). The object is then searched for on every frame that follows; until it is
+        found, its outputs say visible=False (it keeps its id). Removed with `remove_reference`
+        or with the object. May be called before the stream's first frame.
+        """
+        raise UnsupportedPromptError(
+            f"the '{self.name}' backend cannot take a reference from another image"
+        )
+
+    def remove_reference(self, obj: int, reference: int) -> None:
+        """Forget one reference of `obj` (the object stays, tracked from its other memory).
+
+        Unknown ids raise PromptError: the session cannot check references itself."""
+        raise UnsupportedPromptError(f"the '{self.name}' backend has no references")
+
+    def references(self, obj: int) -> list[int]:
+        """The reference ids `obj` keeps, oldest first ([] for a backend without references)."""
+        return []
 
     def close(self) -> None:
         """Free this stream's state, and its model when it owns it (GPU memory). Idempotent.
