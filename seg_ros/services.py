@@ -314,7 +314,9 @@ class ServiceHandlers:
                 ),
                 min_area=req.min_area,  # < 0 is refused by EverythingOptions (ValueError)
             )
-            objects = session.segment_everything(options, track=req.track, label=req.label)
+            objects = session.segment_everything(
+                options, track=req.track, label=req.label, vocabulary=list(req.vocabulary)
+            )
             latest = session.latest
             stamp_ns = latest.stamp_ns if latest is not None else 0
             header, locate = self._header_at(stamp_ns), self._locate_at(stamp_ns)

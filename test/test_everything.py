@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from seg_ros.engine.backends.base import Capabilities, MaskOutput
 from seg_ros.engine.backends.fake import FakeBackend, FakeConfig
 from seg_ros.engine.backends.sam2 import Sam2Backend, Sam2Options
 from seg_ros.engine.config import BackendConfig
-from seg_ros.engine.errors import CapacityError, UnsupportedPromptError
+from seg_ros.engine.errors import CapacityError, PromptError, UnsupportedPromptError
 from seg_ros.engine.sam.everything import (
     EverythingOptions,
     grid_points,
@@ -21,7 +22,7 @@ from seg_ros.engine.sam.everything import (
     stability_scores,
 )
 from seg_ros.engine.sam.tracker import StreamingVideoTracker
-from seg_ros.engine.session import SegmentationSession
+from seg_ros.engine.session import SegmentationSession, vocabulary_labels
 from seg_ros.testing.tiny_models import build_model
 
 #: Random weights give small logits (stability at +-1 is ~0) and predicted IoU ~0.6: loose
@@ -167,3 +168,105 @@ def test_fake_backend_refuses_clearly() -> None:
     session.step(np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(UnsupportedPromptError, match="cannot segment everything"):
         session.segment_everything()
+
+
+# ---------------------------------------------------------------------- open-vocabulary names
+def _box(top: int, left: int, bottom: int, right: int, shape: tuple[int, int] = (20, 20)):
+    mask = np.zeros(shape, bool)
+    mask[top:bottom, left:right] = True
+    return mask
+
+
+def test_vocabulary_labels_take_the_best_overlapping_phrase_above_half() -> None:
+    chair, mug, far = _box(0, 0, 10, 10), _box(12, 12, 16, 16), _box(0, 15, 3, 18)
+    detections = [
+        ("chair", _box(0, 0, 10, 9)),  # IoU 0.9 with the chair
+        ("seat", _box(0, 0, 10, 6)),  # IoU 0.6 with the chair: loses to "chair"
+        ("mug", _box(12, 12, 16, 18)),  # IoU 16/24 = 0.67 with the mug
+        ("cup", _box(12, 12, 14, 16)),  # IoU 0.5 with the mug: loses to "mug"
+        ("shelf", _box(0, 14, 4, 20)),  # IoU 9/24 < 0.5 with `far`
+    ]
+    assert vocabulary_labels([chair, mug, far], detections) == ["chair", "mug", ""]
+    # Exactly 0.5 is enough; nothing detected names nothing.
+    assert vocabulary_labels([mug], [("cup", _box(12, 12, 14, 16))]) == ["cup"]
+    assert vocabulary_labels([chair], []) == [""]
+
+
+class _Scene(FakeBackend):
+    """A fake with a mask decoder and a detector: three fixed masks, a detector that knows
+    "chair" and "mug" (and is asked once per phrase)."""
+
+    capabilities = Capabilities(text=True, multimask=True, past_frames=True)
+
+    def __init__(self) -> None:
+        super().__init__(FakeConfig())
+        self.scene = {
+            "chair": _box(0, 0, 10, 10),
+            "mug": _box(12, 12, 16, 16),
+            "": _box(0, 15, 3, 18),
+        }
+        self.asked: list[str] = []
+
+    def segment_everything(self, frame_index: int, options: EverythingOptions) -> list[MaskOutput]:
+        return [MaskOutput(m.copy(), 0.9, True) for m in self.scene.values()]
+
+    def detect(self, frame_index, text, score_threshold, max_objects, geometry=None):  # type: ignore[no-untyped-def]
+        self.asked.append(text)
+        mask = self.scene.get(text)
+        return [] if mask is None or not text else [MaskOutput(mask.copy(), 0.8, True)]
+
+
+def test_session_names_everything_from_a_vocabulary_tracked_or_not() -> None:
+    backend = _Scene()
+    session = SegmentationSession(backend)
+    session.step(np.zeros((20, 20, 3), np.uint8))
+    found = session.segment_everything(vocabulary=["chair", "mug", "lamp"], label="thing")
+    assert [o.label for o in found] == ["chair", "mug", "thing"]
+    assert backend.asked == ["chair", "mug", "lamp"]  # one detector pass per phrase
+    assert session.object_ids == []
+    tracked = session.segment_everything(track=True, vocabulary=[" chair "])
+    assert [session.label_of(o.object_id) for o in tracked] == ["chair", "", ""]
+    for bad, why in (([""], "empty"), (["mug", "mug"], "twice"), (["x"] * 17, "at most 16")):
+        with pytest.raises(PromptError, match=why):
+            session.segment_everything(vocabulary=bad)
+    assert len(session.object_ids) == 3  # refused requests changed nothing
+
+
+def test_a_vocabulary_needs_a_backend_with_text() -> None:
+    session = sam2_session()
+    session.step(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    with pytest.raises(UnsupportedPromptError, match="sam3"):
+        session.segment_everything(LOOSE, vocabulary=["mug"])
+
+
+def test_sam3_segments_everything_on_the_cached_backbone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from seg_ros.engine.registry import build_backend
+    from seg_ros.testing.tiny_sam3 import HEIGHT, WIDTH, tiny_sam3
+
+    config = BackendConfig(backend="sam3", model=str(tiny_sam3(tmp_path / "sam3")), device="cpu")
+    backend = build_backend(config)
+    try:
+        session = SegmentationSession(backend, max_objects=64)
+        rng = np.random.default_rng(0)
+        session.step(rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8))
+        # Thresholds 0: SAM 3's random-weight decoder predicts low IoUs.
+        loose = EverythingOptions(
+            points_per_side=4, pred_iou_threshold=0.0, stability_threshold=0.0
+        )
+        found = session.segment_everything(loose)
+        runs = backend.backbones.runs  # type: ignore[attr-defined]
+        assert runs <= 1  # the frame's one pass (lazy streams run it on the first request)
+        assert found and all(o.mask.shape == (HEIGHT, WIDTH) for o in found)
+        again = session.segment_everything(loose, vocabulary=["red square", "floor"])
+        assert backend.backbones.runs == runs  # type: ignore[attr-defined]
+        # The same masks, each named by its best detection (recomputed here), or not at all.
+        assert [o.mask.tobytes() for o in again] == [o.mask.tobytes() for o in found]
+        index = session.frame_index
+        detections = [
+            (phrase, det.mask)
+            for phrase in ("red square", "floor")
+            for det in backend.detect(index, phrase, session.score_threshold, 0)
+        ]
+        assert [o.label for o in again] == vocabulary_labels([o.mask for o in found], detections)
+    finally:
+        backend.close()

@@ -211,6 +211,18 @@ def test_sam3_text_prompts_end_to_end(ros_graph: RosGraph, sam3_folder: pathlib.
     # No match is an answer, not an error.
     none = client.call("add_text", text="red block", score_threshold=1.0)
     assert none.success and none.object_ids == [], none.message
+    # Segment everything on SAM 3's tracker decoder, named from a vocabulary where a detection
+    # of the phrase overlaps the mask (random weights: maybe none is); tracking untouched.
+    loose = {"points_per_side": 2, "pred_iou_threshold": 0.0, "stability_threshold": 0.0}
+    every = client.call(
+        "segment_everything", timeout=60.0, vocabulary=["red block"], label="thing", **loose
+    )
+    assert every.success and len(every.instances) > 0, every.message
+    assert {i.label for i in every.instances} <= {"red block", "thing"}
+    assert all(i.id == "" for i in every.instances)
+    assert [i.id for i in send(client, 6).instances] == before
+    bad = client.call("segment_everything", vocabulary=["mug", "mug"], **loose)
+    assert not bad.success and "twice" in bad.message
 
 
 def test_two_cameras_share_one_sam2_model_batched(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from seg_ros.engine.backends.base import Backend, MaskOutput, Model
+from seg_ros.engine.backends.base import TEXT_BACKENDS, Backend, MaskOutput, Model
 from seg_ros.engine.concepts import (
     Detection,
     Member,
@@ -25,6 +25,7 @@ from seg_ros.engine.concepts import (
     QueryOptions,
     StandingQuery,
     associate,
+    mask_iou,
     snapshot,
     split_phrases,
 )
@@ -41,12 +42,16 @@ from seg_ros.engine.errors import (
 from seg_ros.engine.prompts import MAX_TEXT_LENGTH, Prompt
 from seg_ros.engine.results import FrameResult, ObjectMask
 from seg_ros.engine.sam.everything import EverythingOptions
-from seg_ros.engine.types import RgbImage
+from seg_ros.engine.types import BoolArray, RgbImage
 
 #: Mask values are uint16 in the label image; 0 is background.
 MAX_MASK_VALUE = 65535
 #: Longest accepted object label.
 MAX_LABEL_LENGTH = 256
+#: Most phrases in a segment-everything vocabulary (each is one detector pass).
+MAX_VOCABULARY = 16
+#: A segment-everything mask takes a phrase's name when a detection of it overlaps it this much.
+VOCABULARY_IOU = 0.5
 
 
 @dataclass(frozen=True)
@@ -342,19 +347,43 @@ class SegmentationSession:
             return ids
 
     def segment_everything(
-        self, options: EverythingOptions | None = None, *, track: bool = False, label: str = ""
+        self,
+        options: EverythingOptions | None = None,
+        *,
+        track: bool = False,
+        label: str = "",
+        vocabulary: Sequence[str] = (),
     ) -> list[ObjectMask]:
         """Every object on the latest frame (SAM's automatic mask generator), best first.
 
         With `track`, each becomes a new tracked object (all or nothing): more masks than the
         free room under max_objects is refused with CapacityError, nothing created. Without it
         tracking is untouched and the objects have no id (like `segment`).
+
+        `vocabulary` (open-vocabulary labels, e.g. ["person", "chair", "mug"]) names each mask
+        by the phrase whose detection on the same frame overlaps it best (mask IoU >=
+        `VOCABULARY_IOU`); the others keep `label`. It needs a backend with text (sam3, or sam2
+        with a text_detector): one detector pass per phrase on the frame's cached features.
         """
         label = _check_label(label)
+        phrases = _check_vocabulary(vocabulary)
         with self._lock:
             self._check_open()
             index, _ = self._resolve_stamp(0)
+            if phrases and not self.backend.capabilities.text:
+                raise UnsupportedPromptError(
+                    f"the '{self.backend.name}' backend cannot name masks from a vocabulary: "
+                    f"it has no text prompts ({', '.join(TEXT_BACKENDS)} have)"
+                )
             found = self.backend.segment_everything(index, options or EverythingOptions())
+            if phrases and found:
+                detections = [
+                    (phrase, det.mask)
+                    for phrase in phrases
+                    for det in self.backend.detect(index, phrase, self.score_threshold, 0)
+                ]
+                named = vocabulary_labels([out.mask for out in found], detections)
+                found = [replace(out, label=name) for out, name in zip(found, named, strict=True)]
             if track:
                 room = self.max_objects - len(self._tracks)
                 if len(found) > room:
@@ -364,7 +393,7 @@ class SegmentationSession:
                         "min_area, or remove objects"
                     )
                 return self._track_masks(index, found, label)
-        return _untracked(found, label, self.score_threshold)
+        return _untracked(found, "", self.score_threshold, fallback=label)
 
     def remove_object(self, object_id: str) -> None:
         with self._lock:
@@ -708,6 +737,37 @@ def step_sessions(
                 else:
                     results[i] = session._end_step(index, image, stamp_ns, out)
     return [r for r in results if r is not None]
+
+
+def _check_vocabulary(vocabulary: Sequence[str]) -> tuple[str, ...]:
+    """The phrases of a segment-everything vocabulary, stripped; PromptError when malformed."""
+    phrases = tuple(" ".join(str(v).split()) for v in vocabulary)
+    if len(phrases) > MAX_VOCABULARY:
+        raise PromptError(f"at most {MAX_VOCABULARY} phrases in a vocabulary; got {len(phrases)}")
+    for phrase in phrases:
+        if not phrase:
+            raise PromptError("a vocabulary phrase is empty")
+        if len(phrase) > MAX_TEXT_LENGTH:
+            raise PromptError(f"a vocabulary phrase is longer than {MAX_TEXT_LENGTH} characters")
+    if len(set(phrases)) != len(phrases):
+        raise PromptError("a vocabulary names a phrase twice")
+    return phrases
+
+
+def vocabulary_labels(
+    masks: Sequence[BoolArray], detections: Sequence[tuple[str, BoolArray]]
+) -> list[str]:
+    """Each mask's phrase: the one of the detection (phrase, mask) it overlaps best, when that
+    mask IoU is >= VOCABULARY_IOU; "" otherwise. Masks and detections are bool (H, W)."""
+    names = []
+    for mask in masks:
+        best, name = VOCABULARY_IOU, ""
+        for phrase, det in detections:
+            iou = mask_iou(mask, det)
+            if iou >= best:
+                best, name = iou, phrase
+        names.append(name)
+    return names
 
 
 def _untracked(

@@ -50,6 +50,7 @@ from seg_ros.engine.sam.detector import (
     read_normalisation,
     run_detector,
 )
+from seg_ros.engine.sam.everything import EverythingOptions
 from seg_ros.engine.sam.loading import (
     load_pretrained,
     model_type_of,
@@ -62,6 +63,7 @@ from seg_ros.engine.sam.prompting import (
     TrackerBackend,
     batched_steps,
     designated,
+    everything_outputs,
     prompt_tracker,
     to_output,
     to_outputs,
@@ -454,6 +456,15 @@ class Sam3Backend(TrackerBackend):
                     hidden, text, frame.size, score_threshold, max_objects, exemplar=exemplar
                 )
         return [MaskOutput(d.mask, d.score, True) for d in detections]
+
+    def segment_everything(self, frame_index: int, options: EverythingOptions) -> list[MaskOutput]:
+        """SAM's automatic mask generator on the tracker's prompt encoder and mask decoder (SAM
+        3's tracker is SAM 2's), on the frame's cached backbone output: no backbone pass when
+        the frame was stepped. The masks have no phrase; the session names them from a
+        vocabulary with `detect`."""
+        with self._on_model():
+            frame = self._frame(frame_index)
+            return everything_outputs(self.tracker, frame_index, options, frame.size, self.name)
 
     def segment(
         self, image: RgbImage, prompt: Prompt, multimask: bool = False, score_threshold: float = 0.0
