@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--davis",
         default="",
-        help="DAVIS-layout folder for the davis and reference suites (default: ../shared/datasets/davis2016-dev "
-        "beside the checkout; a skip row when absent)",
+        help="DAVIS-layout folder for the davis and reference suites (default: "
+        "../shared/datasets/davis2016-dev beside the checkout; a skip row when absent)",
     )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
