@@ -9,8 +9,13 @@ message and leave the tracked objects as they were.
 
 from __future__ import annotations
 
+import os
+import pathlib
+import subprocess
+import sys
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
@@ -20,7 +25,7 @@ from std_msgs.msg import Header
 
 from seg_ros.bench.metrics import jaccard
 from seg_ros.conversions import image_to_numpy, numpy_to_image
-from seg_ros.testing.graph import Client, RosGraph, start_node, wait_for
+from seg_ros.testing.graph import DOMAIN_ID, Client, RosGraph, start_node, wait_for
 from seg_ros.tools.synthetic import Key, ObjectSpec, SequenceSpec, SyntheticSequence
 
 pytestmark = pytest.mark.graph
@@ -168,3 +173,34 @@ def test_bad_reference_requests_are_refused_and_change_nothing(ros_graph: RosGra
     assert client.call("add_reference", image=image, mask=mask).success
     refused("add_reference", "max_objects=2", image=image, mask=mask)
     assert node.stats.failed == 0
+
+
+def test_the_command_line_tool_sends_an_image_file(
+    ros_graph: RosGraph, tmp_path: pathlib.Path
+) -> None:
+    """`python -m seg_ros.tools.add_reference` (what the README shows a robot user): a photo
+    file and a box on it; the node answers with the object, and --save-mask writes the region
+    it took. A refusal exits 1 with the node's reason."""
+    node = start_node(ros_graph, backend="classic", namespace="/tool")
+    photo, truth = _reference()
+    cv2.imwrite(str(tmp_path / "photo.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    ys, xs = np.nonzero(truth)
+    box = [str(v) for v in (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)]
+    env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID)}
+    cmd = [sys.executable, "-m", "seg_ros.tools.add_reference", str(tmp_path / "photo.png"),
+           "--node", "/tool/segmentation_node", "--timeout", "20"]  # fmt: skip
+    run = subprocess.run(
+        [*cmd, "--box", *box, "--label", "star", "--save-mask", str(tmp_path / "taken.png")],
+        env=env, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "object_id: '1' reference_id: 1" in run.stdout, run.stdout
+    taken = cv2.imread(str(tmp_path / "taken.png"), cv2.IMREAD_GRAYSCALE) > 0
+    assert jaccard(taken, truth) >= 0.8  # GrabCut in the box, on the photo
+    session = node.session
+    assert session is not None and session.object_ids == ["1"] and session.label_of("1") == "star"
+    bad = subprocess.run(
+        [*cmd, "--point", "900", "5"], env=env, capture_output=True, text=True, timeout=90
+    )
+    assert bad.returncode == 1 and "outside the 320x240 image" in bad.stderr, bad.stderr
+    assert session.object_ids == ["1"]
