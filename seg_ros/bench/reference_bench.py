@@ -19,9 +19,13 @@ stream starts (as `~/add_reference` does); the stream is the sequence from frame
 * `wrong_finds`: frames where the object became visible (first find or re-find) with IoU < 0.1
   against the truth (found on the wrong thing).
 
+Absent objects (`absent`): each sequence's frame-0 reference searched for in every other
+sequence (frames `start` .. `start` + 29), where the object is not: `pairs_with_find` counts
+the pairs where anything was reported visible (all wrong), `visible_frames` the frames.
+
 Rows: {"bench": "reference", sequence, start, ...} per sequence and start, {"bench":
-"reference_mean", start, found, ...} per start; one {"bench": "reference", "skipped": reason}
-row when the folder is absent.
+"reference_mean", start, found, ...} per start, one {"bench": "reference_absent", ...}; one
+{"bench": "reference", "skipped": reason} row when the folder is absent.
 """
 
 from __future__ import annotations
@@ -152,6 +156,51 @@ def _prompted(
     return round(float(np.mean([np.mean(s) for s in per.values() if s])), 4) if per else 0.0
 
 
+def absent(
+    seqs: list[DavisSequence],
+    start: int = 10,
+    frames: int = 30,
+    backend: str = "classic",
+    options: dict[str, Any] | None = None,
+    model: str = "",
+) -> dict[str, Any]:
+    """Every sequence's frame-0 reference searched for in every other sequence (module doc)."""
+    pairs = found = visible = 0
+    step_ms: list[float] = []
+    for ref_seq in seqs:
+        reference = read_rgb(ref_seq.images[0])
+        truths = [m for m in read_objects(ref_seq.annotations[0]).values() if m.any()]
+        for seq in seqs:
+            if seq is ref_seq:
+                continue
+            session = _session(backend, options, model)
+            try:
+                ids = [session.add_reference(reference, Prompt(mask=gt)).object_id for gt in truths]
+                seen = 0
+                for index in range(start, min(len(seq), start + frames)):
+                    image = read_rgb(seq.images[index])
+                    t0 = time.perf_counter()
+                    result = session.step(image, stamp_ns=index + 1)
+                    step_ms.append((time.perf_counter() - t0) * 1000)
+                    seen += sum(1 for i in ids if (o := result.get(i)) is not None and o.visible)
+            finally:
+                session.close()
+            pairs += 1
+            found += int(seen > 0)
+            visible += seen
+    return {
+        "bench": "reference_absent",
+        "backend": backend,
+        "start": start,
+        "pairs": pairs,
+        "pairs_with_find": found,
+        "visible_frames": visible,
+        "frames_per_pair": frames,
+        # What searching costs while the object is not there (every frame, all of the frame).
+        "step_ms_p50": round(statistics.median(step_ms), 2) if step_ms else None,
+    }
+
+
 def run(
     davis_dir: str | pathlib.Path | None = None,
     starts: tuple[int, ...] | list[int] = STARTS,
@@ -160,8 +209,10 @@ def run(
     backend: str = "classic",
     model: str = "",
     prompted: bool = True,
+    with_absent: bool = True,
 ) -> list[dict[str, Any]]:
-    """Rows for every sequence and start, and the means; a skip row without data."""
+    """Rows for every sequence and start, the means and the absent-object row; a skip row
+    without data."""
     root = pathlib.Path(davis_dir) if davis_dir else DEFAULT_DIR
     if not (root / "JPEGImages" / "480p").is_dir():
         return [
@@ -199,6 +250,8 @@ def run(
         if prompted:
             mean["J_prompted"] = round(float(np.mean([r["J_prompted"] for r in results])), 4)
         rows.append(mean)
+    if len(seqs) > 1 and with_absent:
+        rows.append(absent(seqs, starts[0] if starts else 10, 30, backend, options, model))
     return rows
 
 
@@ -212,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="classic")
     parser.add_argument("--model", default="", help="weights for a model backend (sam2, sam3)")
     parser.add_argument("--no-prompted", action="store_true", help="skip the J_prompted pass")
+    parser.add_argument("--no-absent", action="store_true", help="skip the absent-object pass")
     parser.add_argument("--option", action="append", type=_parse_option, default=[],
                         help="backend option key=value (JSON value), repeatable")  # fmt: skip
     args = parser.parse_args(argv)
@@ -223,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         args.backend,
         args.model,
         not args.no_prompted,
+        not args.no_absent,
     )
     for row in rows:
         print(json.dumps(row), flush=True)
