@@ -255,8 +255,9 @@ def test_classic_takes_no_look_alike_of_another_colour() -> None:
 
 
 def test_classic_refinds_a_lost_object_anywhere_from_its_reference() -> None:
-    """An object prompted on the stream, with a reference: after it leaves and comes back on the
-    other side (far from where it was lost: its own search looks near), the reference finds it."""
+    """An object prompted on the stream, with a reference: after it leaves for two frames and
+    comes back on the other side (60 % of the frame away: its own search looks within about
+    2 x its size), the reference finds it. Without the reference it stays lost (checked)."""
     backend = ClassicBackend()
     session = SegmentationSession(backend, score_threshold=0.5)
     photo, truth = _photo()
@@ -269,8 +270,8 @@ def test_classic_refinds_a_lost_object_anywhere_from_its_reference() -> None:
                 0.2,
                 "checker",
                 STAR.colors,
-                (Key(0, 0.25, 0.5), Key(0.3, 0.25, 0.5), Key(0.31, -0.5, 0.5), Key(0.6, -0.5, 0.5),
-                 Key(0.61, 0.78, 0.45), Key(1.0, 0.78, 0.45)),
+                (Key(0, 0.2, 0.5), Key(0.3, 0.2, 0.5), Key(0.31, -0.5, 0.5), Key(0.45, -0.5, 0.5),
+                 Key(0.46, 0.8, 0.45), Key(1.0, 0.8, 0.45)),
             ),
         ),
         background="noise",
