@@ -6,6 +6,7 @@ classic backend finding the object on synthetic scenes with exact ground truth, 
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
 import cv2
 import numpy as np
@@ -199,15 +200,16 @@ def _photo() -> tuple[np.ndarray, np.ndarray]:
     return frame.image, frame.masks[1]
 
 
-def _stream(with_star: bool, frames: int = 16) -> SyntheticSequence:
+def _stream(with_star: bool, frames: int = 16, colors: Any = STAR.colors) -> SyntheticSequence:
     """320x240 (another size than the photo): a blue ellipse all along; the star (when
-    `with_star`) off-frame for the first quarter, then in at the right, turned by 10 degrees
-    (the matched filter takes the reference's silhouette as it is: at 20 it is not found)."""
+    `with_star`, in `colors`) off-frame for the first quarter, then in at the right, turned by
+    10 degrees (the matched filter takes the reference's silhouette as it is: at 20 it is not
+    found)."""
     star = ObjectSpec(
         "star",
         0.2,
         "checker",
-        STAR.colors,
+        colors,
         (Key(0, 1.4, 0.6, 1.0, 10), Key(0.25, 1.4, 0.6, 1.0, 10), Key(0.6, 0.7, 0.6, 1.0, 10)),
     )
     objects = (ELLIPSE, star) if with_star else (ELLIPSE,)
@@ -244,14 +246,22 @@ def test_classic_finds_the_object_of_a_reference_where_it_appears_and_tracks_it(
     assert min(j for j in after[2:] if j is not None) >= 0.8, seen
 
 
-def test_classic_takes_no_look_alike_of_another_colour() -> None:
+@pytest.mark.parametrize(
+    "colors",
+    [
+        pytest.param(None, id="absent"),
+        # The same star, checkered in green: the shape alone does not make it the object.
+        pytest.param(((40, 170, 60), (150, 230, 150)), id="same shape other colours"),
+    ],
+)
+def test_classic_takes_no_look_alike_of_another_colour(colors: Any) -> None:
     session = SegmentationSession(ClassicBackend(), score_threshold=0.5)
     photo, truth = _photo()
     obj = session.add_reference(photo, Prompt(box=np.asarray(_box(truth), np.float32))).object_id
-    seq = _stream(with_star=False, frames=8)
+    seq = _stream(with_star=colors is not None, frames=12, colors=colors or STAR.colors)
     for k in range(seq.spec.num_frames):
         found = session.step(seq.frame(k).image, stamp_ns=k + 1).get(obj)
-        assert found is not None and not found.visible
+        assert found is not None and not found.visible, k
 
 
 def test_classic_refinds_a_lost_object_anywhere_from_its_reference() -> None:
