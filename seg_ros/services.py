@@ -1,6 +1,8 @@
 """The segmentation node's services: one `_on_<service>` handler each, mixed into each camera.
 
     ~/add_points  ~/add_box  ~/add_mask   create or refine an object (`_prompt`)
+    ~/add_reference  ~/remove_reference   an object shown on another image (a photo, another
+                                          camera), searched for and tracked in the stream
     ~/add_text                            objects from a text prompt (sam3; sam2 + text_detector);
                                           with track_new a standing query (live concepts)
     ~/list_queries  ~/remove_query        the standing queries; stop one
@@ -21,16 +23,19 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from seg_ros.conversions import (
+    ConversionError,
     Locate3D,
     build_prompt,
     candidate_instances,
     image_to_rgb,
     instance_to_msg,
     ns_to_stamp,
+    numpy_to_image,
     stamp_to_ns,
 )
 from seg_ros.engine import Prompt, SegmentationSession, SegRosError
@@ -43,10 +48,12 @@ from seg_ros.srv import (
     AddBox,
     AddMask,
     AddPoints,
+    AddReference,
     AddText,
     ListQueries,
     RemoveObject,
     RemoveQuery,
+    RemoveReference,
     SegmentEverything,
     SegmentImage,
 )
@@ -76,6 +83,8 @@ class ServiceHandlers:
             (AddBox, "~/add_box", self._on_add_box),
             (AddMask, "~/add_mask", self._on_add_mask),
             (AddText, "~/add_text", self._on_add_text),
+            (AddReference, "~/add_reference", self._on_add_reference),
+            (RemoveReference, "~/remove_reference", self._on_remove_reference),
             (RemoveObject, "~/remove_object", self._on_remove_object),
             (Trigger, "~/reset", self._on_reset),
             (SegmentImage, "~/segment", self._on_segment),
@@ -171,6 +180,56 @@ class ServiceHandlers:
                 AddMask, s, req, build_prompt(mask=req.mask, scribble=req.scribble), False
             ),
         )
+
+    def _on_add_reference(self, req: AddReference.Request, _: AddReference.Response) -> Any:
+        """An object shown on `req.image` (not a frame of the stream) by a mask, a box or
+        points on it: a new object (`object_id` empty) or one more reference of an existing
+        one. The answer carries the region taken from the image (mono8, its size)."""
+
+        def run(session: SegmentationSession) -> AddReference.Response:
+            if req.image.height == 0 or req.image.width == 0:
+                raise ConversionError("a reference needs an image (the one the object is on)")
+            rgb = image_to_rgb(req.image)
+            prompt = build_prompt(
+                points=req.points,
+                point_labels=req.point_labels,
+                box=req.box if req.box.width and req.box.height else None,
+                mask=req.mask if req.mask.height or req.mask.width else None,
+            )
+            out = session.add_reference(rgb, prompt, req.object_id, label=req.label)
+            label = f" '{out.label}'" if out.label else ""
+            if req.object_id:
+                what = f"added reference {out.reference} to object {out.object_id}{label}"
+            else:
+                what = (
+                    f"created object {out.object_id}{label} from reference {out.reference}; "
+                    "listed not visible until it is found in the stream"
+                )
+            mask = numpy_to_image(out.mask.astype(np.uint8) * 255, "mono8", req.image.header)
+            return AddReference.Response(
+                message=f"{what} (score {out.score:.2f})",
+                object_id=out.object_id,
+                reference_id=out.reference,
+                score=out.score,
+                reference_mask=mask,
+            )
+
+        return self._serve(AddReference, run)
+
+    def _on_remove_reference(
+        self, req: RemoveReference.Request, _: RemoveReference.Response
+    ) -> Any:
+        def run(session: SegmentationSession) -> RemoveReference.Response:
+            removed = session.remove_reference(req.object_id, req.reference_id)
+            left = session.references(req.object_id)
+            names = ", ".join(str(r) for r in removed)
+            kept = ", ".join(str(r) for r in left) or "none"
+            return RemoveReference.Response(
+                message=f"object {req.object_id}: removed reference(s) {names}; "
+                f"references left: {kept}"
+            )
+
+        return self._serve(RemoveReference, run)
 
     def _on_add_text(self, req: AddText.Request, _: AddText.Response) -> Any:
         def run(session: SegmentationSession) -> AddText.Response:

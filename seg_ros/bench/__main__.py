@@ -1,7 +1,7 @@
 """`make bench`: every benchmark this machine can run, one JSON object per line on stdout.
 
     python -m seg_ros.bench [--quick] [--davis DIR]
-        [--only node,cameras,streams,robot,quality,davis,soak,sam2,sam3]
+        [--only node,cameras,streams,robot,quality,davis,reference,soak,sam2,sam3]
 
 Each suite runs in turn; one that fails prints a row with "error" and the others still run.
 Timings are medians in milliseconds; rss growth in MB. A row with `"ok": false` missed a bound it
@@ -20,7 +20,18 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-SUITES = ("node", "cameras", "streams", "robot", "quality", "davis", "soak", "sam2", "sam3")
+SUITES = (
+    "node",
+    "cameras",
+    "streams",
+    "robot",
+    "quality",
+    "davis",
+    "reference",
+    "soak",
+    "sam2",
+    "sam3",
+)
 
 
 def _suite(name: str, quick: bool, davis: str = "") -> Callable[[], list[dict[str, Any]]]:
@@ -47,6 +58,10 @@ def _suite(name: str, quick: bool, davis: str = "") -> Callable[[], list[dict[st
         # Real footage (DAVIS layout); quick: the first 30 frames of each sequence.
         mod = importlib.import_module("seg_ros.bench.davis")
         return lambda: mod.run(davis or None, max_frames=30 if quick else 0)
+    if name == "reference":
+        # An object shown on DAVIS frame 0, searched for from frame 10 (and 20) on; quick: 10.
+        mod = importlib.import_module("seg_ros.bench.reference_bench")
+        return lambda: mod.run(davis or None, starts=(10,) if quick else (10, 20))
     if name == "soak":
         mod = importlib.import_module("seg_ros.bench.soak")
         return lambda: [
@@ -71,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--davis",
         default="",
-        help="DAVIS-layout folder for the davis suite (default: ../shared/datasets/davis2016-dev "
-        "beside the checkout; a skip row when absent)",
+        help="DAVIS-layout folder for the davis and reference suites (default: "
+        "../shared/datasets/davis2016-dev beside the checkout; a skip row when absent)",
     )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]

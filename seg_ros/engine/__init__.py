@@ -13,7 +13,12 @@ from seg_ros.engine.errors import (
 )
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.results import Candidate, FrameResult, ObjectMask
-from seg_ros.engine.session import PromptResult, QueryResult, SegmentationSession
+from seg_ros.engine.session import (
+    PromptResult,
+    QueryResult,
+    ReferenceResult,
+    SegmentationSession,
+)
 
 __all__ = [
     "BackendError",
@@ -29,6 +34,7 @@ __all__ = [
     "QueryInfo",
     "QueryOptions",
     "QueryResult",
+    "ReferenceResult",
     "SegRosError",
     "SegmentationSession",
     "UnknownObjectError",

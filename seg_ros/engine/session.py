@@ -52,6 +52,8 @@ MAX_LABEL_LENGTH = 256
 MAX_VOCABULARY = 16
 #: A segment-everything mask takes a phrase's name when a detection of it overlaps it this much.
 VOCABULARY_IOU = 0.5
+#: Backends that take a reference from another image; named in the error another one gives.
+REFERENCE_BACKENDS = ("classic", "sam2", "sam3")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,26 @@ class PromptResult:
     object: ObjectMask
     frame_index: int
     stamp_ns: int
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceResult:
+    """What `add_reference` did: the object the reference belongs to and what was taken from it.
+
+    Attributes:
+        object_id: the object (new, or the one named); listed with visible=False until a frame
+            of the stream shows it.
+        reference: the reference's id within the object (for `remove_reference`), from 1.
+        mask: (H, W) bool of the reference image: the region the prompt designated there.
+        score: how sure the backend is of that region, in [0, 1].
+        label: the object's label ("" when none was given).
+    """
+
+    object_id: str
+    reference: int
+    mask: BoolArray
+    score: float
+    label: str
 
 
 @dataclass(frozen=True)
@@ -246,6 +268,91 @@ class SegmentationSession:
             obj = self._object(value, output)
             self._update_latest(index, obj)
             return PromptResult(str(value), obj, index, stamp)
+
+    def add_reference(
+        self,
+        image: RgbImage,
+        prompt: Prompt,
+        object_id: str = "",
+        *,
+        label: str = "",
+        multimask: bool = False,
+    ) -> ReferenceResult:
+        """Show the session an object on `image`, an image that is NOT a frame of the stream (a
+        photo, another camera, a frame saved earlier): the backend searches for it on every
+        frame that follows and tracks it once found, with no prompt on the stream.
+
+        image: RGB uint8 (H, W, 3), any size. prompt: a mask, a box and / or points in pixels of
+        `image` (no text). `object_id` empty creates a new object (it counts against
+        max_objects and is listed with visible=False until found); otherwise the reference is
+        added to that object (its tracking goes on). May be called before the first frame.
+        Raises UnsupportedPromptError for a backend without references (nothing created).
+        """
+        label = _check_label(label)
+        image = check_image(image)
+        with self._lock:
+            self._check_open()
+            if not self.backend.capabilities.references:
+                raise UnsupportedPromptError(
+                    f"the '{self.backend.name}' backend cannot take a reference from another "
+                    f"image; use one that can ({', '.join(REFERENCE_BACKENDS)})"
+                )
+            if prompt.text or not prompt.has_geometry:
+                raise PromptError(
+                    "a reference needs a mask, a box or points on the reference image (no text)"
+                )
+            prompt.check_fits(int(image.shape[0]), int(image.shape[1]))
+            if multimask and not self.backend.capabilities.multimask:
+                raise UnsupportedPromptError(
+                    f"the '{self.backend.name}' backend gives one mask per prompt (no multimask)"
+                )
+            if object_id:
+                value, track = self._track(object_id)
+                output = self.backend.add_reference(value, image, prompt, multimask)
+            else:
+                value = self._allocate()
+                track = _Track(value, label)
+                try:
+                    output = self.backend.add_reference(value, image, prompt, multimask)
+                except BaseException:
+                    with contextlib.suppress(Exception):  # the original error is the one to report
+                        self.backend.remove_object(value)
+                    raise
+                self._next_value = value % MAX_MASK_VALUE + 1
+                self._tracks[value] = track
+                latest = self._latest
+                if latest is not None:  # listed from now on, not visible until found
+                    empty = np.zeros((latest.height, latest.width), dtype=bool)
+                    self._update_latest(
+                        latest.frame_index, self._object(value, MaskOutput(empty, 0.0, False))
+                    )
+            if label:
+                track.label = label
+            return ReferenceResult(
+                str(value), int(output.reference), output.mask, float(output.score), track.label
+            )
+
+    def remove_reference(self, object_id: str, reference: int = 0) -> list[int]:
+        """Forget reference `reference` of an object (0 = all of them); the object stays, tracked
+        from its other memory. Returns the references removed. PromptError for an unknown one."""
+        with self._lock:
+            self._check_open()
+            value, _ = self._track(object_id)
+            known = self.backend.references(value)
+            if reference == 0:
+                if not known:
+                    raise PromptError(f"object {object_id} has no references")
+                for ref in known:
+                    self.backend.remove_reference(value, ref)
+                return known
+            self.backend.remove_reference(value, int(reference))
+            return [int(reference)]
+
+    def references(self, object_id: str) -> list[int]:
+        """The reference ids an object keeps, oldest first."""
+        with self._lock:
+            value, _ = self._track(object_id)
+            return self.backend.references(value)
 
     def add_text(
         self, text: str, *, score_threshold: float | None = None, max_objects: int = 0

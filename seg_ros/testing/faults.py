@@ -18,13 +18,13 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from seg_ros.engine.backends.base import Backend, MaskOutput
+from seg_ros.engine.backends.base import Backend, MaskOutput, ReferenceOutput
 from seg_ros.engine.errors import BackendError
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.types import RgbImage
 
 #: Methods a fault can be armed on.
-METHODS = ("step", "add_prompt", "remove_object", "reset", "detect", "segment")
+METHODS = ("step", "add_prompt", "remove_object", "reset", "detect", "segment", "add_reference")
 
 ErrorFactory = Callable[[str, int], Exception]
 
@@ -149,6 +149,18 @@ class FaultyBackend(Backend):
     ) -> list[MaskOutput]:
         self._enter("segment")
         return self.inner.segment(image, prompt, multimask, score_threshold)
+
+    def add_reference(
+        self, obj: int, image: RgbImage, prompt: Prompt, multimask: bool = False
+    ) -> ReferenceOutput:
+        self._enter("add_reference")
+        return self.inner.add_reference(obj, image, prompt, multimask)
+
+    def remove_reference(self, obj: int, reference: int) -> None:
+        self.inner.remove_reference(obj, reference)
+
+    def references(self, obj: int) -> list[int]:
+        return self.inner.references(obj)
 
     def close(self) -> None:
         if self.inner.closed_reason is None:

@@ -61,9 +61,10 @@ from typing import cast
 import cv2
 import numpy as np
 
-from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput, Model
+from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput, Model, ReferenceOutput
 from seg_ros.engine.classic import ops
 from seg_ros.engine.classic import track as trk
+from seg_ros.engine.classic.reference import References
 from seg_ros.engine.config import BackendConfig, BackendOptions
 from seg_ros.engine.errors import PromptError, backend_errors
 from seg_ros.engine.prompts import Prompt
@@ -285,7 +286,7 @@ class ClassicBackend(Backend):
     """OpenCV GrabCut + optical flow tracker (see the module docstring)."""
 
     name = "classic"
-    capabilities = Capabilities(text=False, multimask=False, past_frames=True)
+    capabilities = Capabilities(text=False, multimask=False, past_frames=True, references=True)
 
     def __init__(self, config: ClassicConfig | None = None) -> None:
         self.config = config or ClassicConfig()
@@ -298,6 +299,8 @@ class ClassicBackend(Backend):
             _FLOW_PRESETS[self.config.flow_preset]
         )
         self._steps = 0
+        #: Objects shown on other images (classic/reference.py), searched for on every frame.
+        self._references = References(self)
 
     @property
     def memory_frames(self) -> int:
@@ -353,6 +356,8 @@ class ClassicBackend(Backend):
             for track in self._tracks.values():
                 if track.lost:
                     self._search(track, frame, occupied)
+            if len(self._references):
+                self._references.search(frame, frame_index, occupied)
         outputs = {obj: self._output(track, frame) for obj, track in self._tracks.items()}
         return self._exclusive(outputs)
 
@@ -589,9 +594,26 @@ class ClassicBackend(Backend):
 
     def remove_object(self, obj: int) -> None:
         self._tracks.pop(obj, None)
+        self._references.drop(obj)
+
+    def add_reference(
+        self, obj: int, image: RgbImage, prompt: Prompt, multimask: bool = False
+    ) -> ReferenceOutput:
+        """Learn `obj`'s look from a region of another image; searched for on every frame
+        while not followed (classic/reference.py)."""
+        self.check_open()
+        with backend_errors("classic backend failed on the reference", (cv2.error,)):
+            return self._references.add(obj, image, prompt)
+
+    def remove_reference(self, obj: int, reference: int) -> None:
+        self._references.remove(obj, reference)
+
+    def references(self, obj: int) -> list[int]:
+        return self._references.ids(obj)
 
     def reset(self) -> None:
         self._tracks.clear()
+        self._references.clear()
         self._frame = None
         self._frame_index = -1
         self._history.clear()

@@ -4,6 +4,10 @@ The mask of a prompt is its mask, else its box, else a disc around its foregroun
 discs around its background points. Objects stay where they were prompted (no motion model).
 It exists for tests and for measuring the node's own overhead (`make bench`).
 
+References (`add_reference`): the fake's "appearance model" is the one colour the region has
+most on the reference image; an object not yet found is found on the first frame that has
+pixels of exactly that colour (those pixels are its mask), then stays put like any object.
+
 With the `script` option it is also a scripted text detector (`ScriptedFakeBackend`): each entry
 is one instance of a phrase, a box present on a range of frames (optionally moving), which
 `detect` returns on those frames; an object prompted onto an instance follows it while it is
@@ -19,7 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput, Model
+from seg_ros.engine.backends.base import (
+    MAX_REFERENCES,
+    Backend,
+    Capabilities,
+    MaskOutput,
+    Model,
+    ReferenceOutput,
+)
 from seg_ros.engine.concepts import mask_iou
 from seg_ros.engine.config import BackendConfig, BackendOptions
 from seg_ros.engine.errors import PromptError
@@ -124,12 +135,15 @@ def prompt_mask(prompt: Prompt, height: int, width: int, radius: int) -> BoolArr
 
 class FakeBackend(Backend):
     name = "fake"
-    capabilities = Capabilities(text=False, multimask=True, past_frames=True)
+    capabilities = Capabilities(text=False, multimask=True, past_frames=True, references=True)
 
     def __init__(self, config: FakeConfig | None = None) -> None:
         self.config = config or FakeConfig()
         self._masks: dict[int, BoolArray] = {}
         self._frames: dict[int, tuple[int, int]] = {}
+        # object -> [(reference id, RGB colour)], oldest first; the next id per object.
+        self._refs: dict[int, list[tuple[int, tuple[int, int, int]]]] = {}
+        self._next_ref: dict[int, int] = {}
         self.steps = 0
 
     @property
@@ -147,6 +161,12 @@ class FakeBackend(Backend):
         self._frames[frame_index] = (int(image.shape[0]), int(image.shape[1]))
         for old in [i for i in self._frames if i <= frame_index - self.config.memory_frames]:
             del self._frames[old]
+        for obj, refs in self._refs.items():
+            if refs and obj not in self._masks:
+                colours = np.array([c for _, c in refs], dtype=np.uint8).reshape(-1, 3)
+                hit = (image[:, :, None, :] == colours[None, None]).all(axis=3).any(axis=2)
+                if hit.any():
+                    self._masks[obj] = hit
         return {obj: MaskOutput(m.copy(), 1.0, bool(m.any())) for obj, m in self._masks.items()}
 
     def add_prompt(
@@ -172,10 +192,43 @@ class FakeBackend(Backend):
 
     def remove_object(self, obj: int) -> None:
         self._masks.pop(obj, None)
+        self._refs.pop(obj, None)
+        self._next_ref.pop(obj, None)
 
     def reset(self) -> None:
         self._masks.clear()
         self._frames.clear()
+        self._refs.clear()
+        self._next_ref.clear()
+
+    def add_reference(
+        self, obj: int, image: RgbImage, prompt: Prompt, multimask: bool = False
+    ) -> ReferenceOutput:
+        with self.running():
+            mask = prompt_mask(
+                prompt, int(image.shape[0]), int(image.shape[1]), self.config.point_radius
+            )
+            if not mask.any():
+                raise PromptError("the prompt designates no region on the reference image")
+            colours, count = np.unique(image[mask], axis=0, return_counts=True)
+            colour = tuple(int(v) for v in colours[int(np.argmax(count))])
+            number = self._next_ref.get(obj, 1)
+            refs = self._refs.setdefault(obj, [])
+            refs.append((number, (colour[0], colour[1], colour[2])))
+            del refs[:-MAX_REFERENCES]
+            self._next_ref[obj] = number + 1
+            return ReferenceOutput(number, mask, 1.0)
+
+    def remove_reference(self, obj: int, reference: int) -> None:
+        refs = self._refs.get(obj, [])
+        kept = [r for r in refs if r[0] != reference]
+        if len(kept) == len(refs):
+            known = ", ".join(str(r[0]) for r in refs) or "none"
+            raise PromptError(f"object {obj} has no reference {reference} (references: {known})")
+        self._refs[obj] = kept
+
+    def references(self, obj: int) -> list[int]:
+        return [r[0] for r in self._refs.get(obj, [])]
 
     def segment(
         self, image: RgbImage, prompt: Prompt, multimask: bool = False, score_threshold: float = 0.0
