@@ -96,9 +96,22 @@ def test_a_reference_tracks_as_a_prompt_on_the_frame_before(
     """Frame 0 of the clip as a reference == a prompt on frame 0 of the stream, over 20 frames
     (longer than the 6-frame memory and the 15-frame pointer windows), with a second object
     prompted on the stream alongside (its answers must not change either)."""
-    model, frames, kwargs = models[kind], clip(21), PROMPTS[prompt]
-    prompted = StreamingVideoTracker(model, batch_objects=batched)
-    referenced = StreamingVideoTracker(model, batch_objects=batched)
+    check_equality(models[kind], PROMPTS[prompt], 1e-5 if batched else 0.0, batch_objects=batched)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_reference_in_one_shared_library_session(models: dict[str, Any], kind: str) -> None:
+    """`independent_objects=False` (a prompt re-tracks the other objects on its frame): the
+    reference-only object is re-tracked as the prompted one would be."""
+    check_equality(
+        models[kind], PROMPTS["mask"], 0.0, batch_objects=False, independent_objects=False
+    )
+
+
+def check_equality(model: Any, kwargs: dict[str, Any], atol: float, **options: Any) -> None:
+    frames = clip(21)
+    prompted = StreamingVideoTracker(model, **options)
+    referenced = StreamingVideoTracker(model, **options)
     prompted.step(0, frames[0])
     first = prompted.add_prompt(0, 1, **kwargs)
     reference, on_image = referenced.add_reference(1, frames[0], **kwargs)
@@ -108,17 +121,16 @@ def test_a_reference_tracks_as_a_prompt_on_the_frame_before(
     referenced.step(1, frames[1])
     for tracker in (prompted, referenced):
         tracker.add_prompt(1, 2, points=[(100.0, 100.0)], labels=[1])
-    atol = 1e-5 if batched else 0.0
-    worst = 0.0
     for t in range(2, 21):
         a, b = prompted.step(t, frames[t]), referenced.step(t, frames[t])
         assert set(a) == set(b) == {1, 2}
-        worst = max(worst, *(assert_same(a[o], b[o], atol) for o in (1, 2)))
+        for obj in (1, 2):
+            assert_same(a[obj], b[obj], atol)
     assert (a[1].mask_logits > 0).any()  # not vacuous: the object is there
     # Apart from the frames: the reference stream has no frame 0 and no prompted frame.
     assert prompted.conditioning_frames(1) == [0]
     assert referenced.conditioning_frames(1) == []
-    assert not referenced.has_frame(0)
+    assert not referenced.has_frame(0) and referenced.reference_positions(1) == {1: 0}
 
 
 def test_a_sam3_reference_tracks_as_a_prompt_on_the_frame_before(sam3_backend: Any) -> None:
@@ -239,8 +251,30 @@ def test_a_reference_is_not_a_frame(models: dict[str, Any], kind: str) -> None:
     tracker.step(1, frames[1])
     assert tracker.tracked_frames(1) == [0, 1] and tracker.conditioning_frames(1) == []
     assert tracker.latest_frame == 1 and tracker.stats()["frames_in_memory"] == 2
+    assert tracker.reference_positions(1) == {1: -1}  # just before frame 0
     tracker.reset()
     assert tracker.references(1) == [] and tracker.object_ids == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_reference_added_to_a_tracked_object_stands_before_the_next_frame(
+    models: dict[str, Any], kind: str
+) -> None:
+    tracker = StreamingVideoTracker(models[kind])
+    frames = clip(8, seed=12)
+    tracker.step(0, frames[0])
+    tracker.add_prompt(0, 1, points=[(60.0, 60.0)], labels=[1])
+    for t in range(1, 6):
+        tracker.step(t, frames[t])
+    tracker.add_reference(1, frames[7], mask=blob())
+    assert tracker.reference_positions(1) == {1: None}
+    tracker.step(6, frames[6])
+    assert tracker.reference_positions(1) == {1: 5}
+    tracker.discard_frame(6)  # a frame that failed: its placement is undone with it
+    assert tracker.reference_positions(1) == {1: None} and tracker.latest_frame == 5
+    tracker.step(7, frames[6])
+    assert tracker.reference_positions(1) == {1: 6}
+    assert tracker.conditioning_frames(1) == [0]  # the prompted frame is unchanged
 
 
 @pytest.mark.parametrize("kind", KINDS)

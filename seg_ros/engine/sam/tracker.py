@@ -45,6 +45,15 @@ Options that depart from the reference, each tested against its own reference:
   `add_all_frames_to_correct_as_cond=True`), kept until `max_conditioning_frames` newer ones
   replace it; the library has no such mode.
 
+References (`add_reference`): an object may also be shown on an image that is not a frame of the
+stream (a photo, another camera). The region is decoded there as on a conditioning frame and only
+its memory entry is kept (spatial memory + object pointer), apart from the stream's frames and
+bounded on its own (`max_references` per object). It stands, in time, just before the first frame
+it is attended on, as a prompted frame would: so a reference made of frame 0 of a clip, then
+frames 1..N, gives the results of a prompt on frame 0 of the stream, bit for bit (tested in
+test/test_references_sam.py). Unlike prompted frames, references are always attended (the model's
+max_cond_frame_num selects among prompted frames only).
+
 Frames arrive one at a time: `step(frame_index, pixels)` encodes the frame once (one image-encoder
 pass serves every object) and tracks every object, batching objects whose memories have the same
 layout through one memory-attention and one mask-decoder call. `add_prompt` re-uses the cached
@@ -182,7 +191,7 @@ class StreamingVideoTracker:
         add_prompt(frame_index, obj_id, points=, labels=, box=, mask=, multimask=) -> TrackedMask
         add_reference(obj_id, pixel_values, points=, labels=, box=, mask=, multimask=)
             -> (reference id, TrackedMask on the reference image)
-        remove_reference(obj_id, reference), references(obj_id)
+        remove_reference(obj_id, reference), references(obj_id), reference_positions(obj_id)
         remove_object(obj_id), reset(), discard_frame(frame_index)
         segment(pixel_values | features, points=, labels=, box=, mask=, multimask=) -> TrackedMask
         has_frame(i), object_ids, latest_frame, image_size, bounds, stats(), counters
@@ -772,6 +781,11 @@ class StreamingVideoTracker:
     def references(self, obj_id: int) -> list[int]:
         """The reference ids `obj_id` keeps, oldest first ([] for an unknown object)."""
         return sorted(self._references.get(obj_id, {}))
+
+    def reference_positions(self, obj_id: int) -> dict[int, int | None]:
+        """Where each reference of `obj_id` stands in time, by id: the frame index it is
+        attended as (a conditioning frame there), None until first attended."""
+        return {i: ref.at for i, ref in sorted(self._references.get(obj_id, {}).items())}
 
     def _memory_inputs(
         self, obj_id: int, frame_index: int
