@@ -10,6 +10,9 @@ Rows (one JSON object each, medians in milliseconds):
   object's memory window full), fps with one object, peak CUDA memory on a GPU;
 - everything: a 32x32 grid of clicks on the latest frame's cached features (segment everything)
   next to one tracking step of one object, and their ratio;
+- references: `add_reference` (a box on a 640x480 image that is not a frame: encoder + decoder
+  + memory encoder), the bytes one reference holds, and a tracking step of an object known only
+  from a reference next to one of a prompted object (steady state, same memory window);
 - memory: RSS growth of the bounded tracker over >= 1000 frames next to the library's own
   unbounded session over the same frames (tiny config at 128 px so it fits the CPU budget);
 - text (the `text_detector` path): the open-vocabulary detector's pass on a 640x480 frame, and
@@ -267,6 +270,80 @@ def bench_everything(
     return row
 
 
+def bench_references(
+    name: str, input_size: int, device: str, repeats: int, threads: int = 0
+) -> dict[str, Any]:
+    """`add_reference` and a step of a reference-only object vs a prompted one (see the module
+    docstring); `threads` as `bench_model`."""
+    import torch
+
+    from seg_ros.engine.backends.sam2 import Sam2Backend, Sam2Options
+    from seg_ros.engine.config import BackendConfig
+    from seg_ros.engine.prompts import Prompt
+    from seg_ros.engine.sam.loading import resolve_device
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    model = random_model(name, input_size).to(dev)
+    backend = Sam2Backend(model, BackendConfig(backend="sam2", device=str(dev)), Sam2Options())
+    tracker = backend.tracker
+    rng = np.random.default_rng(0)
+
+    def image() -> np.ndarray:
+        return rng.integers(0, 256, (SOURCE_HEIGHT, SOURCE_WIDTH, 3), dtype=np.uint8)
+
+    try:
+        photo = image()
+        box = Prompt(box=np.array([200.0, 150.0, 440.0, 330.0], np.float32))
+        backend.add_reference(100, photo, box)  # warm-up
+        backend.remove_object(100)
+        held = tracker.held_bytes()
+        adds = []
+        for k in range(repeats):
+            adds.append(_timed(dev, lambda o=101 + k: backend.add_reference(o, photo, box)))  # type: ignore[misc]
+        reference_bytes = (tracker.held_bytes() - held) / repeats
+        for k in range(repeats):
+            backend.remove_object(101 + k)
+        steps: dict[str, list[float]] = {}
+        frame = 0
+        for kind in ("reference", "prompted"):
+            frame += 1
+            backend.step(frame, image())
+            if kind == "reference":
+                backend.add_reference(1, photo, box)
+            else:
+                backend.remove_object(1)
+                click = Prompt(points=np.array([[320.0, 240.0]], np.float32))
+                backend.add_prompt(frame, 1, click)
+            frame += 1
+            backend.step(frame, image())  # one real tracked frame, then a full window of copies
+            frame = _fill_window(backend, 1, frame) - 1
+            timings = []
+            for _ in range(repeats):
+                frame += 1
+                timings.append(_timed(dev, lambda f=frame: backend.step(f, image())))  # type: ignore[misc]
+            steps[kind] = timings
+        return {
+            "suite": "sam2 references",
+            "model": f"{name} (random weights)",
+            "input_size": tracker.image_size,
+            "device": dev.type,
+            "threads": torch.get_num_threads(),
+            "reference_image": f"{SOURCE_WIDTH}x{SOURCE_HEIGHT}",
+            "add_reference_ms": _median_ms(adds),
+            "reference_kb": round(reference_bytes / 1024, 1),
+            "step_ms_reference_obj": _median_ms(steps["reference"]),
+            "step_ms_prompted_obj": _median_ms(steps["prompted"]),
+            "repeats": repeats,
+        }
+    finally:
+        backend.close()
+        gc.collect()
+        torch.set_num_threads(before)
+
+
 def _rss_mb() -> float:
     import psutil
 
@@ -505,6 +582,7 @@ def run(quick: bool = False, device: str = "auto") -> list[dict[str, Any]]:
                 rows.append(bench_model(name, size, device, repeats=3, threads=1))
         rows.append(bench_model("tiny-sam2", 128, device, repeats=3, batch_objects=True, threads=1))
         rows.append(bench_everything("tiny-sam2", 128, device, repeats=2))
+        rows.append(bench_references("tiny-sam2", 128, device, repeats=3, threads=1))
         rows.append(bench_memory("tiny-sam2", frames=300, objects=2, device=device))
         rows.extend(run_text(quick=True, device=device))
         return rows
@@ -520,6 +598,9 @@ def run(quick: bool = False, device: str = "auto") -> list[dict[str, Any]]:
     for defaults in (False, True):
         rows.append(bench_everything("tiny-sam2", 128, device, 3, default_thresholds=defaults))
         rows.append(bench_everything("sam2.1-tiny", 512, device, 2, default_thresholds=defaults))
+    # References: add_reference, and a reference-only object's step vs a prompted one's.
+    rows.append(bench_references("tiny-sam2", 128, device, repeats=5, threads=1))
+    rows.append(bench_references("sam2.1-tiny", 1024, device, repeats=2))
     rows.append(bench_memory("tiny-sam2", frames=1000, objects=2, device=device))
     rows.append(bench_memory("tiny-edgetam", frames=1000, objects=2, device=device))
     rows.extend(run_text(device=device))

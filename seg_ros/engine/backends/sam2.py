@@ -26,7 +26,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput, Model
+from seg_ros.engine.backends.base import (
+    MAX_REFERENCES,
+    Backend,
+    Capabilities,
+    MaskOutput,
+    Model,
+    ReferenceOutput,
+)
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import (
     ModelLoadError,
@@ -55,9 +62,11 @@ from seg_ros.engine.sam.options import SamOptions
 from seg_ros.engine.sam.prompting import (
     TrackerBackend,
     batched_steps,
+    check_reference,
     designated,
     everything_outputs,
     prompt_tracker,
+    reference_tracker,
     to_output,
     to_outputs,
     tracker_prompt,
@@ -134,7 +143,7 @@ class Sam2Backend(TrackerBackend):
     """
 
     name: ClassVar[str] = "sam2"
-    capabilities = Capabilities(text=False, multimask=True, past_frames=True)
+    capabilities = Capabilities(text=False, multimask=True, past_frames=True, references=True)
 
     def __init__(
         self,
@@ -145,7 +154,7 @@ class Sam2Backend(TrackerBackend):
     ) -> None:
         self.detector = detector
         self.capabilities = Capabilities(
-            text=detector is not None, multimask=True, past_frames=True
+            text=detector is not None, multimask=True, past_frames=True, references=True
         )
         self.config = config
         self.options = options
@@ -156,6 +165,7 @@ class Sam2Backend(TrackerBackend):
                 model,
                 memory_frames=config.memory_frames,
                 max_conditioning_frames=config.max_conditioning_frames,
+                max_references=MAX_REFERENCES,
                 **options.tracker_kwargs(self.torch_device.type),
             )
         except ValueError as exc:
@@ -218,6 +228,26 @@ class Sam2Backend(TrackerBackend):
                 self._prompt_kwargs(prompt, height, width),
                 multimask,
                 lambda out: to_output(out, height, width),
+                self.name,
+            )
+
+    def add_reference(
+        self, obj: int, image: RgbImage, prompt: Prompt, multimask: bool = False
+    ) -> ReferenceOutput:
+        """`obj` shown on `image`, an image that is not a frame (any size; prompt in its
+        pixels): it enters the object's memory as a conditioning frame standing just before
+        the next frame tracked (StreamingVideoTracker.add_reference). The image is encoded once
+        and not kept."""
+        height, width = check_reference(image, prompt)
+        with self.running():
+            return reference_tracker(
+                self.tracker,
+                obj,
+                self.pixels(image),
+                prompt,
+                self._prompt_kwargs(prompt, height, width),
+                multimask,
+                (height, width),
                 self.name,
             )
 
@@ -385,7 +415,7 @@ class Sam2Model(Model):
         #: The open-vocabulary text detector, shared by every stream (None: text is refused).
         self.detector = detector
         self.capabilities = Capabilities(
-            text=detector is not None, multimask=True, past_frames=True
+            text=detector is not None, multimask=True, past_frames=True, references=True
         )
         self.model_type = str(model.config.model_type)
         self.torch_device: torch.device = next(model.parameters()).device

@@ -36,7 +36,14 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from seg_ros.engine.backends.base import Backend, Capabilities, MaskOutput, Model
+from seg_ros.engine.backends.base import (
+    MAX_REFERENCES,
+    Backend,
+    Capabilities,
+    MaskOutput,
+    Model,
+    ReferenceOutput,
+)
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import ModelLoadError, PromptError, backend_errors
 from seg_ros.engine.prompts import Prompt
@@ -62,9 +69,11 @@ from seg_ros.engine.sam.options import SamOptions
 from seg_ros.engine.sam.prompting import (
     TrackerBackend,
     batched_steps,
+    check_reference,
     designated,
     everything_outputs,
     prompt_tracker,
+    reference_tracker,
     to_output,
     to_outputs,
     tracker_prompt,
@@ -125,6 +134,7 @@ class BackboneCache:
         self.runs = 0
         self._recent_past: int | None = None
         self._scratch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._memoise = True
 
     def add(
         self,
@@ -179,8 +189,19 @@ class BackboneCache:
         if self._scratch is not None and _same(self._scratch[0], pixels):
             return self._scratch[1]
         hidden = self.run(pixels)
-        self._scratch = (pixels, hidden)
+        if self._memoise:
+            self._scratch = (pixels, hidden)
         return hidden
+
+    @contextmanager
+    def transient(self) -> Iterator[None]:
+        """Inside the block an image that is not a stored frame is not memoised (a reference
+        image: seen once, its backbone output must not stay in memory)."""
+        self._memoise = False
+        try:
+            yield
+        finally:
+            self._memoise = True
 
     def run(self, pixels: torch.Tensor) -> torch.Tensor:
         self.runs += 1
@@ -259,7 +280,7 @@ class Sam3Model(Model):
     """
 
     name: ClassVar[str] = "sam3"
-    capabilities = Capabilities(text=True, multimask=True, past_frames=True)
+    capabilities = Capabilities(text=True, multimask=True, past_frames=True, references=True)
     batches_streams: ClassVar[bool] = True
 
     def __init__(
@@ -357,6 +378,7 @@ class Sam3Backend(TrackerBackend):
                 self.model.tracker_model,
                 memory_frames=loaded.memory_frames,
                 max_conditioning_frames=loaded.max_conditioning_frames,
+                max_references=MAX_REFERENCES,
                 **self.options.tracker_kwargs(self.torch_device.type),
             )
         except ValueError as exc:
@@ -424,6 +446,34 @@ class Sam3Backend(TrackerBackend):
                 self._prompt_kwargs(prompt, frame.size),
                 multimask,
                 lambda out: to_output(out, *frame.size),
+                self.name,
+            )
+
+    def add_reference(
+        self, obj: int, image: RgbImage, prompt: Prompt, multimask: bool = False
+    ) -> ReferenceOutput:
+        """`obj` shown on `image`, an image that is not a frame (any size; prompt in its
+        pixels), through SAM 3's TRACKER: the region enters the object's memory as a
+        conditioning frame standing just before the next frame tracked
+        (StreamingVideoTracker.add_reference), as with sam2.
+
+        Why not the detector's visual exemplar: SAM 3's detector pools an exemplar box's ROI
+        features from the very image it detects on (exemplars are prompts on the target image);
+        a box from another image would pool features of the wrong image, which it was not
+        trained for, and it would detect a category, not this instance. The tracker's memory
+        holds an instance across views, which is what a reference is for. The ViT runs once on
+        the image (shared with the tracker neck); its output is not memoised.
+        """
+        height, width = check_reference(image, prompt)
+        with self._on_model(), self.backbones.transient():
+            return reference_tracker(
+                self.tracker,
+                obj,
+                self.pixels(image),
+                prompt,
+                self._prompt_kwargs(prompt, (height, width)),
+                multimask,
+                (height, width),
                 self.name,
             )
 

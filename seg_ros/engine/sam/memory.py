@@ -16,6 +16,10 @@ With L the latest frame:
 - per object, the newest `max_conditioning_frames` prompted (conditioning) frames are kept,
   however old: the oldest goes when a newer one exceeds the count.
 
+References (regions shown on images that are not frames, tracker.py `add_reference`) have no
+frame index, so nothing here reaches them: the tracker keeps the newest `max_references` per
+object, whatever the frames do.
+
 The library's own session keeps all of it for the whole video (+7.9 GB RSS after 300 frames at
 1024 px); with this plan what is held stops growing once the windows are full (test_sam2.py
 measures it against `bounds`).

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
-from seg_ros.engine.backends.base import Backend, MaskOutput, Model
-from seg_ros.engine.errors import backend_errors
+from seg_ros.engine.backends.base import Backend, MaskOutput, Model, ReferenceOutput
+from seg_ros.engine.errors import FrameError, PromptError, backend_errors
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.results import Candidate
 from seg_ros.engine.sam.transforms import (
@@ -55,6 +55,16 @@ class TrackerBackend(Backend):
 
     def remove_object(self, obj: int) -> None:
         self.tracker.remove_object(obj)
+
+    def remove_reference(self, obj: int, reference: int) -> None:
+        """Forget one reference of `obj` (PromptError for unknown ids, and for the last
+        reference of an object without a prompted frame: see the tracker's)."""
+        with self.running():
+            self.tracker.remove_reference(obj, reference)
+
+    def references(self, obj: int) -> list[int]:
+        with self.running():
+            return self.tracker.references(obj)
 
     def device_stats(self) -> dict[str, float]:
         """GPU memory in use by this process's tensors (empty on a CPU)."""
@@ -122,6 +132,59 @@ def prompt_tracker(
     if mask_alone and prompt.mask is not None:
         return MaskOutput(prompt.mask.copy(), result.score, result.visible)
     return result
+
+
+def check_reference(image: RgbImage, prompt: Prompt) -> tuple[int, int]:
+    """A reference image and the prompt on it, checked -> the image's (H, W).
+
+    FrameError unless `image` is RGB uint8 (H, W, 3) of at least 2x2 pixels; PromptError for
+    text (a reference is shown by geometry) or geometry outside the image (source pixels).
+    """
+    if not isinstance(image, np.ndarray):
+        raise FrameError(f"a reference image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise FrameError(
+            f"a reference image must be RGB uint8 (H, W, 3); got {image.dtype} {image.shape}"
+        )
+    height, width = int(image.shape[0]), int(image.shape[1])
+    if height < 2 or width < 2:
+        raise FrameError(f"reference image of {width}x{height} pixels is too small")
+    if prompt.text or not prompt.has_geometry:
+        raise PromptError(
+            "a reference is shown by points, a box or a mask on its image (text finds objects "
+            "on the stream's frames: use a text prompt there)"
+        )
+    prompt.check_fits(height, width)
+    return height, width
+
+
+def reference_tracker(
+    tracker: StreamingVideoTracker,
+    obj: int,
+    pixels: torch.Tensor,
+    prompt: Prompt,
+    kwargs: dict[str, Any],
+    multimask: bool,
+    size: tuple[int, int],
+    backend_name: str,
+) -> ReferenceOutput:
+    """Give a reference (the preprocessed image `pixels`, `prompt` as `tracker_prompt`
+    arguments for the image's `size` = (H, W)) to the tracker; its answer at that size.
+
+    Model errors become BackendError. A mask alone is the region: the answer's mask is then the
+    mask given (as `prompt_tracker`)."""
+    with backend_errors(f"the {backend_name} model failed on a reference image"):
+        reference, out = tracker.add_reference(obj, pixels, multimask=multimask, **kwargs)
+    result = to_output(out, *size)
+    mask = result.mask
+    if (
+        "mask" in kwargs
+        and not kwargs["points"]
+        and "box" not in kwargs
+        and prompt.mask is not None
+    ):
+        mask = prompt.mask.copy()
+    return ReferenceOutput(reference=reference, mask=mask, score=result.score)
 
 
 def mask_output(

@@ -211,21 +211,33 @@ class ModelSteps:
         return top.permute(1, 2, 0).reshape(1, self.hidden_dim, *self.feature_sizes[-1])
 
     def memory_inputs(
-        self, obj_idx: int, frame_index: int
+        self,
+        obj_idx: int,
+        frame_index: int,
+        references: Sequence[tuple[int, dict[str, Any]]] = (),
     ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         """The memory `obj_idx` attends to on `frame_index`, in the library's order.
 
         Conditioning frames first (the ones the model's max_cond_frame_num selects), then tracked
         frames frame_index - memory_frames .. frame_index - 1, then object pointers.
+
+        `references` are (virtual frame index, stored output) pairs of regions shown on images
+        that are not frames (tracker.py, `add_reference`): each enters as a conditioning frame
+        standing at its virtual index, ahead of the prompted frames, always attended (never
+        subject to max_cond_frame_num): its spatial memory with the conditioning frames' temporal
+        encoding, its object pointer at offset frame_index - virtual (only once virtual <=
+        frame_index, as the library's eval mode takes pointers of past conditioning frames only).
+        Without references this is the library's memory exactly.
         Returns (memory (M, 1, C_mem), positions (M, 1, C_mem), pointer tokens, spatial frames).
         """
         import torch
 
         conditioning = self.lib.conditioning_outputs(obj_idx)
-        if not conditioning:
+        if not conditioning and not references:
             raise RuntimeError(f"object index {obj_idx} has no prompted frame to track from")
         selected, unselected = self.lib.select_conditioning(frame_index, conditioning)
-        gathered: list[tuple[int, Any]] = [(0, out) for out in selected.values()]
+        gathered: list[tuple[int, Any]] = [(0, out) for _, out in references]
+        gathered += [(0, out) for out in selected.values()]
         tracked = self.lib.tracked_outputs(obj_idx)
         for offset in range(self.memory_frames, 0, -1):
             previous = frame_index - offset
@@ -233,6 +245,11 @@ class ModelSteps:
         memories, positions = self.lib.memory_tensors(gathered)
         n_spatial = len(memories)
         offsets, tokens, max_pointers = self.lib.object_pointers(obj_idx, frame_index)
+        seen = [(frame_index - at, out) for at, out in references if at <= frame_index]
+        if seen:
+            # Ahead of the library's own pointers (its conditioning frames' come first too).
+            offsets = [offset for offset, _ in seen] + list(offsets)
+            tokens = [out["object_pointer"].to(self.device) for _, out in seen] + list(tokens)
         n_pointers = 0
         if tokens:
             pointers, pointer_pos = self.lib.pointer_tensors(offsets, tokens, max_pointers)

@@ -45,6 +45,15 @@ Options that depart from the reference, each tested against its own reference:
   `add_all_frames_to_correct_as_cond=True`), kept until `max_conditioning_frames` newer ones
   replace it; the library has no such mode.
 
+References (`add_reference`): an object may also be shown on an image that is not a frame of the
+stream (a photo, another camera). The region is decoded there as on a conditioning frame and only
+its memory entry is kept (spatial memory + object pointer), apart from the stream's frames and
+bounded on its own (`max_references` per object). It stands, in time, just before the first frame
+it is attended on, as a prompted frame would: so a reference made of frame 0 of a clip, then
+frames 1..N, gives the results of a prompt on frame 0 of the stream, bit for bit (tested in
+test/test_references_sam.py). Unlike prompted frames, references are always attended (the model's
+max_cond_frame_num selects among prompted frames only).
+
 Frames arrive one at a time: `step(frame_index, pixels)` encodes the frame once (one image-encoder
 pass serves every object) and tracks every object, batching objects whose memories have the same
 layout through one memory-attention and one mask-decoder call. `add_prompt` re-uses the cached
@@ -108,6 +117,25 @@ class _PointPrompt:
         return merged
 
 
+@dataclass
+class _Reference:
+    """One reference of an object: what a region shown on an image that is NOT a frame of the
+    stream left in the object's memory (the image's features are not kept).
+
+    Attributes:
+        output: the stored output, as a conditioning frame's (adapter.OUTPUT_KEYS): object
+            pointer (1, 1, C), object score logit (1, 1, 1), spatial memory and its position
+            encoding (the memory encoder's layout), on the model's device.
+        at: the frame index the reference stands at (None until first attended): the frame
+            before the first one its object is tracked or corrected on after it was added.
+        bound_on: the frame on which `at` was set (undone if that frame is discarded).
+    """
+
+    output: dict[str, Any]
+    at: int | None = None
+    bound_on: int | None = None
+
+
 def _check_prompt(
     points: Sequence[Sequence[float]],
     labels: Sequence[int],
@@ -161,6 +189,9 @@ class StreamingVideoTracker:
         encode_frame(frame_index, pixel_values)                     encode only
         track(frame_index) -> {obj_id: TrackedMask}                 track all on an encoded frame
         add_prompt(frame_index, obj_id, points=, labels=, box=, mask=, multimask=) -> TrackedMask
+        add_reference(obj_id, pixel_values, points=, labels=, box=, mask=, multimask=)
+            -> (reference id, TrackedMask on the reference image)
+        remove_reference(obj_id, reference), references(obj_id), reference_positions(obj_id)
         remove_object(obj_id), reset(), discard_frame(frame_index)
         segment(pixel_values | features, points=, labels=, box=, mask=, multimask=) -> TrackedMask
         has_frame(i), object_ids, latest_frame, image_size, bounds, stats(), counters
@@ -174,7 +205,9 @@ class StreamingVideoTracker:
         - per object, prompted frames: the newest `max_conditioning_frames` (oldest dropped);
         - per object, tracked frames: full spatial memory for the frames any prompt-able frame or
           the next frame attends to (`memory_frames` back from frame L - prompt_frames + 1), and
-          the object pointer only for the model's longer pointer window; nothing older.
+          the object pointer only for the model's longer pointer window; nothing older;
+        - per object, references (regions shown on images that are not frames): the newest
+          `max_references`, apart from the frames (see `add_reference`).
 
     Args:
         model: a loaded video model in eval mode, on its device and dtype.
@@ -196,6 +229,7 @@ class StreamingVideoTracker:
         independent_objects: True (default, the reference): each object's memory is encoded
             with its own prompt flag, as one library session per object. False: as one library
             session holding every object (see the module docstring).
+        max_references: references kept per object (`add_reference`; the oldest dropped beyond).
     """
 
     def __init__(
@@ -209,6 +243,7 @@ class StreamingVideoTracker:
         batch_objects: bool = True,
         corrections_as_conditioning: bool = False,
         independent_objects: bool = True,
+        max_references: int = 4,
     ) -> None:
         config = model.config
         model_window = int(config.num_maskmem) - 1
@@ -223,6 +258,9 @@ class StreamingVideoTracker:
             raise ValueError("max_conditioning_frames must be >= 1")
         if prompt_frames < 0:
             raise ValueError("prompt_frames must be >= 0")
+        if max_references < 1:
+            raise ValueError("max_references must be >= 1")
+        self.max_references = max_references
         # The model and its session; every private library call is made through it (and
         # checked, on construction, to exist with the parameters it is called with).
         self.lib = LibraryAdapter(model, session_cls)
@@ -290,6 +328,9 @@ class StreamingVideoTracker:
         self._latest: int | None = None
         self._prompts: dict[int, dict[int, _PointPrompt]] = {}
         self._tracked: dict[int, set[int]] = {}
+        #: Per object: its references by id (oldest first), and the id its next one gets.
+        self._references: dict[int, dict[int, _Reference]] = {}
+        self._next_reference: dict[int, int] = {}
         self.steps.reset()
         # Zeroed in place: the model steps count into this same dict.
         self.counters.update(
@@ -377,6 +418,10 @@ class StreamingVideoTracker:
             self.lib.tracked_outputs(idx).pop(frame_index, None)
         for tracked in self._tracked.values():
             tracked.discard(frame_index)
+        for refs in self._references.values():
+            for ref in refs.values():
+                if ref.bound_on == frame_index:
+                    ref.at = ref.bound_on = None
         earlier = [i for i in self._frames if i < frame_index]
         self._latest = max(earlier) if earlier else None
 
@@ -399,9 +444,7 @@ class StreamingVideoTracker:
             groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
             layouts: dict[tuple[int, ...], tuple[int, int]] = {}
             for n, obj_id in enumerate(obj_ids):
-                memory, memory_pos, n_ptr, n_spatial = self.steps.memory_inputs(
-                    self._idx(obj_id), frame_index
-                )
+                memory, memory_pos, n_ptr, n_spatial = self._memory_inputs(obj_id, frame_index)
                 key: tuple[int, ...] = (
                     (memory.shape[0], n_ptr, n_spatial) if self.batch_objects else (n,)
                 )
@@ -493,36 +536,12 @@ class StreamingVideoTracker:
             previous = self._pop_outputs(idx, frame_index) if idx is not None else {}
             try:
                 point_prompt: _PointPrompt | None = None
-                if mask is not None and not len(points) and box is None:
-                    out = self.steps.mask_as_output(feats, high_res, mask)
-                    candidates = False
-                else:
+                if mask is None or len(points) or box is not None:
                     point_prompt = self._merge_points(obj_id, frame_index, points, labels, box)
-                    coords = torch.tensor(
-                        [point_prompt.coords], dtype=torch.float32, device=self.device
-                    )[None]
-                    point_labels = torch.tensor(
-                        [point_prompt.labels], dtype=torch.int32, device=self.device
-                    )[None]
-                    point_inputs = {"point_coords": coords, "point_labels": point_labels}
-                    if is_init:
-                        pix_feat = self.steps.no_memory(feats)
-                    else:
-                        assert idx is not None
-                        memory, memory_pos, n_ptr, n_spatial = self.steps.memory_inputs(
-                            idx, frame_index
-                        )
-                        pix_feat = self.steps.attend(feats, memory, memory_pos, n_ptr, n_spatial)
-                    dense = self.steps.dense_prompt(mask) if mask is not None else None
-                    decode_multi = multimask or self.lib.use_multimask(is_init, point_inputs)
-                    out = self.steps.decode(
-                        [*high_res, pix_feat],
-                        points=coords.to(self.dtype),
-                        labels=point_labels,
-                        dense=dense,
-                        multimask=decode_multi,
-                    )
-                    candidates = multimask
+                memory = None if is_init else (obj_id, frame_index)
+                out, candidates = self._decode_prompt(
+                    feats, high_res, point_prompt, mask, multimask, memory
+                )
                 others: dict[int, dict[str, torch.Tensor]] = {}
                 if self._shared_prompt_flag:
                     others = self._retrack_others(frame_index, obj_id, feats, high_res, out)
@@ -558,6 +577,49 @@ class StreamingVideoTracker:
                 self._tracked.setdefault(other, set()).add(frame_index)
             return out.mask(0, candidates=candidates)
 
+    def _decode_prompt(
+        self,
+        feats: Sequence[torch.Tensor],
+        high_res: list[torch.Tensor],
+        point_prompt: _PointPrompt | None,
+        mask: torch.Tensor | None,
+        multimask: bool,
+        memory: tuple[int, int] | None,
+    ) -> tuple[Decoded, bool]:
+        """A prompt through the decoder, as the library decodes it on its frame.
+
+        `point_prompt` None: `mask` alone is the object's mask (`mask_as_output`); else the
+        points (a box as its two corner points) with `mask`, if any, as a dense hint.
+        `memory`: (obj_id, frame_index) to decode with that object's memory on that frame (a
+        correction); None decodes without memory (a conditioning frame, a reference).
+        Returns (decoded, whether its candidates are to be returned).
+        """
+        import torch
+
+        if point_prompt is None:
+            assert mask is not None
+            return self.steps.mask_as_output(feats, high_res, mask), False
+        coords = torch.tensor([point_prompt.coords], dtype=torch.float32, device=self.device)[None]
+        point_labels = torch.tensor([point_prompt.labels], dtype=torch.int32, device=self.device)[
+            None
+        ]
+        point_inputs = {"point_coords": coords, "point_labels": point_labels}
+        if memory is None:
+            pix_feat = self.steps.no_memory(feats)
+        else:
+            attended, memory_pos, n_ptr, n_spatial = self._memory_inputs(*memory)
+            pix_feat = self.steps.attend(feats, attended, memory_pos, n_ptr, n_spatial)
+        dense = self.steps.dense_prompt(mask) if mask is not None else None
+        decode_multi = multimask or self.lib.use_multimask(memory is None, point_inputs)
+        out = self.steps.decode(
+            [*high_res, pix_feat],
+            points=coords.to(self.dtype),
+            labels=point_labels,
+            dense=dense,
+            multimask=decode_multi,
+        )
+        return out, multimask
+
     def _retrack_others(
         self,
         frame_index: int,
@@ -586,7 +648,7 @@ class StreamingVideoTracker:
             idx = self._idx(other)
             if frame_index in self.lib.conditioning_outputs(idx):
                 continue  # the library re-uses a prompted frame's output as it is
-            memory, memory_pos, n_ptr, n_spatial = self.steps.memory_inputs(idx, frame_index)
+            memory, memory_pos, n_ptr, n_spatial = self._memory_inputs(other, frame_index)
             pix_feat = self.steps.attend(feats, memory, memory_pos, n_ptr, n_spatial)
             decoded[other] = self.steps.decode([*high_res, pix_feat], multimask=multimask)
         order = list(decoded)
@@ -618,6 +680,124 @@ class StreamingVideoTracker:
         self.lib.remove_object(obj_id)
         self._prompts.pop(obj_id, None)
         self._tracked.pop(obj_id, None)
+        self._references.pop(obj_id, None)
+        self._next_reference.pop(obj_id, None)
+
+    # ------------------------------------------------------------------ references
+    def add_reference(
+        self,
+        obj_id: int,
+        pixel_values: torch.Tensor,
+        *,
+        points: Sequence[Sequence[float]] = (),
+        labels: Sequence[int] = (),
+        box: Sequence[float] | None = None,
+        mask: torch.Tensor | None = None,
+        multimask: bool = False,
+    ) -> tuple[int, TrackedMask]:
+        """Create `obj_id`, or add to it, from a region shown on an image that is NOT a frame.
+
+        The image (a photo, another camera's view) is encoded once and the prompt decoded on it
+        as on a conditioning frame (without memory; a mask alone is the object's mask); the
+        memory encoder then turns the region into a memory entry (spatial memory + object
+        pointer), which is all that is kept: the image and its features are not.
+
+        Where a reference sits in time: it behaves as a prompted (conditioning) frame standing
+        just before the first frame its object is tracked on (or corrected on) after it was
+        added: its index `at` is that frame's index - 1, set then (`_memory_inputs`). It is
+        attended like a conditioning frame (spatial memory with the conditioning temporal
+        encoding; object pointer at temporal offset frame_index - at), ahead of the object's
+        prompted frames and in addition to them. So a reference made of frame 0 of a clip, then
+        frames 1..N streamed, tracks as a prompt on frame 0 of the stream would.
+
+        It is apart from the stream's frames: no frame index names it (`has_frame`, prompts and
+        `latest_frame` ignore it), the memory window never prunes it, and prompts'
+        `max_conditioning_frames` never evict it; its own bound is `max_references` per object
+        (the oldest is dropped beyond). May be called before the first frame.
+
+        Args:
+            obj_id: a new id creates an object (tracked from the next frame on); a known one
+                gains a reference (its other memory stays).
+            pixel_values: (1, 3, S, S) or (3, S, S) preprocessed reference image.
+            points, labels, box, mask: as `add_prompt`, on the reference image in model input
+                pixels (points are not merged with any earlier prompt).
+            multimask: return the decoder's candidate masks (best first).
+        Returns: (the reference's id within the object, increasing from 1; its mask on the
+            reference image).
+        Raises: PromptError for an empty prompt; ValueError for pixels of the wrong shape.
+        """
+        import torch
+
+        _check_prompt(points, labels, box, mask)
+        pixels = self.steps.as_pixels(pixel_values)
+        with torch.inference_mode():
+            feats = self.steps.encode(pixels)
+            high_res = self.steps.high_res(feats)
+            point_prompt = None
+            if mask is None or len(points) or box is not None:
+                point_prompt = _PointPrompt.build(points, labels, box)
+            out, candidates = self._decode_prompt(
+                feats, high_res, point_prompt, mask, multimask, None
+            )
+            maskmem, maskmem_pos = self.steps.encode_memory(
+                feats, out.high_res, out.object_score_logits, from_prompt=True
+            )
+        del feats, high_res  # nothing of the image is kept
+        # Commit (nothing above changed the tracker's state).
+        self.lib.object_index(obj_id)  # created when new
+        self._tracked.setdefault(obj_id, set())
+        reference = self._next_reference.get(obj_id, 1)
+        self._next_reference[obj_id] = reference + 1
+        refs = self._references.setdefault(obj_id, {})
+        refs[reference] = _Reference(
+            self.lib.output(out.object_pointer, out.object_score_logits, maskmem, maskmem_pos)
+        )
+        while len(refs) > self.max_references:
+            del refs[min(refs)]
+        return reference, out.mask(0, candidates=candidates)
+
+    def remove_reference(self, obj_id: int, reference: int) -> None:
+        """Forget one reference of `obj_id`; the object stays, tracked from its other memory.
+
+        Raises PromptError for an unknown object or reference, and for the last reference of
+        an object that has no prompted frame: SAM tracks from a prompted frame or a reference,
+        never from tracked frames alone (remove the object instead); the object is kept.
+        """
+        refs = self._references.get(obj_id, {})
+        if obj_id not in self.object_ids:
+            raise PromptError(f"object {obj_id} is not tracked")
+        if reference not in refs:
+            raise PromptError(
+                f"object {obj_id} has no reference {reference} (its references: "
+                f"{sorted(refs) or 'none'})"
+            )
+        if len(refs) == 1 and not self.lib.conditioning_outputs(self._idx(obj_id)):
+            raise PromptError(
+                f"reference {reference} is all object {obj_id} is tracked from (it has no "
+                "prompted frame): remove the object instead, or prompt it first"
+            )
+        del refs[reference]
+
+    def references(self, obj_id: int) -> list[int]:
+        """The reference ids `obj_id` keeps, oldest first ([] for an unknown object)."""
+        return sorted(self._references.get(obj_id, {}))
+
+    def reference_positions(self, obj_id: int) -> dict[int, int | None]:
+        """Where each reference of `obj_id` stands in time, by id: the frame index it is
+        attended as (a conditioning frame there), None until first attended."""
+        return {i: ref.at for i, ref in sorted(self._references.get(obj_id, {}).items())}
+
+    def _memory_inputs(
+        self, obj_id: int, frame_index: int
+    ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """`steps.memory_inputs` of `obj_id` on `frame_index`, with its references; a reference
+        first attended here is placed at frame_index - 1 (see `add_reference`)."""
+        refs = self._references.get(obj_id, {})
+        for ref in refs.values():
+            if ref.at is None:
+                ref.at, ref.bound_on = frame_index - 1, frame_index
+        placed = [(ref.at, ref.output) for ref in refs.values() if ref.at is not None]
+        return self.steps.memory_inputs(self._idx(obj_id), frame_index, placed)
 
     def segment(
         self,
@@ -787,7 +967,10 @@ class StreamingVideoTracker:
         Counted from the tensors themselves, so unlike RSS it does not depend on what the
         allocator keeps; the model's weights are not included.
         """
-        return tensor_bytes(self._frames, self._features, self.lib.all_outputs(), self.steps.pos)
+        references = [ref.output for refs in self._references.values() for ref in refs.values()]
+        return tensor_bytes(
+            self._frames, self._features, self.lib.all_outputs(), self.steps.pos, references
+        )
 
     def stats(self) -> dict[str, float]:
         """What the tracker holds now (frames, features, outputs) and its work counters."""
@@ -805,6 +988,9 @@ class StreamingVideoTracker:
             "max_conditioning_per_object": float(cond),
             "max_full_outputs_per_object": float(full),
             "max_pointer_outputs_per_object": float(pointer),
+            "max_references_per_object": float(
+                max((len(r) for r in self._references.values()), default=0)
+            ),
             "memory_frames": float(self.memory.memory_frames),
             "prompt_frames": float(self.memory.prompt_frames),
             "held_mb": self.held_bytes() / 2**20,
