@@ -41,6 +41,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -101,9 +102,10 @@ def _build(path: str, arch: str, device: str, folder: pathlib.Path) -> tuple[Any
 
         if arch == "tiny":
             write_random_checkpoint(folder, TINY)
-            backend = build_backend(BackendConfig(backend="sam3", model=str(folder), device=device))
-            params = sum(p.numel() for p in backend.model.parameters())
-            return backend, params / 1e6
+            built: Any = build_backend(
+                BackendConfig(backend="sam3", model=str(folder), device=device)
+            )
+            return built, sum(p.numel() for p in built.model.parameters()) / 1e6
         write_tokenizer(folder)  # the tiny vocabulary's ids are valid ids of the real one
         torch.manual_seed(0)
         model = Sam3VideoModel(Sam3VideoConfig()).eval().to(dev)
@@ -188,7 +190,7 @@ def bench_path(
         session.reset()
         session.step(frames[k])
         index = session.frame_index
-        cold_samples.append(_timed(dev, lambda i=index: detect(i, TEXT, DETECT_THRESHOLD, 0), 1))
+        cold_samples.append(_timed(dev, partial(detect, index, TEXT, DETECT_THRESHOLD, 0), 1))
     cold = {m: round(statistics.median(s[m] for s in cold_samples), 2) for m in ("ms", "cpu_ms")}
     found = detect(index, TEXT, DETECT_THRESHOLD, 0)
     warm = _timed(dev, lambda: detect(index, TEXT, DETECT_THRESHOLD, 0), repeats)
@@ -198,7 +200,7 @@ def bench_path(
     steps: dict[int, dict[str, float]] = {}
     for count in OBJECT_COUNTS:
         cursor = _tracking(session, frames, count, warm_frames, Prompt)
-        steps[count] = _timed(dev, lambda it=cursor: session.step(next(it)), repeats)
+        steps[count] = _timed(dev, partial(_step_next, session, cursor), repeats)
         rows.append({**base, "metric": "track_step", "objects": count, **steps[count]})
     for count in OBJECT_COUNTS:
         detection = cold if count == 0 else warm
@@ -218,6 +220,10 @@ def bench_path(
     backend.close()
     gc.collect()
     return rows
+
+
+def _step_next(session: Any, cursor: Iterator[np.ndarray]) -> Any:
+    return session.step(next(cursor))
 
 
 def _tracking(
