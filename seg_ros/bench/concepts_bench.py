@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 import os
 import pathlib
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -219,6 +221,7 @@ def bench_path(
     session.close()
     backend.close()
     gc.collect()
+    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress: a path can take minutes
     return rows
 
 
