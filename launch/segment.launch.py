@@ -11,17 +11,20 @@
 
 Arguments: namespace, image (input topic), use_compressed (subscribe to <image>/compressed),
 qos_reliability / qos_depth (input QoS; override the params file when not empty), params_file
-(default share/seg_ros/config/seg_ros.yaml), backend / model / device (override the params file
-when not empty), depth and camera_info (topics for 3D; camera_info defaults to the one beside
-image, as image_transport pairs them), use_depth (empty = true when depth is given, else the params
-file's), cameras / images / depths (several cameras served by one model: names, then each
-camera's image and depth topic in the same order; camera_info beside each image), rviz (start
-RViz with config/seg_ros.rviz), lifecycle (run the managed node seg_ros.lifecycle_node),
-autostart (with lifecycle: configure and activate it at launch; false leaves it to a lifecycle
-manager) and concepts (standing queries tracked from start-up, comma separated:
-`concepts:="person,red mug"`; ';' joins phrases of one query).
+(default share/seg_ros/config/seg_ros.yaml), backend / model / text_detector / device (override the
+params file when not empty; text_detector: an open-vocabulary detector folder that gives the sam2
+backend text, hence add_text and concepts), depth and camera_info (topics for 3D; camera_info
+defaults to the one beside image, as image_transport pairs them), use_depth (empty = true when
+depth is given, else the params file's), cameras / images / depths (several cameras served by one
+model: names, then each camera's image and depth topic in the same order; camera_info beside each
+image), rviz (start RViz with config/seg_ros.rviz), lifecycle (run the managed node
+seg_ros.lifecycle_node), autostart (with lifecycle: configure and activate it at launch; false
+leaves it to a lifecycle manager) and concepts (standing queries tracked from start-up, comma
+separated: `concepts:="person,red mug"`; ';' joins phrases of one query).
 `ros2 launch seg_ros segment.launch.py --show-args` lists them.
 """
+
+from collections.abc import Callable
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchContext, LaunchDescription
@@ -49,6 +52,12 @@ ARGUMENTS = (
     ("params_file", "", "Parameter file; empty = share/seg_ros/config/seg_ros.yaml"),
     ("backend", "", "classic | sam2 | sam3 | fake; empty = the params file's"),
     ("model", "", "Model folder or hub id; empty = the params file's"),
+    (
+        "text_detector",
+        "",
+        "sam2: open-vocabulary detector folder (Grounding DINO, OWLv2) for text and concepts; "
+        "empty = the params file's",
+    ),
     ("device", "", "auto | cuda | cuda:N | cpu; empty = the params file's"),
     ("depth", "", "Depth topic registered to image (16UC1 mm or 32FC1 m); enables 3D"),
     ("camera_info", "", "CameraInfo topic of image; empty = <image's namespace>/camera_info"),
@@ -70,6 +79,10 @@ ARGUMENTS = (
         "of one query); empty = the params file's",
     ),
 )
+
+
+#: Arguments that set the node parameter of the same name when not empty.
+PASSED_THROUGH = ("backend", "model", "text_detector", "device", "qos_reliability")
 
 
 def _true(text: str) -> bool:
@@ -103,21 +116,28 @@ def _camera_remaps(prefix: str, image: str, depth: str, camera_info: str) -> lis
     return remappings
 
 
+def parameter_overrides(arg: Callable[[str], str]) -> dict[str, object]:
+    """The node parameters that the launch arguments (`arg(name)` -> its text) set, besides
+    cameras and depth: only those given (an empty argument keeps the params file's value)."""
+    overrides: dict[str, object] = {"input_compressed": _true(arg("use_compressed"))}
+    for name in PASSED_THROUGH:
+        value = arg(name).strip()
+        if value:
+            overrides[name] = value
+    qos_depth = arg("qos_depth").strip()
+    if qos_depth:  # not a number: the node refuses it, naming the parameter
+        overrides["qos_depth"] = int(qos_depth) if qos_depth.isdigit() else qos_depth
+    concepts = concept_list(arg("concepts"))
+    if concepts:
+        overrides["concepts"] = concepts
+    return overrides
+
+
 def _segmentation_node(context: LaunchContext) -> list[Action]:
     """The node, with only the overrides that were given (an empty one keeps the file's)."""
     share = get_package_share_directory("seg_ros")
     params_file = _arg(context, "params_file") or f"{share}/config/seg_ros.yaml"
-    overrides: dict[str, object] = {"input_compressed": _true(_arg(context, "use_compressed"))}
-    for name in ("backend", "model", "device", "qos_reliability"):
-        value = _arg(context, name)
-        if value:
-            overrides[name] = value
-    qos_depth = _arg(context, "qos_depth").strip()
-    if qos_depth:  # not a number: the node refuses it, naming the parameter
-        overrides["qos_depth"] = int(qos_depth) if qos_depth.isdigit() else qos_depth
-    concepts = concept_list(_arg(context, "concepts"))
-    if concepts:
-        overrides["concepts"] = concepts
+    overrides = parameter_overrides(lambda name: _arg(context, name))
     cameras = _names(_arg(context, "cameras"))
     use_depth = _arg(context, "use_depth")
     if cameras:

@@ -1,7 +1,7 @@
 """`make bench`: every benchmark this machine can run, one JSON object per line on stdout.
 
     python -m seg_ros.bench [--quick] [--davis DIR]
-        [--only node,cameras,streams,robot,quality,davis,reference,soak,sam2,sam3]
+        [--only node,cameras,streams,robot,quality,davis,reference,soak,sam2,sam3,concepts]
 
 Each suite runs in turn; one that fails prints a row with "error" and the others still run.
 Timings are medians in milliseconds; rss growth in MB. A row with `"ok": false` missed a bound it
@@ -31,6 +31,7 @@ SUITES = (
     "soak",
     "sam2",
     "sam3",
+    "concepts",
 )
 
 
@@ -75,6 +76,10 @@ def _suite(name: str, quick: bool, davis: str = "") -> Callable[[], list[dict[st
         return lambda: mod.run(quick=quick)
     if name == "sam3":
         mod = importlib.import_module("seg_ros.bench.sam3_bench")
+        return lambda: mod.run(quick=quick)
+    if name == "concepts":
+        # Standing queries: detect + step per path; the real architectures unless quick.
+        mod = importlib.import_module("seg_ros.bench.concepts_bench")
         return lambda: mod.run(quick=quick)
     raise ValueError(f"unknown suite '{name}'; choose from {', '.join(SUITES)}")
 

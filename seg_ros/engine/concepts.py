@@ -41,6 +41,14 @@ unconfirmed object goes. Where it deviates, and why:
   and a query on the same thing must not make two ids.
 - The timeout counts frames *or seconds* since the object was last seen (visible or confirmed),
   not a keep-alive that matched frames raise: a tracked, visible object is never dropped here.
+- The new-object score applies on every frame: with nothing tracked Sam3Video takes every
+  detection above its detection floor (`score_threshold_detection` 0.5) as new, so whether a
+  0.6 detection starts an object would depend on whether something else is tracked.
+- New detections that duplicate one another are one object; Sam3Video leaves that to its NMS,
+  which it skips without the hub's `kernels` package.
+
+test/test_concepts_library.py checks both: agreement with Sam3Video's streaming session and its
+`_associate_det_trk` where this follows it, and each deviation above.
 """
 
 from __future__ import annotations
