@@ -475,3 +475,56 @@ def test_a_standing_query_on_the_light_path_picks_up_instances_as_they_appear(
     # then tracking re-used them); frame 0, with nothing to track or decode, none.
     assert backend.tracker.counters["encoder_calls"] == 5
     session.close()
+
+
+@pytest.mark.slow
+def test_light_path_memory_stays_flat_over_1000_frames_while_people_come_and_go(
+    folders: dict[str, pathlib.Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The light path's standing query over 1,000 frames: a new 'person' box every 25 frames
+    at one of 4 places, each there for 30 frames (scripted detector boxes; SAM 2.1's decoder
+    and tracker are the real ones, random weights). Objects come and are dropped by the
+    timeout; the tracker's tensors and the process's RSS stay flat. Random weights track
+    nothing meaningful (their masks would 'confirm' any later box), so a score threshold of 1
+    makes every tracked frame 'not seen': the scripted boxes alone say who is there, as when
+    a tracker loses the people who leave."""
+    import resource
+
+    from seg_ros.engine.concepts import QueryOptions
+    from seg_ros.engine.sam.open_vocab import BoxDetection
+
+    places = [(5.0, 5.0, 45.0, 60.0), (60.0, 10.0, 100.0, 70.0), (110.0, 5.0, 150.0, 60.0),
+              (40.0, 40.0, 90.0, 92.0)]  # fmt: skip
+    period, stay, frames = 25, 30, 1000
+    backend = build(folders, "mm-grounding-dino", options={"detector_threshold": 0.0})
+    session = SegmentationSession(backend, max_objects=8, score_threshold=1.0)
+
+    def scripted(*_: Any, **__: Any) -> list[Any]:
+        now = session.frame_index
+        return [
+            BoxDetection(np.array(places[k % len(places)], np.float32), 0.9, "person")
+            for k in range(now // period + 1)
+            if k * period <= now < k * period + stay
+        ]
+
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+    assert backend.detector is not None
+    monkeypatch.setattr(type(backend.detector), "__call__", lambda self, *a, **k: scripted())
+    query = session.add_query("person", QueryOptions(every_n=2, timeout_frames=8))
+    held, rss, counts = [], [], []
+    for i in range(frames):
+        session.step(image(i % 7), i + 1)
+        counts.append(len(session.object_ids))
+        if i in (200, frames - 1):
+            held.append(backend.tracker.held_bytes())
+            rss.append(rss_mb())
+    stats = session.queries[0].stats
+    assert stats.added >= frames // period - 2  # each newcomer got an id ...
+    assert stats.dropped >= stats.added - 4  # ... and went, by the timeout
+    assert max(counts) <= 8 and query.query_id
+    assert held[1] <= held[0] * 1.5 + 2**20, held  # tensors held: flat, not per frame
+    assert rss[1] - rss[0] < 40.0, rss  # MB
+    session.close()
