@@ -280,3 +280,78 @@ def test_two_cameras_share_one_sam2_model_batched(
     assert frames["left"].result.objects == ()
     assert [o.object_id for o in frames["right"].result.objects] == ["1"]
     assert all(c.stats.failed == 0 for c in node.cameras)
+
+
+def test_a_standing_query_from_the_parameters_on_sam3(
+    ros_graph: RosGraph, sam3_folder: pathlib.Path
+) -> None:
+    """`concepts` at start-up on SAM 3 (its detector on the shared backbone): instances are
+    tracked with no service call, under the query's text, and keep their ids."""
+    node = start_node(
+        ros_graph,
+        backend="sam3",
+        model=str(sam3_folder),
+        device="cpu",
+        score_threshold=0.0,
+        concepts=["red block"],
+        concept_every_n=1,
+        new_instance_threshold=0.01,  # random weights score low
+    )
+    assert node.session is not None, node.load_error
+    client = Client(ros_graph, ("instances",), frame=scene)
+    assert wait_for(client.connected, timeout=20.0)
+    first = send(client, 1)
+    assert first.instances and {i.label for i in first.instances} == {"red block"}
+    ids = [i.id for i in first.instances]
+    for sec in (2, 3):
+        assert [i.id for i in send(client, sec).instances][: len(ids)] == ids
+    listed = client.call("list_queries")
+    assert listed.success and [q.label for q in listed.queries] == ["red block"]
+    assert set(ids) <= set(listed.queries[0].object_ids)
+
+
+def test_a_standing_query_from_the_parameters_on_the_light_path(
+    ros_graph: RosGraph,
+    sam2_folder: pathlib.Path,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`concepts` at start-up on sam2 + `text_detector`: the detector's boxes are scripted
+    (random weights find nothing meaningful): a person from frame 2, a second from frame 4.
+    Each gets one new id on the frame it appears, labelled with the query, and keeps it."""
+    from seg_ros.engine.sam.open_vocab import BoxDetection
+    from seg_ros.testing.tiny_detector import save_detector
+
+    detector = save_detector(tmp_path / "mm-grounding-dino", "mm-grounding-dino")
+    node = start_node(
+        ros_graph,
+        backend="sam2",
+        model=str(sam2_folder),
+        text_detector=str(detector),
+        device="cpu",
+        score_threshold=0.0,
+        backend_options='{"detector_threshold": 0.0}',
+        concepts=["person"],
+        concept_every_n=1,
+    )
+    session = node.session
+    assert session is not None, node.load_error
+    people = {2: (45.0, 40.0, 85.0, 80.0), 4: (100.0, 70.0, 150.0, 115.0)}
+
+    def scripted(frame: np.ndarray, *_: Any, **__: Any) -> list[Any]:
+        sec = int(np.argmax(frame[60, :, 0] == 220)) - 40  # `scene` draws its square at 40 + sec
+        return [
+            BoxDetection(np.array(box, np.float32), 0.9, "person")
+            for start, box in people.items()
+            if sec >= start
+        ]
+
+    monkeypatch.setattr(
+        type(session.backend.detector), "__call__", lambda self, *a, **k: scripted(*a, **k)
+    )
+    client = Client(ros_graph, ("instances",), frame=scene)
+    assert wait_for(client.connected, timeout=20.0)
+    assert send(client, 1).instances == []
+    ids = {sec: [(i.id, i.label) for i in send(client, sec).instances] for sec in (2, 3, 4, 5)}
+    assert ids[2] == ids[3] == [("1", "person")]
+    assert ids[4] == ids[5] == [("1", "person"), ("2", "person")]

@@ -28,6 +28,8 @@ SERVICE_TYPES = {
     "add_box": "AddBox",
     "add_mask": "AddMask",
     "add_text": "AddText",
+    "list_queries": "ListQueries",
+    "remove_query": "RemoveQuery",
     "add_reference": "AddReference",
     "remove_reference": "RemoveReference",
     "remove_object": "RemoveObject",
