@@ -13,6 +13,11 @@ No model, no weights, CPU real time. What it does with each request:
   - a refinement (points on a tracked object, same frame): GrabCut from the current mask with
     every click of this frame as a hard seed;
   - a full mask: taken as the object.
+  A click's answer covering more than a fifth of the frame (it ran over look-alike
+  surroundings) is replaced by GrabCut in a box around the click. One image often does not
+  tell an object from its surroundings (a black swan on dark water): a box or a click is
+  then *settled by motion* on the next `settle_frames` frames, re-segmented in the prompt's
+  region from what moves unlike the background, and its colour models learnt again.
   Each object then keeps a colour model (Lab histogram of its pixels) and one of the rest of
   the frame.
 * Tracking, per frame (classic/track.py): one dense optical flow (DIS, "medium") from the new
