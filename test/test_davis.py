@@ -119,6 +119,13 @@ def test_missing_folder_gives_a_skip_row(tmp_path: pathlib.Path) -> None:
         ("blackswan", "box", 0.60),
         ("drift-chicane", "mask", 0.49),
         ("dance-twirl", "mask", 0.60),
+        # Issue 10 round 5 (prompts settled by motion, click leak replaced by a box around it):
+        # camel box 0.746, click 0.746 (before: the click's mask covered the sand, 0.16),
+        # dance-twirl box 0.701, libby click 0.532.
+        ("camel", "box", 0.64),
+        ("camel", "click", 0.64),
+        ("dance-twirl", "box", 0.60),
+        ("libby", "click", 0.43),
     ],
 )
 def test_dev_quick_floor(sequence: str, prompt: str, floor: float) -> None:
@@ -130,11 +137,13 @@ def test_dev_quick_floor(sequence: str, prompt: str, floor: float) -> None:
 
 # Full dev subset (6 clips, all frames), means measured (issue 10 round 3, motion cue, tight box
 # cuts): mask J 0.572 F 0.560, box J 0.522, click J 0.214 (round 4, re-acquisition by colour
-# histogram: 0.587 F 0.578, 0.523, 0.214; round 2: 0.440, 0.291, 0.170; the
-# issue's targets, 0.70 / 0.60 / 0.50, are NOT reached).
+# histogram: 0.587 F 0.578, 0.523, 0.214; round 2: 0.440, 0.291, 0.170; round 5, box and
+# click settled by motion on the 5 frames after the prompt, a click's leak replaced by a box
+# around it: 0.587, box 0.542 F 0.524, click 0.459 F 0.427; the issue's targets, 0.70 / 0.60
+# / 0.50, are NOT reached).
 @needs_dev
 @pytest.mark.slow
-@pytest.mark.parametrize(("prompt", "floor"), [("mask", 0.50), ("box", 0.45), ("click", 0.17)])
+@pytest.mark.parametrize(("prompt", "floor"), [("mask", 0.50), ("box", 0.47), ("click", 0.39)])
 def test_dev_full_floor(prompt: str, floor: float) -> None:
     rows = davis.run(DEV, prompts=(prompt,))
     (mean,) = [r for r in rows if r["bench"] == "davis_mean"]
