@@ -324,6 +324,110 @@ def test_classic_references_are_bounded_removable_and_refused_when_empty() -> No
     assert backend.references(5) == []
 
 
+#: Two shades of one colour bin of the classic backend's Lab histogram (L 200 and 226 of 255,
+#: the same a, b): a pink pillow and the lighter pink wall behind it, 42 RGB levels apart.
+_PINK, _WALL = (223, 186, 176), (249, 215, 204)
+
+
+def _pillow_scene(look_alike: bool, pillow: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """320x240 grey (noise sigma 3): the 'pillow', a 40 x 40 square of `_PINK` (when `pillow`),
+    against a strip of `_WALL` on its right; with `look_alike`, a square of `_WALL` of the
+    pillow's size elsewhere, on clear grey, so that it stands out more than the pillow does.
+    Returns the image and the pillow's mask."""
+    rng = np.random.default_rng(seed)
+    image = np.empty((240, 320, 3), np.float32)
+    image[:] = (90, 96, 88)
+    truth = np.zeros((240, 320), bool)
+    if pillow:
+        truth[100:140, 200:240] = True
+        image[truth] = _PINK
+    image[90:150, 240:256] = _WALL
+    if look_alike:
+        image[100:140, 40:80] = _WALL
+    image += rng.normal(0.0, 3.0, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), truth
+
+
+@pytest.mark.parametrize("pillow", [True, False], ids=["present", "absent"])
+def test_classic_takes_no_look_alike_of_another_shade_that_stands_out_more(pillow: bool) -> None:
+    """The bedroom failure on a hand-made scene: the reference shows the pillow by its mask
+    (the wall strip beside it); on the stream the pillow is where it was, and a square of the
+    wall's shade stands out more on the matched filter (1.37x the reference's contrast against
+    the pillow's 1.00x: the strip lies in the pillow's ring) and passes every histogram gate
+    (one colour bin for both shades). The colour mixtures learnt on the reference put that
+    shade in the background: the pillow is found, the square never taken, also when the
+    pillow is not there. Before the mixture gate the square was taken on the first frame and
+    followed (J with it 0.8, then 1.0)."""
+    session = SegmentationSession(ClassicBackend(), score_threshold=0.5)
+    reference, mask = _pillow_scene(look_alike=False, pillow=True, seed=1)
+    obj = session.add_reference(reference, Prompt(mask=mask)).object_id
+    square = np.zeros((240, 320), bool)
+    square[100:140, 40:80] = True
+    for k in range(6):
+        image, truth = _pillow_scene(look_alike=True, pillow=pillow, seed=10 + k)
+        found = session.step(image, stamp_ns=k + 1).get(obj)
+        assert found is not None
+        if found.visible:
+            assert not (found.mask & square).any(), f"frame {k}: taken on the look-alike"
+        if pillow:  # measured: J 0.89, then 0.88
+            assert found.visible and jaccard(found.mask, truth) >= 0.8, k
+        else:
+            assert not found.visible, k
+
+
+_BEDROOM = pathlib.Path(__file__).resolve().parents[1] / "data" / "bedroom.mp4"
+#: data/README.md's boxes on frame 0 of the clip (x0, y0, x1, y1 pixels of 960x540).
+_BEDROOM_BOXES = {
+    "girl": (310, 0, 515, 400),
+    "boy": (145, 135, 295, 400),
+    "pillow": (530, 288, 680, 412),
+}
+
+
+def _bedroom_frames(last: int) -> list[np.ndarray]:
+    """Clip frames 0..`last` (RGB uint8 540x960x3); skips when the clip cannot be decoded."""
+    capture = cv2.VideoCapture(str(_BEDROOM))
+    frames = []
+    while len(frames) <= last:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    capture.release()
+    if len(frames) <= last:
+        pytest.skip(f"could not decode {last + 1} frames of {_BEDROOM} (got {len(frames)})")
+    return frames
+
+
+@pytest.mark.skipif(not _BEDROOM.is_file(), reason=f"bedroom clip not found at {_BEDROOM}")
+def test_classic_finds_the_bedroom_pillow_on_itself_not_on_a_wall_of_its_colours() -> None:
+    """References from frame 0 of the shipped clip (the three boxes), the stream from frame 40
+    (the camera has barely moved; the pillow has not): the pillow is found on frame 40 where it
+    is, not on the patch of pink wall under the window, left of the girl, that scored higher
+    on the matched filter and passed the histogram gates (Bhattacharyya 0.98: the Lab
+    histogram's bins cannot tell the two pinks apart; GrabCut's colour mixtures can). The boy,
+    hidden behind the girl over these frames, is not "found" (on that wall patch he was, on
+    frame 63, at 0.61 of his reference's contrast)."""
+    frames = _bedroom_frames(70)
+    session = SegmentationSession(ClassicBackend(), score_threshold=0.5)
+    ids = {
+        name: session.add_reference(frames[0], Prompt(box=np.asarray(box, np.float32))).object_id
+        for name, box in _BEDROOM_BOXES.items()
+    }
+    x0, y0, x1, y1 = _BEDROOM_BOXES["pillow"]
+    where = np.zeros(frames[0].shape[:2], bool)
+    where[y0 - 30 : y1 + 30, x0 - 30 : x1 + 30] = True  # its box, and the camera's drift
+    for i in range(40, 71):
+        result = session.step(frames[i], stamp_ns=i + 1)
+        pillow, boy = result.get(ids["pillow"]), result.get(ids["boy"])
+        assert pillow is not None and boy is not None
+        if i == 40:
+            assert pillow.visible, "the pillow is in view, unmoved: it is found at once"
+            inside = float((pillow.mask & where).sum()) / max(1, int(pillow.mask.sum()))
+            assert inside >= 0.9, f"frame 40: {inside:.2f} of the pillow's mask on it"
+        assert not boy.visible, f"frame {i}: the hidden boy reported at {boy.bbox}"
+
+
 def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
     ys, xs = np.nonzero(mask)
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
@@ -401,8 +505,8 @@ DEV = davis.DEFAULT_DIR
 )
 def test_classic_finds_dev_objects_from_a_reference_of_frame_0_and_not_absent_ones() -> None:
     # Measured (2-core CPU, shipped defaults), stream from frame 10: 6/6 found, median 0 frames
-    # to find, J_found 0.534, 0 wrong finds; searched for in the 5 other clips (30 pairs, the
-    # object absent): 1 pair with a find (camel's reference on dance-twirl).
+    # to find, J_found 0.532, 0 wrong finds; searched for in the 5 other clips (30 pairs, the
+    # object absent): no pair with a find (1 before the colour-mixture gate).
     rows = reference_bench.run(DEV, starts=[10], prompted=False)
     (mean,) = [r for r in rows if r["bench"] == "reference_mean"]
     assert mean["found"] >= 5 and mean["frames_to_find_median"] <= 2
