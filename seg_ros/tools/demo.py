@@ -69,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--paced",
         action="store_true",
-        help="the camera waits for the node's answer to each frame (every frame processed, "
-        "whatever the load: reproducible runs for tests); a real camera does not wait",
+        help="the camera waits until the client is done with each frame (the node's answer "
+        "received, the prompts due on it answered): every frame processed and every prompt "
+        "landing on the same frame, whatever the load (reproducible runs for tests); a real "
+        "camera does not wait",
     )
     args = parser.parse_args(argv)
 
@@ -94,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         "-p", f"width:={args.width}", "-p", f"height:={args.height}", "-p", f"fps:={args.fps}",
     ]  # fmt: skip
     if args.paced:
-        camera_cmd += ["-p", "pace_topic:=/segmentation_node/instances"]
+        # The next frame once the client is done with the last one (its prompts answered):
+        # the node sees the same frames, prompted at the same frames, every run.
+        camera_cmd += ["-p", "pace_topic:=/demo_client/done"]
     real = args.clip != "synthetic"
     if real:
         if not pathlib.Path(args.clip).is_file():

@@ -9,7 +9,8 @@ prompts (`demo_plan`) land on their objects.
 With `pace_topic` (a node's `~/instances`), the camera publishes the next frame only once the
 node has answered the previous one (an InstanceArray with its stamp), or after
 `pace_timeout_s`: the node then sees every frame of the clip, whatever the machine's load (a
-test's reproducible run; a real camera does not wait, and `make demo` does not either).
+test's reproducible run; a real camera does not wait, and `make demo` does not either). Paced,
+the still opening (`hold_first_s`) is counted in frames (hold_first_s x fps), not in time.
 
     python -m seg_ros.tools.demo_camera --ros-args -p width:=640 -p height:=480 -p fps:=15.0
 
@@ -162,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             self.clip = ClipReader(clip, width) if clip else None
             self.hold_s = max(0.0, float(self.get_parameter("hold_first_s").value))
             self.play_at: float | None = None  # when the clip starts to move (monotonic s)
+            # Paced, the hold is counted in frames (hold_first_s x fps, from the node's first
+            # answer): the same number of still frames every run, however loaded the machine.
+            self.hold_frames = round(self.hold_s * fps)
+            self.held = 0
             self.first: np.ndarray | None = None
             if self.clip is not None:
                 width, height = self.clip.width, self.clip.height
@@ -209,10 +214,14 @@ def main(argv: list[str] | None = None) -> int:
                 if self.first is None:
                     self.first = self.clip.next()
                 now = time.monotonic()
-                # The hold runs in time; paced, from the node's first answer (it is up).
-                if self.play_at is None and (not self.paced or self.answered_ns >= 0):
-                    self.play_at = now + self.hold_s
-                playing = self.play_at is not None and now >= self.play_at
+                if self.paced:  # in frames, from the node's first answer (it is up)
+                    if self.answered_ns >= 0:
+                        self.held += 1
+                    playing = self.held > self.hold_frames
+                else:  # in time
+                    if self.play_at is None:
+                        self.play_at = now + self.hold_s
+                    playing = now >= self.play_at
                 image = self.clip.next() if playing else self.first
             else:
                 image = self.seq.frame(self.index % len(self.seq)).image
