@@ -586,8 +586,9 @@ def test_demo_launch_arguments_are_described(tools: None) -> None:
 
 def test_ros2_run_works_without_the_venv_first_on_path(tools: None) -> None:
     """`ros2 run seg_ros <script>` runs the interpreter the package was built for."""
-    run = ros2(_domain(0), "run", "seg_ros", "seg-ros-download", "--help")
-    assert run.returncode == 0 and "usage" in run.stdout.lower(), run
+    for script in ("seg-ros-download", "add_reference"):
+        run = ros2(_domain(0), "run", "seg_ros", script, "--help")
+        assert run.returncode == 0 and "usage" in run.stdout.lower(), run
 
 
 def _installed_scripts() -> list[pathlib.Path]:
