@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 
@@ -43,6 +44,9 @@ from seg_ros.engine.prompts import MAX_TEXT_LENGTH, Prompt
 from seg_ros.engine.results import FrameResult, ObjectMask
 from seg_ros.engine.sam.everything import EverythingOptions
 from seg_ros.engine.types import BoolArray, RgbImage
+
+#: What a backend answers for a new object (a MaskOutput, or a ReferenceOutput).
+_Output = TypeVar("_Output")
 
 #: Mask values are uint16 in the label image; 0 is background.
 MAX_MASK_VALUE = 65535
@@ -312,13 +316,9 @@ class SegmentationSession:
             else:
                 value = self._allocate()
                 track = _Track(value, label)
-                try:
-                    output = self.backend.add_reference(value, image, prompt, multimask)
-                except BaseException:
-                    with contextlib.suppress(Exception):  # the original error is the one to report
-                        self.backend.remove_object(value)
-                    raise
-                self._next_value = value % MAX_MASK_VALUE + 1
+                output = self._new_object(
+                    value, lambda: self.backend.add_reference(value, image, prompt, multimask)
+                )
                 self._tracks[value] = track
                 latest = self._latest
                 if latest is not None:  # listed from now on, not visible until found
@@ -618,10 +618,16 @@ class SegmentationSession:
         return value
 
     def _create(self, index: int, value: int, prompt: Prompt, multimask: bool) -> MaskOutput:
-        """Give new object `value` to the backend. On failure the backend forgets it and the id
-        stays free for the next object."""
+        """Give new object `value` to the backend from a prompt on frame `index`."""
+        return self._new_object(
+            value, lambda: self.backend.add_prompt(index, value, prompt, multimask)
+        )
+
+    def _new_object(self, value: int, make: Callable[[], _Output]) -> _Output:
+        """`make()` creates object `value` in the backend. On failure the backend forgets it and
+        the id stays free for the next object; on success the id is used up."""
         try:
-            output = self.backend.add_prompt(index, value, prompt, multimask)
+            output = make()
         except BaseException:
             with contextlib.suppress(Exception):  # the original error is the one to report
                 self.backend.remove_object(value)
