@@ -65,6 +65,18 @@ DEFAULT_DIR = (
 WRONG_IOU = 0.1
 
 
+def davis_root(
+    davis_dir: str | pathlib.Path | None, bench: str
+) -> tuple[pathlib.Path, dict[str, Any] | None]:
+    """The DAVIS-layout folder a suite reads (`davis_dir`, else the default) and, when it is
+    absent, the skip row that suite prints instead."""
+    root = pathlib.Path(davis_dir) if davis_dir else DEFAULT_DIR
+    if (root / "JPEGImages" / "480p").is_dir():
+        return root, None
+    why = f"no DAVIS-layout folder at {root} (pass --davis DIR or set {ENV_VAR})"
+    return root, {"bench": bench, "skipped": why}
+
+
 @dataclass(frozen=True)
 class DavisSequence:
     """One sequence of a DAVIS-layout folder: frame and annotation paths, read lazily."""
@@ -218,14 +230,9 @@ def run(
     backend: str = "classic",
 ) -> list[dict[str, Any]]:
     """Rows for every sequence and prompt kind, and the means; a skip row without data."""
-    root = pathlib.Path(davis_dir) if davis_dir else DEFAULT_DIR
-    if not (root / "JPEGImages" / "480p").is_dir():
-        return [
-            {
-                "bench": "davis",
-                "skipped": f"no DAVIS-layout folder at {root} (pass --davis DIR)",
-            }
-        ]
+    root, skipped = davis_root(davis_dir, "davis")
+    if skipped:
+        return [skipped]
     seqs = list_sequences(root, sequences)
     rows: list[dict[str, Any]] = []
     for kind in prompts:

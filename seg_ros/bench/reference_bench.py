@@ -46,6 +46,7 @@ from seg_ros.bench.davis import (
     WRONG_IOU,
     DavisSequence,
     _parse_option,
+    davis_root,
     list_sequences,
     read_objects,
     read_rgb,
@@ -213,14 +214,9 @@ def run(
 ) -> list[dict[str, Any]]:
     """Rows for every sequence and start, the means and the absent-object row; a skip row
     without data."""
-    root = pathlib.Path(davis_dir) if davis_dir else DEFAULT_DIR
-    if not (root / "JPEGImages" / "480p").is_dir():
-        return [
-            {
-                "bench": "reference",
-                "skipped": f"no DAVIS-layout folder at {root} (pass --davis DIR or set {ENV_VAR})",
-            }
-        ]
+    root, skipped = davis_root(davis_dir, "reference")
+    if skipped:
+        return [skipped]
     seqs = list_sequences(root, sequences)
     rows: list[dict[str, Any]] = []
     for start in starts:
