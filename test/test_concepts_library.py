@@ -38,7 +38,7 @@ from seg_ros.engine.concepts import Detection, QueryOptions, associate, mask_iou
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.registry import build_backend
 from seg_ros.engine.session import SegmentationSession
-from seg_ros.testing.tiny_sam3 import HEIGHT, WIDTH, tiny_sam3
+from seg_ros.testing.tiny_sam3 import HEIGHT, WIDTH, moving_square, tiny_sam3
 
 pytestmark = [
     pytest.mark.skipif(
@@ -79,17 +79,7 @@ def library_nms(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def _frames(n: int, seed: int = 0) -> list[np.ndarray]:
-    """A bright square moving right on a noisy gradient, RGB uint8 (as test_sam3's)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:HEIGHT, :WIDTH]
-    base = np.stack([xx * 3, yy * 4, (xx + yy) * 2], axis=-1).astype(np.float64)
-    frames = []
-    for t in range(n):
-        img = base + rng.normal(0, 4, base.shape)
-        img[20:40, 10 + 3 * t : 30 + 3 * t] = (230, 40, 40)
-        frames.append(np.clip(img, 0, 255).astype(np.uint8))
-    return frames
+_frames = moving_square
 
 
 def _library_stream(

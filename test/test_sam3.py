@@ -23,7 +23,14 @@ from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.registry import build_backend
 from seg_ros.engine.sam import detector
 from seg_ros.engine.session import SegmentationSession
-from seg_ros.testing.tiny_sam3 import HEIGHT, WIDTH, tiny_sam3, with_model_type, without_tokenizer
+from seg_ros.testing.tiny_sam3 import (
+    HEIGHT,
+    WIDTH,
+    moving_square,
+    tiny_sam3,
+    with_model_type,
+    without_tokenizer,
+)
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("torchvision") is None, reason="SAM 3 needs torchvision"
@@ -54,17 +61,7 @@ def backend(shared: Sam3Backend) -> Sam3Backend:
     return shared
 
 
-def _frames(n: int, seed: int = 0) -> list[np.ndarray]:
-    """A smooth moving scene (a bright square on a gradient), RGB uint8."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:HEIGHT, :WIDTH]
-    base = np.stack([xx * 3, yy * 4, (xx + yy) * 2], axis=-1).astype(np.float64)
-    frames = []
-    for t in range(n):
-        img = base + rng.normal(0, 4, base.shape)
-        img[20:40, 10 + 3 * t : 30 + 3 * t] = (230, 40, 40)
-        frames.append(np.clip(img, 0, 255).astype(np.uint8))
-    return frames
+_frames = moving_square
 
 
 # ---------------------------------------------------------------------------- loading

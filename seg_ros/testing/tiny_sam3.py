@@ -24,6 +24,22 @@ from typing import Any
 HEIGHT, WIDTH = 60, 80
 
 
+def moving_square(n: int, seed: int = 0) -> list[Any]:
+    """`n` RGB uint8 (HEIGHT, WIDTH, 3) frames: a red square moving 3 px a frame to the right on a
+    noisy gradient (the tests' smooth scene)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:HEIGHT, :WIDTH]
+    base = np.stack([xx * 3, yy * 4, (xx + yy) * 2], axis=-1).astype(np.float64)
+    frames = []
+    for t in range(n):
+        img = base + rng.normal(0, 4, base.shape)
+        img[20:40, 10 + 3 * t : 30 + 3 * t] = (230, 40, 40)
+        frames.append(np.clip(img, 0, 255).astype(np.uint8))
+    return frames
+
+
 @dataclass(frozen=True)
 class Sam3Preset:
     """Sizes of a random SAM 3 (detector + tracker). `image_size` must be a multiple of 14 (the
