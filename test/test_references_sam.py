@@ -384,17 +384,9 @@ def sam3_backend(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 def sam3_frames(n: int) -> list[np.ndarray]:
     """A bright square moving on a gradient (the sam3 tests' scene), RGB uint8."""
-    from seg_ros.testing.tiny_sam3 import HEIGHT, WIDTH
+    from seg_ros.testing.tiny_sam3 import moving_square
 
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:HEIGHT, :WIDTH]
-    base = np.stack([xx * 3, yy * 4, (xx + yy) * 2], axis=-1).astype(np.float64)
-    out = []
-    for t in range(n):
-        img = base + rng.normal(0, 4, base.shape)
-        img[20:40, 10 + 3 * t : 30 + 3 * t] = (230, 40, 40)
-        out.append(np.clip(img, 0, 255).astype(np.uint8))
-    return out
+    return moving_square(n)
 
 
 def test_sam3_reference_backbone_output_is_not_kept(sam3_backend: Any) -> None:
