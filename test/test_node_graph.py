@@ -232,7 +232,7 @@ def test_every_service_answers_good_and_bad_requests(ros_graph: RosGraph) -> Non
 
 def test_slow_model_drops_stale_frames_instead_of_building_a_backlog(ros_graph: RosGraph) -> None:
     delay = 0.1
-    node, run = stream_past_a_slow_model(ros_graph, delay, seconds=2.0, period=0.01)
+    node, run = stream_past_a_slow_model(ros_graph, delay, seconds=2.0, period=0.01, min_outputs=8)
     # No queue to drain: the newest frame comes out about one step after it was sent. A backlog
     # would hold the ~190 frames sent during the run, ~19 s of model steps; 5 s is a liveness
     # bound (hang or backlog), the latency itself is measured by `python -m seg_ros.bench
@@ -242,11 +242,15 @@ def test_slow_model_drops_stale_frames_instead_of_building_a_backlog(ros_graph: 
     assert max(run.lags) < no_backlog, run.lags
     stats = node.stats
     processed = len(run.arrivals)
-    assert 8 <= processed <= 2.0 / delay + 3, run.arrivals
+    # At least 8 outputs (the camera streams on until they came, 30 s at most: CI once saw 7 in
+    # a fixed 2 s on a loaded VM), never more than the model's rate allows in the time streamed.
+    assert 8 <= processed <= run.streamed_s / delay + 3, (run.streamed_s, run.arrivals)
     # Every frame received was either processed or dropped unprocessed (none is queued); the
     # last one counts as processed once all its outputs are out, just after the client got it.
     assert wait_for(lambda: stats.received == stats.processed + stats.dropped + stats.failed), stats
-    assert stats.dropped > (run.last - 10) / 2, stats
+    # Most frames the node got were dropped (it got fewer than were sent: best-effort QoS on a
+    # loaded VM loses some, once 75 of 111), at ~10x the model's rate.
+    assert stats.dropped > stats.received / 2, stats
     stamps = [sec for _, sec in run.arrivals]
     assert stamps == sorted(stamps)
 
