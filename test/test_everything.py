@@ -15,6 +15,7 @@ from seg_ros.engine.backends.fake import FakeBackend, FakeConfig
 from seg_ros.engine.backends.sam2 import Sam2Backend, Sam2Options
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import CapacityError, PromptError, UnsupportedPromptError
+from seg_ros.engine.sam.adapter import check_decoder, decode_many_prompts
 from seg_ros.engine.sam.everything import (
     EverythingOptions,
     grid_points,
@@ -125,6 +126,91 @@ def test_batched_grid_equals_one_click_at_a_time(tracker: StreamingVideoTracker)
     assert len(got) == len(want)
     for mask, ref in zip(got, want, strict=True):
         assert torch.equal(mask.mask_logits > 0, ref)
+
+
+def _sam3_tracker_decoder() -> torch.nn.Module:
+    """SAM 3's tracker mask decoder at the tiny preset's width, random weights (std 0.1)."""
+    from transformers.models.sam3_tracker_video.configuration_sam3_tracker_video import (
+        Sam3TrackerVideoMaskDecoderConfig,
+    )
+    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
+        Sam3TrackerVideoMaskDecoder,
+    )
+
+    torch.manual_seed(0)
+    config = Sam3TrackerVideoMaskDecoderConfig(
+        hidden_size=128, mlp_dim=256, num_attention_heads=2, iou_head_hidden_dim=128
+    )
+    config._attn_implementation = "sdpa"  # as in a loaded model (None warns, standalone)
+    decoder = Sam3TrackerVideoMaskDecoder(config)
+    with torch.no_grad():
+        for parameter in decoder.parameters():
+            parameter.normal_(0.0, 0.1)
+    return decoder.eval()
+
+
+@pytest.mark.parametrize("kind", ["sam2", "edgetam", "sam3"])
+def test_many_prompt_decoder_equals_the_library_decoder(kind: str) -> None:
+    """The shared-image decoder path (`decode_many_prompts`) against the library's own mask
+    decoder given every prompt its own copy of the image: same masks, IoU, tokens, object
+    scores to float rounding (different summation order: the upscaling convolutions run as
+    matrix products, shared projections run once)."""
+    decoder = _sam3_tracker_decoder() if kind == "sam3" else build_model(kind).mask_decoder
+    check_decoder(decoder)
+    channels, side, n = decoder.hidden_size, 8, 5
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen)
+
+    image, pe, dense = (
+        rand(1, channels, side, side),
+        rand(1, channels, side, side),
+        rand(1, channels, 1, 1),
+    )
+    dense = dense.expand(1, channels, side, side)
+    sparse = rand(n, 2, channels)
+    high_res = [
+        rand(1, channels // 8, 4 * side, 4 * side),
+        rand(1, channels // 4, 2 * side, 2 * side),
+    ]
+    with torch.inference_mode():
+        want = decoder(
+            image_embeddings=image.expand(n, -1, -1, -1),
+            image_positional_embeddings=pe.expand(n, -1, -1, -1),
+            sparse_prompt_embeddings=sparse[:, None],
+            dense_prompt_embeddings=dense.expand(n, -1, -1, -1),
+            multimask_output=True,
+            high_resolution_features=[x.expand(n, -1, -1, -1) for x in high_res],
+        )
+        got = decode_many_prompts(decoder, image, pe, sparse, dense, high_res)
+    masks = got[0]
+    assert masks.shape == (n, 3, 4 * side, 4 * side) and masks.abs().max() > 1.0
+    for value, ref in zip(got, want, strict=True):
+        torch.testing.assert_close(value, ref.reshape(value.shape), rtol=1e-4, atol=1e-4)
+
+
+def test_decode_clicks_equals_decode_with_expanded_features(
+    tracker: StreamingVideoTracker,
+) -> None:
+    feats = tracker.latest_features()
+    assert feats is not None
+    steps = tracker.steps
+    clicks = grid_points(3, tracker.image_size)
+    with torch.inference_mode():
+        high_res, top = steps.high_res(feats), steps.no_memory(feats)
+        got = steps.decode_clicks(high_res, top, clicks)
+        n = clicks.shape[0]
+        want = steps.decode(
+            [f.expand(n, *f.shape[1:]) for f in [*high_res, top]],
+            points=clicks[:, None, None, :],
+            labels=torch.ones(n, 1, 1, dtype=torch.int32),
+            multimask=True,
+            upsample=False,
+        )
+    assert torch.equal(got.best, want.best)
+    for name in ("low_res", "object_score_logits", "object_pointer", "iou", "multimasks"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-4, atol=1e-4)
 
 
 def test_segment_everything_leaves_state_alone(tracker: StreamingVideoTracker) -> None:

@@ -865,16 +865,8 @@ class StreamingVideoTracker:
             logits, scores, object_logits, pointers = [], [], [], []
             for start in range(0, grid.shape[0], options.chunk):
                 clicks = grid[start : start + options.chunk]
-                batch = clicks.shape[0]
-                # Same features for every click of the chunk: views, no copies.
-                embeddings = [f.expand(batch, *f.shape[1:]) for f in [*high_res, top]]
-                out = self.steps.decode(
-                    embeddings,
-                    points=clicks[:, None, None, :],
-                    labels=torch.ones(batch, 1, 1, dtype=torch.int32, device=self.device),
-                    multimask=True,
-                    upsample=False,
-                )
+                # Same features for every click: the decoder's image side runs once a chunk.
+                out = self.steps.decode_clicks(high_res, top, clicks)
                 k = out.multimasks.shape[1]
                 chunk_logits = out.multimasks.flatten(0, 1)
                 chunk_scores = out.iou.reshape(-1)
