@@ -497,41 +497,92 @@ def _attention(attention: Any, query: Any, key: Any, value: Any) -> Any:
     """The library's two-way-transformer attention (`Sam2VideoAttention`), batch-aware.
 
     query (Bq, Lq, C), key / value (Bk, Lk, C); a batch of 1 on one side is the same tensor for
-    every prompt of the other: its projections run once and are broadcast, never copied.
-    Returns (max(Bq, Bk), Lq, C).
+    every prompt of the other: its projections run once and are broadcast, never copied. Where
+    both sides are per prompt, the projections of the long (image) side are folded into the
+    short (token) side (`_fold_image_queries`, `_fold_image_keys`). Returns (max(Bq, Bk), Lq, C).
     """
     import torch
     import torch.nn.functional as F
 
     heads = int(attention.num_attention_heads)
+    bq, lq = query.shape[:2]
+    bk, lk = key.shape[:2]
+    if bq == bk and heads * min(lq, lk) < attention.q_proj.out_features:
+        if lq > lk:
+            return _fold_image_queries(attention, query, key, value, heads)
+        return _fold_image_keys(attention, query, key, value, heads)
     q = _heads(attention.q_proj(query), heads)  # (Bq, h, Lq, d)
     k = _heads(attention.k_proj(key), heads)  # (Bk, h, Lk, d)
     v = _heads(attention.v_proj(value), heads)
-    bq, bk = q.shape[0], k.shape[0]
     if bk == 1 and bq > 1:
         # Shared keys (the image): every prompt's queries in one attention over them.
-        lq = q.shape[2]
         q = q.transpose(0, 1).reshape(1, heads, bq * lq, -1)
         out = F.scaled_dot_product_attention(q, k, v, scale=attention.scaling)
         out = out.reshape(heads, bq, lq, -1).permute(1, 2, 0, 3)  # (Bq, Lq, h, d)
-    elif bq == 1 and bk > 1:
+        return attention.o_proj(out.flatten(2))
+    if bq == 1 and bk > 1:
         # Shared queries (the image) over each prompt's few tokens: one product per head for
-        # every prompt at once, softmax over each prompt's tokens.
-        lk = k.shape[2]
+        # every prompt at once, softmax over each prompt's tokens, the output projection
+        # folded into the values (`_project_values`).
         scores = torch.matmul(q[0], k.permute(1, 3, 0, 2).flatten(2)) * attention.scaling
         weights = scores.unflatten(-1, (bk, lk)).softmax(dim=-1)  # (h, Lq, Bk, Lk)
-        out = torch.matmul(weights.permute(2, 0, 1, 3), v)  # (Bk, h, Lq, d)
-        out = out.transpose(1, 2)
-    else:
-        lq, lk = q.shape[2], k.shape[2]
-        if lq > lk:
-            # Many queries over few keys (image -> tokens): plain softmax beats sdpa's CPU kernel.
-            weights = (torch.matmul(q, k.transpose(-1, -2)) * attention.scaling).softmax(dim=-1)
-            out = torch.matmul(weights, v)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, scale=attention.scaling)
-        out = out.transpose(1, 2)
-    return attention.o_proj(out.flatten(2))
+        weights = weights.permute(2, 1, 0, 3).flatten(2)  # (Bk, Lq, h*Lk)
+        return torch.baddbmm(attention.o_proj.bias, weights, _project_values(attention, v))
+    out = F.scaled_dot_product_attention(q, k, v, scale=attention.scaling)
+    return attention.o_proj(out.transpose(1, 2).flatten(2))
+
+
+def _project_values(attention: Any, v: Any) -> Any:
+    """(B, h, T, d) values -> (B, h*T, C): each through its head's slice of the output
+    projection, so that `weights @ this + bias` is the attention's output (h*T < C rows)."""
+    import torch
+
+    weight = attention.o_proj.weight.unflatten(1, (v.shape[1], -1))  # (C, h, d)
+    return torch.einsum("nhtd,chd->nhtc", v, weight).flatten(1, 2)
+
+
+def _fold_image_queries(attention: Any, image: Any, tokens: Any, values: Any, heads: int) -> Any:
+    """Attention of per-prompt image queries (B, HW, C) over per-prompt tokens (B, T, C).
+
+    q_h . k = x . (W_q,h^T k) + b_q,h . k: the query projection is folded into the few keys, and
+    the output projection into the few values, so the image side takes two (HW x C) x (C x hT)
+    products instead of the (HW x C) x (C x C') query and output projections (hT < C').
+    """
+    import torch
+
+    k = _heads(attention.k_proj(tokens), heads) * attention.scaling  # (B, h, T, d)
+    v = _heads(attention.v_proj(values), heads)
+    weight = attention.q_proj.weight.unflatten(0, (heads, -1))  # (h, d, C)
+    bias = attention.q_proj.bias.unflatten(0, (heads, -1))  # (h, d)
+    folded = torch.einsum("nhtd,hdc->nhtc", k, weight).flatten(1, 2)  # (B, hT, C)
+    offset = torch.einsum("nhtd,hd->nht", k, bias).flatten(1)[:, None]  # (B, 1, hT)
+    scores = torch.baddbmm(offset, image, folded.transpose(1, 2))  # (B, HW, hT)
+    weights = scores.reshape(*scores.shape[:2], heads, -1).softmax(dim=-1).flatten(2)
+    return torch.baddbmm(attention.o_proj.bias, weights, _project_values(attention, v))
+
+
+def _fold_image_keys(attention: Any, tokens: Any, image: Any, values: Any, heads: int) -> Any:
+    """Attention of per-prompt tokens (B, T, C) over per-prompt image keys / values (B, HW, C).
+
+    The key projection is folded into the few queries (q . (W_k x + b_k) = (W_k^T q) . x +
+    q . b_k) and the value projection moved after the weighted sum (the weights of a query sum
+    to 1: sum_p a_p (W_v x_p + b_v) = W_v (sum_p a_p x_p) + b_v), so the image side takes two
+    (hT x C) x (C x HW) products instead of the (HW x C) x (C x C') key and value projections.
+    """
+    import torch
+
+    q = _heads(attention.q_proj(tokens), heads) * attention.scaling  # (B, h, T, d)
+    weight = attention.k_proj.weight.unflatten(0, (heads, -1))  # (h, d, C)
+    bias = attention.k_proj.bias.unflatten(0, (heads, -1))
+    folded = torch.einsum("nhtd,hdc->nhtc", q, weight).flatten(1, 2)  # (B, hT, C)
+    offset = torch.einsum("nhtd,hd->nht", q, bias).flatten(1)[:, :, None]  # (B, hT, 1)
+    weights = torch.baddbmm(offset, folded, image.transpose(1, 2)).softmax(dim=-1)  # (B, hT, HW)
+    mixed = torch.bmm(weights, values)
+    mixed = mixed.reshape(mixed.shape[0], heads, -1, mixed.shape[-1])  # (B, h, T, C)
+    value_weight = attention.v_proj.weight.unflatten(0, (heads, -1))  # (h, d, C)
+    value_bias = attention.v_proj.bias.unflatten(0, (heads, -1))[:, None]  # (h, 1, d)
+    out = torch.einsum("nhtc,hdc->nhtd", mixed, value_weight) + value_bias  # (B, h, T, d)
+    return attention.o_proj(out.transpose(1, 2).flatten(2))
 
 
 def _blocks(features: Any) -> Any:
@@ -540,16 +591,23 @@ def _blocks(features: Any) -> Any:
     return features[0].reshape(c, h2 // 2, 2, w2 // 2, 2).permute(1, 3, 2, 4, 0)
 
 
-def _conv_transpose_2x2(x: Any, conv: Any) -> Any:
-    """A kernel-2 stride-2 ConvTranspose2d on channels-last rows: (..., Cin) -> (..., 2, 2, Cout).
+def _conv_transpose_2x2(x: Any, conv: Any, skip: Any) -> Any:
+    """A kernel-2 stride-2 ConvTranspose2d on channels-last rows, plus `skip`: (..., Cin) ->
+    (..., 2, 2, Cout) + skip, where skip (broadcast over the leading prompt dimension) already
+    holds the conv's bias (`_with_bias`).
 
     Each input pixel gives one 2x2 output block: a matrix product (the same sums as the conv).
     """
     import torch
 
     weight = conv.weight.permute(0, 2, 3, 1).flatten(1)  # (Cin, 2*2*Cout): (a, b, out)
-    out = torch.addmm(conv.bias.repeat(4), x.flatten(0, -2), weight)
-    return out.reshape(*x.shape[:-1], 2, 2, conv.weight.shape[1])
+    out = torch.mm(x.flatten(0, -2), weight)
+    return out.reshape(*x.shape[:-1], 2, 2, conv.weight.shape[1]).add_(skip)
+
+
+def _with_bias(blocks: Any, conv: Any) -> Any:
+    """Skip features in 2x2-block layout (..., 2, 2, Cout) plus the conv's bias, contiguous."""
+    return (blocks + conv.bias).contiguous()
 
 
 def decode_many_prompts(
@@ -625,8 +683,9 @@ def decode_many_prompts(
     # output pixel of block (i, j, a, b, c, d) is (4i + 2a + c, 4j + 2b + d). A few prompts at a
     # time: the largest tensor stays under ~16 MB (a fresh larger one costs page faults).
     feat_s0, feat_s1 = high_res
-    s1 = _blocks(feat_s1).contiguous()
-    s0 = feat_s0[0].reshape(-1, h, 2, 2, w, 2, 2).permute(1, 4, 2, 5, 3, 6, 0).contiguous()
+    s1 = _with_bias(_blocks(feat_s1), decoder.upscale_conv1)
+    s0 = feat_s0[0].reshape(-1, h, 2, 2, w, 2, 2).permute(1, 4, 2, 5, 3, 6, 0)  # (i,j,a,b,c,d,C)
+    s0 = _with_bias(s0, decoder.upscale_conv2)
     norm = decoder.upscale_layer_norm
     hyper = torch.stack(
         [decoder.output_hypernetworks_mlps[i + 1](mask_tokens[:, i]) for i in range(k)], dim=1
@@ -636,9 +695,9 @@ def decode_many_prompts(
     for start in range(0, n, step):
         part = keys[start : start + step]
         m = part.shape[0]
-        up = _conv_transpose_2x2(part.reshape(m, h, w, -1), decoder.upscale_conv1) + s1
+        up = _conv_transpose_2x2(part.reshape(m, h, w, -1), decoder.upscale_conv1, s1)
         up = F.gelu(F.layer_norm(up, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
-        up = F.gelu(_conv_transpose_2x2(up, decoder.upscale_conv2) + s0)
+        up = F.gelu(_conv_transpose_2x2(up, decoder.upscale_conv2, s0))
         product = torch.bmm(
             up.reshape(m, -1, up.shape[-1]), hyper[start : start + m].transpose(1, 2)
         )
