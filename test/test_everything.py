@@ -5,6 +5,7 @@ at a time through the tracker's single-prompt `segment`, same filters."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from seg_ros.engine.errors import CapacityError, PromptError, UnsupportedPromptE
 from seg_ros.engine.sam.adapter import check_decoder, decode_many_prompts
 from seg_ros.engine.sam.everything import (
     EverythingOptions,
+    grid_levels,
     grid_points,
     keep_masks,
     stability_scores,
@@ -211,6 +213,58 @@ def test_decode_clicks_equals_decode_with_expanded_features(
     assert torch.equal(got.best, want.best)
     for name in ("low_res", "object_score_logits", "object_pointer", "iou", "multimasks"):
         torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-4, atol=1e-4)
+
+
+def coarse_to_fine_reference(
+    tracker: StreamingVideoTracker, options: EverythingOptions
+) -> tuple[list[torch.Tensor], list[int]]:
+    """`coarse_to_fine` spelt out: the grid levels one click at a time through `segment`,
+    skipping a point inside a mask kept after the previous levels. -> (masks, clicked)."""
+    feats = tracker.latest_features()
+    assert feats is not None
+    size = tracker.image_size
+    grid = grid_points(options.points_per_side, size).tolist()
+    logits: list[torch.Tensor] = []
+    scores: list[torch.Tensor] = []
+    kept: list[torch.Tensor] = []
+    clicked = []
+    for level in grid_levels(options.points_per_side):
+        for index in level:
+            x, y = grid[index]
+            if any(bool(m[int(y * m.shape[0] / size), int(x * m.shape[1] / size)]) for m in kept):
+                continue
+            out = tracker.segment(features=feats, points=[(x, y)], labels=[1], multimask=True)
+            assert out.candidate_logits is not None
+            logits.append(out.candidate_logits)
+            scores.append(torch.tensor(out.candidate_scores))
+            clicked.append(index)
+        all_logits, all_scores = torch.cat(logits), torch.cat(scores)
+        kept = [all_logits[i] > 0 for i in keep_masks(all_logits, all_scores, options)]
+    return kept, clicked
+
+
+def test_coarse_to_fine_skips_points_inside_kept_masks(tracker: StreamingVideoTracker) -> None:
+    options = replace(LOOSE, coarse_to_fine=True)
+    before = tracker.counters["decoder_calls"]
+    got = tracker.segment_everything(tracker.latest_features() or [], options)
+    calls = tracker.counters["decoder_calls"] - before
+    want, clicked = coarse_to_fine_reference(tracker, options)
+    levels = grid_levels(LOOSE.points_per_side)
+    # Some points were skipped, after the first level (which has nothing to skip).
+    assert len(levels[0]) < len(clicked) < LOOSE.points_per_side**2
+    per_level = [sum(i in level for i in clicked) for level in levels]
+    assert calls == sum(-(-count // LOOSE.chunk) for count in per_level)
+    assert 0 < len(got) == len(want)
+    for mask, ref in zip(got, want, strict=True):
+        assert torch.equal(mask.mask_logits > 0, ref)
+
+
+def test_grid_levels_cover_the_grid_once_coarse_first() -> None:
+    levels = grid_levels(32)
+    assert [len(level) for level in levels] == [64, 192, 768]
+    assert sorted(i for level in levels for i in level) == list(range(1024))
+    assert levels[0][:2] == [2 * 32 + 2, 2 * 32 + 6]  # rows and columns 2, 6, ..., 30
+    assert grid_levels(1) == [[0]]
 
 
 def test_segment_everything_leaves_state_alone(tracker: StreamingVideoTracker) -> None:
