@@ -151,15 +151,16 @@ def _sam3_tracker_decoder() -> torch.nn.Module:
     return decoder.eval()
 
 
+@pytest.mark.parametrize("n", [1, 5])
 @pytest.mark.parametrize("kind", ["sam2", "edgetam", "sam3"])
-def test_many_prompt_decoder_equals_the_library_decoder(kind: str) -> None:
+def test_many_prompt_decoder_equals_the_library_decoder(kind: str, n: int) -> None:
     """The shared-image decoder path (`decode_many_prompts`) against the library's own mask
     decoder given every prompt its own copy of the image: same masks, IoU, tokens, object
     scores to float rounding (different summation order: the upscaling convolutions run as
     matrix products, shared projections run once)."""
     decoder = _sam3_tracker_decoder() if kind == "sam3" else build_model(kind).mask_decoder
     check_decoder(decoder)
-    channels, side, n = decoder.hidden_size, 8, 5
+    channels, side = decoder.hidden_size, 8
     gen = torch.Generator().manual_seed(0)
 
     def rand(*shape: int) -> torch.Tensor:
