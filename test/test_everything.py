@@ -5,6 +5,7 @@ at a time through the tracker's single-prompt `segment`, same filters."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,8 +16,10 @@ from seg_ros.engine.backends.fake import FakeBackend, FakeConfig
 from seg_ros.engine.backends.sam2 import Sam2Backend, Sam2Options
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.errors import CapacityError, PromptError, UnsupportedPromptError
+from seg_ros.engine.sam.adapter import check_decoder, decode_many_prompts
 from seg_ros.engine.sam.everything import (
     EverythingOptions,
+    grid_levels,
     grid_points,
     keep_masks,
     stability_scores,
@@ -125,6 +128,144 @@ def test_batched_grid_equals_one_click_at_a_time(tracker: StreamingVideoTracker)
     assert len(got) == len(want)
     for mask, ref in zip(got, want, strict=True):
         assert torch.equal(mask.mask_logits > 0, ref)
+
+
+def _sam3_tracker_decoder() -> torch.nn.Module:
+    """SAM 3's tracker mask decoder at the tiny preset's width, random weights (std 0.1)."""
+    from transformers.models.sam3_tracker_video.configuration_sam3_tracker_video import (
+        Sam3TrackerVideoMaskDecoderConfig,
+    )
+    from transformers.models.sam3_tracker_video.modeling_sam3_tracker_video import (
+        Sam3TrackerVideoMaskDecoder,
+    )
+
+    torch.manual_seed(0)
+    config = Sam3TrackerVideoMaskDecoderConfig(
+        hidden_size=128, mlp_dim=256, num_attention_heads=2, iou_head_hidden_dim=128
+    )
+    config._attn_implementation = "sdpa"  # as in a loaded model (None warns, standalone)
+    decoder = Sam3TrackerVideoMaskDecoder(config)
+    with torch.no_grad():
+        for parameter in decoder.parameters():
+            parameter.normal_(0.0, 0.1)
+    return decoder.eval()
+
+
+@pytest.mark.parametrize("n", [1, 5])
+@pytest.mark.parametrize("kind", ["sam2", "edgetam", "sam3"])
+def test_many_prompt_decoder_equals_the_library_decoder(kind: str, n: int) -> None:
+    """The shared-image decoder path (`decode_many_prompts`) against the library's own mask
+    decoder given every prompt its own copy of the image: same masks, IoU, tokens, object
+    scores to float rounding (different summation order: the upscaling convolutions run as
+    matrix products, shared projections run once)."""
+    decoder = _sam3_tracker_decoder() if kind == "sam3" else build_model(kind).mask_decoder
+    check_decoder(decoder)
+    channels, side = decoder.hidden_size, 8
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen)
+
+    image, pe, dense = (
+        rand(1, channels, side, side),
+        rand(1, channels, side, side),
+        rand(1, channels, 1, 1),
+    )
+    dense = dense.expand(1, channels, side, side)
+    sparse = rand(n, 2, channels)
+    high_res = [
+        rand(1, channels // 8, 4 * side, 4 * side),
+        rand(1, channels // 4, 2 * side, 2 * side),
+    ]
+    with torch.inference_mode():
+        want = decoder(
+            image_embeddings=image.expand(n, -1, -1, -1),
+            image_positional_embeddings=pe.expand(n, -1, -1, -1),
+            sparse_prompt_embeddings=sparse[:, None],
+            dense_prompt_embeddings=dense.expand(n, -1, -1, -1),
+            multimask_output=True,
+            high_resolution_features=[x.expand(n, -1, -1, -1) for x in high_res],
+        )
+        got = decode_many_prompts(decoder, image, pe, sparse, dense, high_res)
+    masks = got[0]
+    assert masks.shape == (n, 3, 4 * side, 4 * side) and masks.abs().max() > 1.0
+    for value, ref in zip(got, want, strict=True):
+        torch.testing.assert_close(value, ref.reshape(value.shape), rtol=1e-4, atol=1e-4)
+
+
+def test_decode_clicks_equals_decode_with_expanded_features(
+    tracker: StreamingVideoTracker,
+) -> None:
+    feats = tracker.latest_features()
+    assert feats is not None
+    steps = tracker.steps
+    clicks = grid_points(3, tracker.image_size)
+    with torch.inference_mode():
+        high_res, top = steps.high_res(feats), steps.no_memory(feats)
+        got = steps.decode_clicks(high_res, top, clicks)
+        n = clicks.shape[0]
+        want = steps.decode(
+            [f.expand(n, *f.shape[1:]) for f in [*high_res, top]],
+            points=clicks[:, None, None, :],
+            labels=torch.ones(n, 1, 1, dtype=torch.int32),
+            multimask=True,
+            upsample=False,
+        )
+    assert torch.equal(got.best, want.best)
+    for name in ("low_res", "object_score_logits", "object_pointer", "iou", "multimasks"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-4, atol=1e-4)
+
+
+def coarse_to_fine_reference(
+    tracker: StreamingVideoTracker, options: EverythingOptions
+) -> tuple[list[torch.Tensor], list[int]]:
+    """`coarse_to_fine` spelt out: the grid levels one click at a time through `segment`,
+    skipping a point inside a mask kept after the previous levels. -> (masks, clicked)."""
+    feats = tracker.latest_features()
+    assert feats is not None
+    size = tracker.image_size
+    grid = grid_points(options.points_per_side, size).tolist()
+    logits: list[torch.Tensor] = []
+    scores: list[torch.Tensor] = []
+    kept: list[torch.Tensor] = []
+    clicked = []
+    for level in grid_levels(options.points_per_side):
+        for index in level:
+            x, y = grid[index]
+            if any(bool(m[int(y * m.shape[0] / size), int(x * m.shape[1] / size)]) for m in kept):
+                continue
+            out = tracker.segment(features=feats, points=[(x, y)], labels=[1], multimask=True)
+            assert out.candidate_logits is not None
+            logits.append(out.candidate_logits)
+            scores.append(torch.tensor(out.candidate_scores))
+            clicked.append(index)
+        all_logits, all_scores = torch.cat(logits), torch.cat(scores)
+        kept = [all_logits[i] > 0 for i in keep_masks(all_logits, all_scores, options)]
+    return kept, clicked
+
+
+def test_coarse_to_fine_skips_points_inside_kept_masks(tracker: StreamingVideoTracker) -> None:
+    options = replace(LOOSE, coarse_to_fine=True)
+    before = tracker.counters["decoder_calls"]
+    got = tracker.segment_everything(tracker.latest_features() or [], options)
+    calls = tracker.counters["decoder_calls"] - before
+    want, clicked = coarse_to_fine_reference(tracker, options)
+    levels = grid_levels(LOOSE.points_per_side)
+    # Some points were skipped, after the first level (which has nothing to skip).
+    assert len(levels[0]) < len(clicked) < LOOSE.points_per_side**2
+    per_level = [sum(i in level for i in clicked) for level in levels]
+    assert calls == sum(-(-count // LOOSE.chunk) for count in per_level)
+    assert 0 < len(got) == len(want)
+    for mask, ref in zip(got, want, strict=True):
+        assert torch.equal(mask.mask_logits > 0, ref)
+
+
+def test_grid_levels_cover_the_grid_once_coarse_first() -> None:
+    levels = grid_levels(32)
+    assert [len(level) for level in levels] == [64, 192, 768]
+    assert sorted(i for level in levels for i in level) == list(range(1024))
+    assert levels[0][:2] == [2 * 32 + 2, 2 * 32 + 6]  # rows and columns 2, 6, ..., 30
+    assert grid_levels(1) == [[0]]
 
 
 def test_segment_everything_leaves_state_alone(tracker: StreamingVideoTracker) -> None:

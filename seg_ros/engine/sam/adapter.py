@@ -215,6 +215,7 @@ def check_library(model: Any, session_cls: Any = None) -> Any:
             f"{session_name}.output_dict_per_obj holds {sorted(outputs)}, not "
             f"['{CONDITIONING}', '{TRACKED}']; {_tested()}"
         )
+    check_decoder(model.mask_decoder)
     return session_cls
 
 
@@ -385,6 +386,14 @@ class LibraryAdapter:
         )
         return features, positions
 
+    def decode_many_prompts(
+        self, image: Any, image_pe: Any, sparse: Any, dense: Any, high_res: list[Any]
+    ) -> tuple[Any, Any, Any, Any]:
+        """The mask decoder for N prompts on one image, multimask (`decode_many_prompts`)."""
+        return decode_many_prompts(
+            self.model.mask_decoder, image, image_pe, sparse, dense, high_res
+        )
+
     def memory_attention(
         self,
         vision: Any,
@@ -419,3 +428,281 @@ def sam3_vision_output(last_hidden_state: Any, fpn: Any, positions: Any) -> Any:
     return Sam3VisionEncoderOutput(
         last_hidden_state=last_hidden_state, fpn_hidden_states=fpn, fpn_position_encoding=positions
     )
+
+
+# ---------------------------------------------------------------------- one image, many prompts
+#: Mask-decoder sub-modules `decode_many_prompts` reads (SAM 2.1, EdgeTAM and SAM 3's tracker
+#: share this decoder, class for class, in transformers 5.23).
+DECODER_ATTRIBUTES = (
+    "obj_score_token",
+    "iou_token",
+    "mask_tokens",
+    "transformer",
+    "upscale_conv1",
+    "upscale_conv2",
+    "upscale_layer_norm",
+    "output_hypernetworks_mlps",
+    "iou_prediction_head",
+    "pred_obj_score_head",
+)
+TRANSFORMER_ATTRIBUTES = ("layers", "final_attn_token_to_image", "layer_norm_final_attn")
+LAYER_ATTRIBUTES = (
+    "self_attn",
+    "layer_norm1",
+    "cross_attn_token_to_image",
+    "layer_norm2",
+    "mlp",
+    "layer_norm3",
+    "layer_norm4",
+    "cross_attn_image_to_token",
+    "skip_first_layer_pe",
+)
+ATTENTION_ATTRIBUTES = ("q_proj", "k_proj", "v_proj", "o_proj", "num_attention_heads", "scaling")
+
+
+#: Floats of the largest upscaling intermediate `decode_many_prompts` makes at once (16 MB).
+UPSCALE_FLOATS = 4 * 2**20
+
+
+def check_decoder(decoder: Any) -> None:
+    """Verify the mask decoder's layout `decode_many_prompts` re-implements; raises
+    UnsupportedLibraryError naming the first missing piece."""
+    name = type(decoder).__name__
+    missing = [a for a in DECODER_ATTRIBUTES if not hasattr(decoder, a)]
+    transformer: Any = getattr(decoder, "transformer", None)
+    missing += [f"transformer.{a}" for a in TRANSFORMER_ATTRIBUTES if not hasattr(transformer, a)]
+    if not missing:
+        blocks = list(transformer.layers)
+        attentions = [
+            ("transformer.final_attn_token_to_image", transformer.final_attn_token_to_image)
+        ]
+        for i, block in enumerate(blocks):
+            missing += [
+                f"transformer.layers.{i}.{a}" for a in LAYER_ATTRIBUTES if not hasattr(block, a)
+            ]
+            for a in ("self_attn", "cross_attn_token_to_image", "cross_attn_image_to_token"):
+                attentions.append((f"transformer.layers.{i}.{a}", getattr(block, a, None)))
+        for where, attention in attentions:
+            missing += [f"{where}.{a}" for a in ATTENTION_ATTRIBUTES if not hasattr(attention, a)]
+    if missing:
+        raise UnsupportedLibraryError(f"{name}.{missing[0]} is missing; {_tested()}")
+
+
+def _heads(x: Any, heads: int) -> Any:
+    """(B, L, h*d) -> (B, h, L, d)."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def _attention(attention: Any, query: Any, key: Any, value: Any) -> Any:
+    """The library's two-way-transformer attention (`Sam2VideoAttention`), batch-aware.
+
+    query (Bq, Lq, C), key / value (Bk, Lk, C); a batch of 1 on one side is the same tensor for
+    every prompt of the other: its projections run once and are broadcast, never copied. Where
+    both sides are per prompt, the projections of the long (image) side are folded into the
+    short (token) side (`_fold_image_queries`, `_fold_image_keys`). Returns (max(Bq, Bk), Lq, C).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    heads = int(attention.num_attention_heads)
+    bq, lq = query.shape[:2]
+    bk, lk = key.shape[:2]
+    if bq == bk and heads * min(lq, lk) < attention.q_proj.out_features:
+        if lq > lk:
+            return _fold_image_queries(attention, query, key, value, heads)
+        return _fold_image_keys(attention, query, key, value, heads)
+    q = _heads(attention.q_proj(query), heads)  # (Bq, h, Lq, d)
+    k = _heads(attention.k_proj(key), heads)  # (Bk, h, Lk, d)
+    v = _heads(attention.v_proj(value), heads)
+    if bk == 1 and bq > 1:
+        # Shared keys (the image): every prompt's queries in one attention over them.
+        q = q.transpose(0, 1).reshape(1, heads, bq * lq, -1)
+        out = F.scaled_dot_product_attention(q, k, v, scale=attention.scaling)
+        out = out.reshape(heads, bq, lq, -1).permute(1, 2, 0, 3)  # (Bq, Lq, h, d)
+        return attention.o_proj(out.flatten(2))
+    if bq == 1 and bk > 1:
+        # Shared queries (the image) over each prompt's few tokens: one product per head for
+        # every prompt at once, softmax over each prompt's tokens, the output projection
+        # folded into the values (`_project_values`).
+        scores = torch.matmul(q[0], k.permute(1, 3, 0, 2).flatten(2)) * attention.scaling
+        weights = scores.unflatten(-1, (bk, lk)).softmax(dim=-1)  # (h, Lq, Bk, Lk)
+        weights = weights.permute(2, 1, 0, 3).flatten(2)  # (Bk, Lq, h*Lk)
+        return torch.baddbmm(attention.o_proj.bias, weights, _project_values(attention, v))
+    out = F.scaled_dot_product_attention(q, k, v, scale=attention.scaling)
+    return attention.o_proj(out.transpose(1, 2).flatten(2))
+
+
+def _project_values(attention: Any, v: Any) -> Any:
+    """(B, h, T, d) values -> (B, h*T, C): each through its head's slice of the output
+    projection, so that `weights @ this + bias` is the attention's output (h*T < C rows)."""
+    import torch
+
+    weight = attention.o_proj.weight.unflatten(1, (v.shape[1], -1))  # (C, h, d)
+    return torch.einsum("nhtd,chd->nhtc", v, weight).flatten(1, 2)
+
+
+def _fold_image_queries(attention: Any, image: Any, tokens: Any, values: Any, heads: int) -> Any:
+    """Attention of per-prompt image queries (B, HW, C) over per-prompt tokens (B, T, C).
+
+    q_h . k = x . (W_q,h^T k) + b_q,h . k: the query projection is folded into the few keys, and
+    the output projection into the few values, so the image side takes two (HW x C) x (C x hT)
+    products instead of the (HW x C) x (C x C') query and output projections (hT < C').
+    """
+    import torch
+
+    k = _heads(attention.k_proj(tokens), heads) * attention.scaling  # (B, h, T, d)
+    v = _heads(attention.v_proj(values), heads)
+    weight = attention.q_proj.weight.unflatten(0, (heads, -1))  # (h, d, C)
+    bias = attention.q_proj.bias.unflatten(0, (heads, -1))  # (h, d)
+    folded = torch.einsum("nhtd,hdc->nhtc", k, weight).flatten(1, 2)  # (B, hT, C)
+    offset = torch.einsum("nhtd,hd->nht", k, bias).flatten(1)[:, None]  # (B, 1, hT)
+    scores = torch.baddbmm(offset, image, folded.transpose(1, 2))  # (B, HW, hT)
+    weights = scores.reshape(*scores.shape[:2], heads, -1).softmax(dim=-1).flatten(2)
+    return torch.baddbmm(attention.o_proj.bias, weights, _project_values(attention, v))
+
+
+def _fold_image_keys(attention: Any, tokens: Any, image: Any, values: Any, heads: int) -> Any:
+    """Attention of per-prompt tokens (B, T, C) over per-prompt image keys / values (B, HW, C).
+
+    The key projection is folded into the few queries (q . (W_k x + b_k) = (W_k^T q) . x +
+    q . b_k) and the value projection moved after the weighted sum (the weights of a query sum
+    to 1: sum_p a_p (W_v x_p + b_v) = W_v (sum_p a_p x_p) + b_v), so the image side takes two
+    (hT x C) x (C x HW) products instead of the (HW x C) x (C x C') key and value projections.
+    """
+    import torch
+
+    q = _heads(attention.q_proj(tokens), heads) * attention.scaling  # (B, h, T, d)
+    weight = attention.k_proj.weight.unflatten(0, (heads, -1))  # (h, d, C)
+    bias = attention.k_proj.bias.unflatten(0, (heads, -1))
+    folded = torch.einsum("nhtd,hdc->nhtc", q, weight).flatten(1, 2)  # (B, hT, C)
+    offset = torch.einsum("nhtd,hd->nht", q, bias).flatten(1)[:, :, None]  # (B, hT, 1)
+    weights = torch.baddbmm(offset, folded, image.transpose(1, 2)).softmax(dim=-1)  # (B, hT, HW)
+    mixed = torch.bmm(weights, values)
+    mixed = mixed.reshape(mixed.shape[0], heads, -1, mixed.shape[-1])  # (B, h, T, C)
+    value_weight = attention.v_proj.weight.unflatten(0, (heads, -1))  # (h, d, C)
+    value_bias = attention.v_proj.bias.unflatten(0, (heads, -1))[:, None]  # (h, 1, d)
+    out = torch.einsum("nhtc,hdc->nhtd", mixed, value_weight) + value_bias  # (B, h, T, d)
+    return attention.o_proj(out.transpose(1, 2).flatten(2))
+
+
+def _blocks(features: Any) -> Any:
+    """(1, C, 2H, 2W) -> (H, W, 2, 2, C): the 2x2 blocks of a stride-2 transposed conv's output."""
+    _, c, h2, w2 = features.shape
+    return features[0].reshape(c, h2 // 2, 2, w2 // 2, 2).permute(1, 3, 2, 4, 0)
+
+
+def _conv_transpose_2x2(x: Any, conv: Any, skip: Any) -> Any:
+    """A kernel-2 stride-2 ConvTranspose2d on channels-last rows, plus `skip`: (..., Cin) ->
+    (..., 2, 2, Cout) + skip, where skip (broadcast over the leading prompt dimension) already
+    holds the conv's bias (`_with_bias`).
+
+    Each input pixel gives one 2x2 output block: a matrix product (the same sums as the conv).
+    """
+    import torch
+
+    weight = conv.weight.permute(0, 2, 3, 1).flatten(1)  # (Cin, 2*2*Cout): (a, b, out)
+    out = torch.mm(x.flatten(0, -2), weight)
+    return out.reshape(*x.shape[:-1], 2, 2, conv.weight.shape[1]).add_(skip)
+
+
+def _with_bias(blocks: Any, conv: Any) -> Any:
+    """Skip features in 2x2-block layout (..., 2, 2, Cout) plus the conv's bias, contiguous."""
+    return (blocks + conv.bias).contiguous()
+
+
+def decode_many_prompts(
+    decoder: Any,
+    image: Any,
+    image_pe: Any,
+    sparse: Any,
+    dense: Any,
+    high_res: list[Any],
+) -> tuple[Any, Any, Any, Any]:
+    """The library's mask decoder for N prompts on ONE image, multimask answers only.
+
+    What `decoder(image_embeddings=image.expand(N, ...), ..., multimask_output=True)` computes,
+    without its per-prompt copies of what does not depend on the prompt: the image side of the
+    first two-way block (image + dense embedding, + position encoding, the keys / values of the
+    token -> image attention and the queries of the image -> token one) runs once and is
+    broadcast; the high-resolution features are added by broadcasting; the stride-2 upscaling
+    convolutions run as matrix products in a 2x2-block layout, so the upscaled embedding is never
+    transposed; the single-mask token's hypernetwork, never read, is skipped.
+    Same operations otherwise (test/test_everything.py compares with the library's decoder).
+
+    Args:
+        decoder: the model's mask decoder (`check_decoder` layout).
+        image: (1, C, H, W) top-level image embedding.
+        image_pe: (1, C, H, W) its position encoding.
+        sparse: (N, S, C) each prompt's sparse embeddings (the prompt encoder's, squeezed).
+        dense: (1, C, H, W) the (shared) dense prompt embedding.
+        high_res: [(1, C/8, 4H, 4W), (1, C/4, 2H, 2W)] projected high-resolution features.
+
+    Returns:
+        (masks (N, K, 4H, 4W), iou (N, K), mask tokens (N, K, C), object score logits (N, 1)),
+        K = the multimask outputs (the library's `mask_slice` 1:).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    transformer = decoder.transformer
+    n = sparse.shape[0]
+    _, _, h, w = image.shape
+    output_tokens = torch.cat(
+        [decoder.obj_score_token.weight, decoder.iou_token.weight, decoder.mask_tokens.weight]
+    )
+    point_embeddings = torch.cat([output_tokens.expand(n, -1, -1), sparse], dim=1)
+    point_embeddings = point_embeddings.to(decoder.iou_token.weight.dtype)
+    keys = (
+        (image + dense).flatten(2).transpose(1, 2)
+    )  # (1, HW, C): shared until the first block ends
+    pe = image_pe.flatten(2).transpose(1, 2)
+    queries = point_embeddings
+    for block in transformer.layers:
+        if block.skip_first_layer_pe:
+            queries = _attention(block.self_attn, queries, queries, queries)
+        else:
+            query = queries + point_embeddings
+            queries = queries + _attention(block.self_attn, query, query, queries)
+        queries = block.layer_norm1(queries)
+        query = queries + point_embeddings
+        key = keys + pe
+        queries = queries + _attention(block.cross_attn_token_to_image, query, key, keys)
+        queries = block.layer_norm2(queries)
+        queries = block.layer_norm3(queries + block.mlp(queries))
+        query = queries + point_embeddings
+        keys = block.layer_norm4(
+            keys + _attention(block.cross_attn_image_to_token, key, query, queries)
+        )
+    query = queries + point_embeddings
+    attn_out = _attention(transformer.final_attn_token_to_image, query, keys + pe, keys)
+    queries = transformer.layer_norm_final_attn(queries + attn_out)
+    k = int(decoder.num_mask_tokens) - 1
+    mask_tokens = queries[:, 3 : 3 + k]  # the multimask tokens (token 2 is the single mask's)
+
+    # Upscaling in 2x2-block layout: (n, H, W, a, b, C/4), then (n, H, W, a, b, c, d, C/8); the
+    # output pixel of block (i, j, a, b, c, d) is (4i + 2a + c, 4j + 2b + d). A few prompts at a
+    # time: the largest tensor stays under ~16 MB (a fresh larger one costs page faults).
+    feat_s0, feat_s1 = high_res
+    s1 = _with_bias(_blocks(feat_s1), decoder.upscale_conv1)
+    s0 = feat_s0[0].reshape(-1, h, 2, 2, w, 2, 2).permute(1, 4, 2, 5, 3, 6, 0)  # (i,j,a,b,c,d,C)
+    s0 = _with_bias(s0, decoder.upscale_conv2)
+    norm = decoder.upscale_layer_norm
+    hyper = torch.stack(
+        [decoder.output_hypernetworks_mlps[i + 1](mask_tokens[:, i]) for i in range(k)], dim=1
+    )  # (N, K, C/8)
+    step = max(1, UPSCALE_FLOATS // (16 * h * w * s0.shape[-1]))
+    masks = []
+    for start in range(0, n, step):
+        part = keys[start : start + step]
+        m = part.shape[0]
+        up = _conv_transpose_2x2(part.reshape(m, h, w, -1), decoder.upscale_conv1, s1)
+        up = F.gelu(F.layer_norm(up, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
+        up = F.gelu(_conv_transpose_2x2(up, decoder.upscale_conv2, s0))
+        product = torch.bmm(
+            up.reshape(m, -1, up.shape[-1]), hyper[start : start + m].transpose(1, 2)
+        )
+        product = product.reshape(m, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        masks.append(product.reshape(m, k, 4 * h, 4 * w))
+    iou = decoder.iou_prediction_head(queries[:, 1])[:, 1:]
+    object_logits = decoder.pred_obj_score_head(queries[:, 0])
+    return torch.cat(masks), iou, mask_tokens, object_logits

@@ -32,6 +32,12 @@ class EverythingOptions:
         nms_iou: a mask overlapping a better kept one above this mask IoU is dropped (SAM uses
             box NMS at 0.7; masks are what we return, so mask IoU is the honest measure).
         chunk: clicks per decoder call (memory ~ chunk x the top-level features).
+        coarse_to_fine: click the grid in three passes (every 4th point of each row and column,
+            then every 2nd, then the rest: `grid_levels`) and skip a point that falls inside a
+            mask already kept (filters and NMS passed). Fewer decoder passes where objects are
+            large, but not the same answer: a skipped click would have proposed the parts of
+            the object it lies in (SAM's multimask whole / part / subpart), so part-level masks
+            are fewer. Off by default (SAM's generator clicks every point).
     """
 
     points_per_side: int = 32
@@ -41,6 +47,7 @@ class EverythingOptions:
     min_area: int = 0
     nms_iou: float = 0.7
     chunk: int = 64
+    coarse_to_fine: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.points_per_side <= 128:
@@ -68,6 +75,22 @@ def grid_points(points_per_side: int, size: float) -> torch.Tensor:
     side = torch.linspace(offset, 1.0 - offset, points_per_side, dtype=torch.float32)
     ys, xs = torch.meshgrid(side, side, indexing="ij")
     return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1) * float(size)
+
+
+def grid_levels(points_per_side: int) -> list[list[int]]:
+    """Indices of `grid_points` in coarse-to-fine passes: the points whose row and column i have
+    i % 4 == 2 (every 4th, centred), then i % 2 == 0 (every 2nd, a superset) not yet listed,
+    then the rest. Together every index once, each level in row-major order."""
+    n = points_per_side
+    levels: list[list[int]] = []
+    seen: set[int] = set()
+    for stride, offset in ((4, 2), (2, 0), (1, 0)):
+        on = [i for i in range(n) if i % stride == offset]
+        level = [row * n + col for row in on for col in on if row * n + col not in seen]
+        seen.update(level)
+        if level:
+            levels.append(level)
+    return levels
 
 
 def stability_scores(logits: torch.Tensor, offset: float) -> torch.Tensor:

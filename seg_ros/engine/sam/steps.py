@@ -371,6 +371,48 @@ class ModelSteps:
             multimasks=low_multi[:, 0],
         )
 
+    def decode_clicks(
+        self, high_res: Sequence[torch.Tensor], top: torch.Tensor, clicks: torch.Tensor
+    ) -> Decoded:
+        """One positive click each for N prompts on ONE image: `decode(top.expand(N, ...),
+        points=clicks[:, None, None], labels=1, multimask=True, upsample=False)`, without the
+        per-click copies of the image side (`LibraryAdapter.decode_many_prompts`).
+
+        `high_res`: the (1, C, H, W) maps of `high_res`; `top`: (1, C, H, W); `clicks`: (N, 2)
+        XY in the model's input square. `high_res` of the result is the low-resolution mask.
+        """
+        import torch
+
+        model = self.model
+        batch = clicks.shape[0]
+        sparse, dense = model.prompt_encoder(
+            input_points=clicks[:, None, None, :],
+            input_labels=torch.ones(batch, 1, 1, dtype=torch.int32, device=clicks.device),
+            input_boxes=None,
+            input_masks=None,
+        )
+        self.counters["decoder_calls"] += 1
+        low_multi, iou, tokens, object_logits = self.lib.decode_many_prompts(
+            top, self._image_pe, sparse[:, 0], dense[:1], list(high_res)
+        )
+        appearing = object_logits[:, :, None] > 0  # (B, 1, 1)
+        low_multi = torch.where(appearing[:, :, :, None], low_multi, NO_OBJECT_LOGIT)
+        rows = torch.arange(batch, device=top.device)
+        best = torch.argmax(iou, dim=-1)  # (B,)
+        low = low_multi[rows, best][:, None]
+        pointer = model.object_pointer_proj(tokens[rows, best][:, None])  # (B, 1, C)
+        weight = appearing.to(pointer.dtype)
+        pointer = weight * pointer + (1 - weight) * model.no_object_pointer
+        return Decoded(
+            low_res=low,
+            high_res=low,
+            object_score_logits=object_logits[:, :, None],
+            object_pointer=pointer,
+            iou=iou,
+            best=best,
+            multimasks=low_multi,
+        )
+
     def mask_as_output(
         self, feats: Sequence[torch.Tensor], high_res: list[torch.Tensor], mask: torch.Tensor
     ) -> Decoded:

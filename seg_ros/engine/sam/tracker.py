@@ -75,7 +75,12 @@ from seg_ros.engine.sam.adapter import (
     LibraryAdapter,
     session_class_for,  # noqa: F401 (re-exported)
 )
-from seg_ros.engine.sam.everything import EverythingOptions, grid_points, passes_filters
+from seg_ros.engine.sam.everything import (
+    EverythingOptions,
+    grid_levels,
+    grid_points,
+    passes_filters,
+)
 from seg_ros.engine.sam.memory import MemoryBounds, MemoryPlan
 from seg_ros.engine.sam.steps import NO_OBJECT_LOGIT as NO_OBJECT_LOGIT  # re-exported
 from seg_ros.engine.sam.steps import Decoded, EncodedFrame, ModelSteps
@@ -849,8 +854,9 @@ class StreamingVideoTracker:
         prompt encoder and the mask decoder, `options.chunk` clicks per call on the same
         features (the image encoder does not run); each click's K candidate masks are filtered
         by `everything.keep_masks` (the filters per chunk, then mask NMS). State untouched.
-        Returns the kept masks, best predicted IoU first (`object_pointer` is its click's,
-        `iou` the mask's predicted IoU).
+        `options.coarse_to_fine`: the grid in `grid_levels` passes, NMS after each, and a point
+        inside a mask kept so far is not clicked. Returns the kept masks, best predicted IoU
+        first (`object_pointer` is its click's, `iou` the mask's predicted IoU).
         """
         import torch
 
@@ -860,37 +866,42 @@ class StreamingVideoTracker:
         with torch.inference_mode():
             high_res = self.steps.high_res(feats)
             top = self.steps.no_memory(feats)
-            grid = grid_points(options.points_per_side, self.image_size)
-            grid = grid.to(self.device, self.dtype)
+            side = options.points_per_side
+            grid = grid_points(side, self.image_size).to(self.device, self.dtype)
+            levels = grid_levels(side) if options.coarse_to_fine else [list(range(side * side))]
             logits, scores, object_logits, pointers = [], [], [], []
-            for start in range(0, grid.shape[0], options.chunk):
-                clicks = grid[start : start + options.chunk]
-                batch = clicks.shape[0]
-                # Same features for every click of the chunk: views, no copies.
-                embeddings = [f.expand(batch, *f.shape[1:]) for f in [*high_res, top]]
-                out = self.steps.decode(
-                    embeddings,
-                    points=clicks[:, None, None, :],
-                    labels=torch.ones(batch, 1, 1, dtype=torch.int32, device=self.device),
-                    multimask=True,
-                    upsample=False,
-                )
-                k = out.multimasks.shape[1]
-                chunk_logits = out.multimasks.flatten(0, 1)
-                chunk_scores = out.iou.reshape(-1)
-                # Filter each chunk at once: only the survivors are kept and reach NMS.
-                good = passes_filters(chunk_logits, chunk_scores, options)
-                logits.append(chunk_logits[good])
-                scores.append(chunk_scores[good])
-                object_logits.append(out.object_score_logits.reshape(-1).repeat_interleave(k)[good])
-                pointers.append(out.object_pointer[:, 0].repeat_interleave(k, dim=0)[good])
-            all_logits = torch.cat(logits)
-            all_scores = torch.cat(scores)
-            if all_logits.shape[0] == 0:
+            all_logits = all_scores = torch.zeros(0)
+            kept: list[int] = []
+            for level in levels:
+                todo = torch.tensor(level, dtype=torch.long, device=self.device)
+                if kept:
+                    # Coarse to fine: a point inside a kept mask is not clicked.
+                    todo = todo[~self._inside(grid[todo], all_logits[kept])]
+                for start in range(0, todo.numel(), options.chunk):
+                    clicks = grid[todo[start : start + options.chunk]]
+                    # Same features for every click: the decoder's image side runs once a chunk.
+                    out = self.steps.decode_clicks(high_res, top, clicks)
+                    k = out.multimasks.shape[1]
+                    chunk_logits = out.multimasks.flatten(0, 1)
+                    chunk_scores = out.iou.reshape(-1)
+                    # Filter each chunk at once: only the survivors are kept and reach NMS.
+                    good = passes_filters(chunk_logits, chunk_scores, options)
+                    logits.append(chunk_logits[good])
+                    scores.append(chunk_scores[good])
+                    object_logits.append(
+                        out.object_score_logits.reshape(-1).repeat_interleave(k)[good]
+                    )
+                    pointers.append(out.object_pointer[:, 0].repeat_interleave(k, dim=0)[good])
+                if not logits:
+                    continue
+                all_logits = torch.cat(logits)
+                all_scores = torch.cat(scores)
+                if all_logits.shape[0] > 0:
+                    kept = mask_nms(
+                        (all_logits.float() > 0).cpu(), all_scores.float().cpu(), options.nms_iou
+                    )
+            if not kept:
                 return []
-            kept = mask_nms(
-                (all_logits.float() > 0).cpu(), all_scores.float().cpu(), options.nms_iou
-            )
             object_all = torch.cat(object_logits)
             pointer_all = torch.cat(pointers)
             return [
@@ -902,6 +913,16 @@ class StreamingVideoTracker:
                 )
                 for i in kept
             ]
+
+    def _inside(self, points: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: whether each (N, 2) XY point of the input square lies inside one of the
+        (M, h, w) masks (logit > 0 at the low-resolution pixel that contains it)."""
+        union = (logits > 0).any(dim=0)
+        h, w = union.shape
+        scale = self.image_size
+        cols = (points[:, 0] * w / scale).long().clamp(0, w - 1)
+        rows = (points[:, 1] * h / scale).long().clamp(0, h - 1)
+        return union[rows, cols]
 
     def encode_image(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
         """The image features of an image that is not a frame (one encoder pass, nothing kept),
