@@ -33,6 +33,7 @@ from std_msgs.msg import Header
 
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.results import Candidate, FrameResult, ObjectMask
+from seg_ros.engine.sam.everything import EverythingOptions
 from seg_ros.engine.types import RgbImage
 from seg_ros.msg import Instance, InstanceArray
 
@@ -355,4 +356,26 @@ def build_prompt(
         mask=mask_from_image(mask) if mask is not None else None,
         scribble=scribble,
         text=text,
+    )
+
+
+def everything_options(req: Any) -> EverythingOptions:
+    """A SegmentEverything request's options: 0 points per side = 32, a threshold < 0 (the
+    request's default, -1) = SAM's (0.88 / 0.95); `min_area` in source pixels (< 0 refused with
+    ValueError by EverythingOptions)."""
+    defaults = EverythingOptions()
+    return EverythingOptions(
+        points_per_side=req.points_per_side or defaults.points_per_side,
+        pred_iou_threshold=(
+            float(req.pred_iou_threshold)
+            if req.pred_iou_threshold >= 0
+            else defaults.pred_iou_threshold
+        ),
+        stability_threshold=(
+            float(req.stability_threshold)
+            if req.stability_threshold >= 0
+            else defaults.stability_threshold
+        ),
+        min_area=req.min_area,
+        coarse_to_fine=req.coarse_to_fine,
     )

@@ -32,6 +32,7 @@ from seg_ros.conversions import (
     Locate3D,
     build_prompt,
     candidate_instances,
+    everything_options,
     image_to_rgb,
     instance_to_msg,
     ns_to_stamp,
@@ -39,7 +40,6 @@ from seg_ros.conversions import (
     stamp_to_ns,
 )
 from seg_ros.engine import Prompt, SegmentationSession, SegRosError
-from seg_ros.engine.sam.everything import EverythingOptions
 from seg_ros.frame_queue import RequestsFirst
 from seg_ros.msg import StandingQuery
 from seg_ros.node_params import NodeParams
@@ -354,25 +354,11 @@ class ServiceHandlers:
     ) -> Any:
         """Every object on the latest frame; with `track`, each becomes a tracked object.
 
-        Zero or negative fields mean the generator's defaults (32 per side, 0.88 / 0.95).
+        Fields left at their defaults mean the generator's (`everything_options`).
         """
 
         def run(session: SegmentationSession) -> SegmentEverything.Response:
-            defaults = EverythingOptions()
-            options = EverythingOptions(
-                points_per_side=req.points_per_side or defaults.points_per_side,
-                pred_iou_threshold=(
-                    float(req.pred_iou_threshold)
-                    if req.pred_iou_threshold >= 0
-                    else defaults.pred_iou_threshold
-                ),
-                stability_threshold=(
-                    float(req.stability_threshold)
-                    if req.stability_threshold >= 0
-                    else defaults.stability_threshold
-                ),
-                min_area=req.min_area,  # < 0 is refused by EverythingOptions (ValueError)
-            )
+            options = everything_options(req)
             objects = session.segment_everything(
                 options, track=req.track, label=req.label, vocabulary=list(req.vocabulary)
             )

@@ -335,3 +335,29 @@ def test_candidates_become_instances_of_the_same_object() -> None:
     assert [(i.id, i.mask_value) for i in out] == [("2", 2), ("2", 2)]
     assert [round(i.score, 2) for i in out] == [0.9, 0.6]
     assert (out[1].bbox.width, out[1].bbox.height) == (2, 2)
+
+
+def test_segment_everything_request_defaults_are_sams_generator() -> None:
+    """An empty request (`ros2 service call ... "{track: true}"`) gets SAM's thresholds, not 0
+    (which kept every candidate: hundreds of masks, refused under max_objects with track)."""
+    from seg_ros.conversions import everything_options
+    from seg_ros.engine.sam.everything import EverythingOptions
+    from seg_ros.srv import SegmentEverything
+
+    assert everything_options(SegmentEverything.Request(track=True)) == EverythingOptions()
+    req = SegmentEverything.Request(
+        points_per_side=8,
+        pred_iou_threshold=0.0,
+        stability_threshold=0.5,
+        min_area=100,
+        coarse_to_fine=True,
+    )
+    assert everything_options(req) == EverythingOptions(
+        points_per_side=8,
+        pred_iou_threshold=0.0,
+        stability_threshold=0.5,
+        min_area=100,
+        coarse_to_fine=True,
+    )
+    with pytest.raises(ValueError, match="min_area"):
+        everything_options(SegmentEverything.Request(min_area=-1))
