@@ -191,6 +191,22 @@ def test_many_prompt_decoder_equals_the_library_decoder(kind: str, n: int) -> No
     assert masks.shape == (n, 3, 4 * side, 4 * side) and masks.abs().max() > 1.0
     for value, ref in zip(got, want, strict=True):
         torch.testing.assert_close(value, ref.reshape(value.shape), rtol=1e-4, atol=1e-4)
+    if n > 1:
+        # The predicted-IoU gate: a prompt none of whose IoUs reaches the bar is not upscaled
+        # (its masks are the fill), the others' masks are the ungated ones (to float rounding:
+        # other upscaling batches).
+        iou = got[1]
+        bar = float(iou.max(dim=1).values.median())
+        passing = (iou >= bar).any(dim=1)
+        assert 0 < int(passing.sum()) < n
+        with torch.inference_mode():
+            gated = decode_many_prompts(
+                decoder, image, pe, sparse, dense, high_res, min_iou=bar, fill=-7.0
+            )
+        torch.testing.assert_close(gated[0][passing], masks[passing], rtol=1e-5, atol=1e-5)
+        assert bool((gated[0][~passing] == -7.0).all())
+        for value, ref in zip(gated[1:], got[1:], strict=True):
+            torch.testing.assert_close(value, ref, rtol=0, atol=0)
 
 
 def test_decode_clicks_equals_decode_with_expanded_features(

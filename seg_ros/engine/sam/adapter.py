@@ -387,11 +387,18 @@ class LibraryAdapter:
         return features, positions
 
     def decode_many_prompts(
-        self, image: Any, image_pe: Any, sparse: Any, dense: Any, high_res: list[Any]
+        self,
+        image: Any,
+        image_pe: Any,
+        sparse: Any,
+        dense: Any,
+        high_res: list[Any],
+        min_iou: float | None = None,
+        fill: float = 0.0,
     ) -> tuple[Any, Any, Any, Any]:
         """The mask decoder for N prompts on one image, multimask (`decode_many_prompts`)."""
         return decode_many_prompts(
-            self.model.mask_decoder, image, image_pe, sparse, dense, high_res
+            self.model.mask_decoder, image, image_pe, sparse, dense, high_res, min_iou, fill
         )
 
     def memory_attention(
@@ -617,6 +624,8 @@ def decode_many_prompts(
     sparse: Any,
     dense: Any,
     high_res: list[Any],
+    min_iou: float | None = None,
+    fill: float = 0.0,
 ) -> tuple[Any, Any, Any, Any]:
     """The library's mask decoder for N prompts on ONE image, multimask answers only.
 
@@ -636,6 +645,12 @@ def decode_many_prompts(
         sparse: (N, S, C) each prompt's sparse embeddings (the prompt encoder's, squeezed).
         dense: (1, C, H, W) the (shared) dense prompt embedding.
         high_res: [(1, C/8, 4H, 4W), (1, C/4, 2H, 2W)] projected high-resolution features.
+        min_iou: a prompt none of whose K predicted IoUs reaches this (float32 compare) is not
+            upscaled: its masks are `fill` everywhere. The predicted IoUs come from the tokens,
+            before the upscaling (about half a prompt's work at 512 px), so a caller that drops
+            masks below a predicted-IoU threshold anyway (segment everything) gets the same
+            answer for less. None: every prompt's masks.
+        fill: the logit of the masks not computed.
 
     Returns:
         (masks (N, K, 4H, 4W), iou (N, K), mask tokens (N, K, C), object score logits (N, 1)),
@@ -690,9 +705,18 @@ def decode_many_prompts(
     hyper = torch.stack(
         [decoder.output_hypernetworks_mlps[i + 1](mask_tokens[:, i]) for i in range(k)], dim=1
     )  # (N, K, C/8)
+    iou = decoder.iou_prediction_head(queries[:, 1])[:, 1:]
+    object_logits = decoder.pred_obj_score_head(queries[:, 0])
+    run = None  # every prompt
+    if min_iou is not None:  # the caller's predicted-IoU filter, before the upscaling
+        passing = (iou.float() >= min_iou).any(dim=1)
+        if not bool(passing.all()):
+            run = torch.nonzero(passing).reshape(-1)
+    if run is not None:
+        keys, hyper = keys[run], hyper[run]
     step = max(1, UPSCALE_FLOATS // (16 * h * w * s0.shape[-1]))
-    masks = []
-    for start in range(0, n, step):
+    parts = [keys.new_zeros((0, k, 4 * h, 4 * w))]
+    for start in range(0, keys.shape[0], step):
         part = keys[start : start + step]
         m = part.shape[0]
         up = _conv_transpose_2x2(part.reshape(m, h, w, -1), decoder.upscale_conv1, s1)
@@ -702,7 +726,9 @@ def decode_many_prompts(
             up.reshape(m, -1, up.shape[-1]), hyper[start : start + m].transpose(1, 2)
         )
         product = product.reshape(m, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        masks.append(product.reshape(m, k, 4 * h, 4 * w))
-    iou = decoder.iou_prediction_head(queries[:, 1])[:, 1:]
-    object_logits = decoder.pred_obj_score_head(queries[:, 0])
-    return torch.cat(masks), iou, mask_tokens, object_logits
+        parts.append(product.reshape(m, k, 4 * h, 4 * w))
+    masks = torch.cat(parts)
+    if run is not None:
+        computed, masks = masks, masks.new_full((n, k, 4 * h, 4 * w), fill)
+        masks[run] = computed
+    return masks, iou, mask_tokens, object_logits

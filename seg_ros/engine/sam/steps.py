@@ -372,7 +372,11 @@ class ModelSteps:
         )
 
     def decode_clicks(
-        self, high_res: Sequence[torch.Tensor], top: torch.Tensor, clicks: torch.Tensor
+        self,
+        high_res: Sequence[torch.Tensor],
+        top: torch.Tensor,
+        clicks: torch.Tensor,
+        min_iou: float | None = None,
     ) -> Decoded:
         """One positive click each for N prompts on ONE image: `decode(top.expand(N, ...),
         points=clicks[:, None, None], labels=1, multimask=True, upsample=False)`, without the
@@ -380,6 +384,8 @@ class ModelSteps:
 
         `high_res`: the (1, C, H, W) maps of `high_res`; `top`: (1, C, H, W); `clicks`: (N, 2)
         XY in the model's input square. `high_res` of the result is the low-resolution mask.
+        `min_iou`: the masks of a click none of whose predicted IoUs reaches it are not
+        computed (NO_OBJECT_LOGIT everywhere; for a caller that drops them anyway).
         """
         import torch
 
@@ -393,7 +399,7 @@ class ModelSteps:
         )
         self.counters["decoder_calls"] += 1
         low_multi, iou, tokens, object_logits = self.lib.decode_many_prompts(
-            top, self._image_pe, sparse[:, 0], dense[:1], list(high_res)
+            top, self._image_pe, sparse[:, 0], dense[:1], list(high_res), min_iou, NO_OBJECT_LOGIT
         )
         appearing = object_logits[:, :, None] > 0  # (B, 1, 1)
         low_multi = torch.where(appearing[:, :, :, None], low_multi, NO_OBJECT_LOGIT)

@@ -879,8 +879,12 @@ class StreamingVideoTracker:
                     todo = todo[~self._inside(grid[todo], all_logits[kept])]
                 for start in range(0, todo.numel(), options.chunk):
                     clicks = grid[todo[start : start + options.chunk]]
-                    # Same features for every click: the decoder's image side runs once a chunk.
-                    out = self.steps.decode_clicks(high_res, top, clicks)
+                    # Same features for every click: the decoder's image side runs once a
+                    # chunk, and a click whose masks all fail the predicted-IoU filter below
+                    # is not upscaled (the filter, applied first: same answer).
+                    out = self.steps.decode_clicks(
+                        high_res, top, clicks, min_iou=options.pred_iou_threshold
+                    )
                     k = out.multimasks.shape[1]
                     chunk_logits = out.multimasks.flatten(0, 1)
                     chunk_scores = out.iou.reshape(-1)
