@@ -139,11 +139,12 @@ def test_dev_quick_floor(sequence: str, prompt: str, floor: float) -> None:
 # cuts): mask J 0.572 F 0.560, box J 0.522, click J 0.214 (round 4, re-acquisition by colour
 # histogram: 0.587 F 0.578, 0.523, 0.214; round 2: 0.440, 0.291, 0.170; round 5, box and
 # click settled by motion on the 5 frames after the prompt, a click's leak replaced by a box
-# around it: 0.587, box 0.542 F 0.524, click 0.459 F 0.427; the issue's targets, 0.70 / 0.60
-# / 0.50, are NOT reached).
+# around it: 0.587, box 0.542 F 0.524, click 0.459 F 0.427; round 6, a lost part regrown
+# beyond the band: mask 0.600 F 0.592, box 0.534 F 0.508, click 0.457 F 0.428; the issue's
+# targets, 0.70 / 0.60 / 0.50, are NOT reached). Floors ~0.05 below.
 @needs_dev
 @pytest.mark.slow
-@pytest.mark.parametrize(("prompt", "floor"), [("mask", 0.50), ("box", 0.47), ("click", 0.39)])
+@pytest.mark.parametrize(("prompt", "floor"), [("mask", 0.55), ("box", 0.48), ("click", 0.40)])
 def test_dev_full_floor(prompt: str, floor: float) -> None:
     rows = davis.run(DEV, prompts=(prompt,))
     (mean,) = [r for r in rows if r["bench"] == "davis_mean"]
@@ -164,6 +165,19 @@ def test_no_wrong_reacquisition_behind_the_trees(prompt: str) -> None:
     assert res["wrong_reacquired"] == 0, res
     if prompt == "mask":
         assert res["J"] > 0.24, res
+
+
+@needs_dev
+def test_dog_past_the_poles_is_taken_back() -> None:
+    """libby, mask prompt, all 49 frames: the dog runs behind thin poles; the part coming out
+    on a pole's far side came from behind it (the flow cannot carry it) and lies beyond the
+    band: without regrowing (`regrow_reach` 0) the mask stayed on the near side, on the
+    dog's back half (J 0.348); with it the parts that have the dog's colours and move like it
+    are taken back (J 0.418, no re-acquisition)."""
+    (seq,) = davis.list_sequences(DEV, ["libby"])
+    res = davis.evaluate(seq, "mask")
+    assert res["J"] > 0.38, res
+    assert res["wrong_reacquired"] == 0, res
 
 
 def _tracked(
