@@ -217,7 +217,7 @@ class ClassicConfig(BackendOptions):
             and move like it (unlike the background): a part reappearing from behind a thin
             occluder (a dog's head past a pole), which the flow cannot carry (its pixels came
             from behind the occluder) and the band cannot reach (0 = off). On the DAVIS dev
-            subset mask J 0.587 -> 0.604 (libby 0.348 -> 0.441; see README).
+            subset mask J 0.587 -> 0.600 (libby 0.348 -> 0.418; see README).
         motion_grow: the motion vote may add pixels outside the prediction (False: it only
             removes; on the dev subset mask J 0.573 -> 0.560, blackswan 0.79 -> 0.86: the
             swan's reflection moves with it).
