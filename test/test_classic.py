@@ -554,6 +554,33 @@ def test_click_settles_to_what_moves_with_it(settle: int) -> None:
         assert js[-1] < 0.65, js  # the red half alone: the settling is what makes it whole
 
 
+@pytest.mark.parametrize("held", [10, 95])
+def test_settling_waits_out_a_still_opening(held: int) -> None:
+    """The same click with the first frame held first (a camera re-sending one frame, a still
+    scene before anything moves): held frames show nothing new, so settling waits for motion
+    and takes the whole object once it moves; it gives up after `_SETTLE_PATIENCE` (90) still
+    frames. Before, the 5 settling frames were spent on the held copies: J 0.5 throughout."""
+    from seg_ros.engine.backends.classic import _SETTLE_PATIENCE
+
+    clip = _two_tone_clip()
+    frames = [clip[0]] * held + clip
+    session = SegmentationSession(ClassicBackend(ClassicConfig(settle_frames=5)))
+    js = []
+    for i, (image, truth) in enumerate(frames):
+        out = session.step(image, stamp_ns=i + 1)
+        if i == 0:
+            obj = session.add_prompt(Prompt(points=[[85.0, 120.0]])).object_id
+            continue
+        res = out.get(obj)
+        assert res is not None and res.visible, i
+        js.append(jaccard(res.mask, truth))
+    assert max(js[: held - 1]) < 0.65, js  # held: the red half, nothing settled yet
+    if held < _SETTLE_PATIENCE:
+        assert js[-1] > 0.85, js
+    else:
+        assert js[-1] < 0.65, js  # gave up waiting: the red half tracked alone
+
+
 @pytest.mark.skipif(not _BEDROOM.is_file(), reason=f"bedroom clip not found at {_BEDROOM}")
 def test_bedroom_demo_boy_hidden_is_lost_not_redrawn() -> None:
     """The paced demo's run at engine level: 60 still frames (`hold_first_s` 4 at 15 fps), the

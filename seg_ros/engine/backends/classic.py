@@ -16,7 +16,8 @@ No model, no weights, CPU real time. What it does with each request:
   A click's answer covering more than a fifth of the frame (it ran over look-alike
   surroundings) is replaced by GrabCut in a box around the click. One image often does not
   tell an object from its surroundings (a black swan on dark water): a box or a click is
-  then *settled by motion* on the next `settle_frames` frames, re-segmented in the prompt's
+  then *settled by motion* on the next `settle_frames` frames on which its region moves (a
+  still opening is waited out, `_SETTLE_PATIENCE`), re-segmented in the prompt's
   region from what moves unlike the background, and its colour models learnt again.
   Each object then keeps a colour model (Lab histogram of its pixels) and one of the rest of
   the frame.
@@ -111,6 +112,15 @@ _REACQUIRE_MAX_AREA = 3.0
 #: once the refused cushion is cut out of the candidate: `_Track.lookalike`).
 _REACQUIRE_REACH = 4.0
 
+#: Settling (`ClassicConfig.settle_frames`) counts only frames on which something moves in the
+#: prompt's region; it waits at most this many frames for motion (a still camera on a still
+#: scene, or a camera driver re-sending one frame, shows nothing the prompt's frame did not),
+#: then gives up. 90 frames: 3 s at 30 fps, 6 s at 15.
+_SETTLE_PATIENCE = 90
+#: ... where the 99th percentile of the flow's magnitude in the settling region is below this
+#: (working pixels): nothing there moved.
+_STILL_FLOW = 0.25
+
 #: Regrowing (`ClassicConfig.regrow_reach`) starts when the mask is smaller than this fraction
 #: of the object's reference area (a fifth of it is missing); on the DAVIS dev subset at 1.0
 #: (always, up to the reference area) box J on blackswan dropped 0.733 -> 0.706 (a box's
@@ -202,9 +212,11 @@ class ClassicConfig(BackendOptions):
             dev subset 0.3 gives click J 0.234 -> 0.275, but on an object the click already
             gives whole, the enlarged box's GrabCut takes in background: the synthetic
             point-prompt tests drop to J 0.56).
-        settle_frames: for this many frames after a box or a click (not a mask, not a
-            refinement), the object is re-segmented in the region the prompt designates (the
-            box; for a click, the first answer's box enlarged by `settle_reach`), carried by
+        settle_frames: for this many frames with motion after a box or a click (not a mask,
+            not a refinement; frames on which nothing moves in its region do not count, for
+            up to `_SETTLE_PATIENCE` frames), the object is re-segmented in the
+            region the prompt designates (the box; for a click, the first answer's box
+            enlarged by `settle_reach`), carried by
             the object's motion, from how each pixel moves: one frame shows only colours, and
             on real footage the object's often also occur around it (a black swan on dark
             water), so the first answer is a part of the object or takes in background; what
@@ -359,6 +371,7 @@ class _Track:
     # and the frames left to re-segment the object in it by motion (see `settle_frames`).
     settle_box: ops.Box | None = None
     settle_left: int = 0
+    settle_patience: int = 0  # frames left to wait for motion (`_SETTLE_PATIENCE`)
     # While lost: the candidates refused for their colour distribution (working pixels):
     # look-alikes, never taken for the object until it is found again (`_search`).
     lookalike: BoolArray | None = field(default=None, repr=False)
@@ -506,6 +519,7 @@ class ClassicBackend(Backend):
             new.full_mask = full_mask
             new.settle_box = self._settle_region(frame, prompt, new, track)
             new.settle_left = self.config.settle_frames if new.settle_box is not None else 0
+            new.settle_patience = _SETTLE_PATIENCE
             # The answer is the object as it looks on the prompted frame (the session's
             # contract); the track itself goes on from the latest frame.
             output = self._output(new, frame)
@@ -1036,7 +1050,6 @@ class ClassicBackend(Backend):
         or the cut loses most of the part.
         """
         assert track.settle_box is not None
-        track.settle_left -= 1
         cfg = self.config
         height, width = frame.shape
         x0, y0, x1, y1 = track.settle_box
@@ -1049,6 +1062,7 @@ class ClassicBackend(Backend):
         track.settle_box = box
         pbox = ops.mask_box(predicted)
         if pbox is None or box[2] - box[0] < 4 or box[3] - box[1] < 4:
+            track.settle_left -= 1
             return predicted
         region = ops.expand_box(
             box, max(6, (box[2] - box[0] + box[3] - box[1]) // 20), width, height
@@ -1056,8 +1070,6 @@ class ClassicBackend(Backend):
         inbox = np.zeros((height, width), bool)
         inbox[box[1] : box[3], box[0] : box[2]] = True
         residual = self._background_residual(flow, inbox | predicted, region)
-        if residual is None:
-            return predicted
         rx0, ry0, rx1, ry1 = region
         sl = np.s_[ry0:ry1, rx0:rx1]
         part = predicted[sl] & inbox[sl]
@@ -1065,6 +1077,20 @@ class ClassicBackend(Backend):
         if np.count_nonzero(core) < 10:
             core = part
         if not core.any():
+            track.settle_left -= 1
+            return predicted
+        f = flow[sl]
+        if float(np.percentile(np.hypot(f[..., 0], f[..., 1]), 99)) < _STILL_FLOW:
+            # Nothing moves in the region (a held frame, a still scene): this frame tells no
+            # more than the prompt's did. Not counted: wait for motion, up to the patience.
+            # (A part moving like its background does count: on the DAVIS dev subset waiting
+            # then too settled clicks later, on a drifted region: click J 0.457 -> 0.349.)
+            track.settle_patience -= 1
+            if track.settle_patience <= 0:
+                track.settle_left = 0
+            return predicted
+        track.settle_left -= 1
+        if residual is None:
             return predicted
         m_obj = float(np.median(residual[core]))
         if m_obj < cfg.motion_gate:
