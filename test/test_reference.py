@@ -98,12 +98,18 @@ def test_references_of_one_object_are_bounded_and_removable() -> None:
     assert session.remove_reference(obj, kept[0]) == [kept[0]]
     with pytest.raises(PromptError, match="no reference 1 "):
         session.remove_reference(obj, 1)
+    # Not found yet, its references are all that can find it: removing them all is refused,
+    # nothing removed (remove the object instead), as on SAM.
+    with pytest.raises(PromptError, match="remove the object instead"):
+        session.remove_reference(obj)
+    assert session.references(obj) == kept[1:]
+    # Found and followed, it no longer needs them.
+    assert session.step(with_square(grey(), 4, 4)).objects[0].visible
     assert session.remove_reference(obj) == kept[1:]  # 0 = all of them
     assert session.references(obj) == [] and session.object_ids == [obj]  # the object stays
     with pytest.raises(PromptError, match="has no references"):
         session.remove_reference(obj)
-    # Without references nothing finds it.
-    assert not session.step(with_square(grey(), 4, 4)).objects[0].visible
+    assert session.step(with_square(grey(), 5, 5)).objects[0].visible
 
 
 def test_a_reference_on_a_tracked_object_keeps_it_tracked() -> None:

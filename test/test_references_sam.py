@@ -32,6 +32,7 @@ from seg_ros.engine.errors import FrameError, PromptError
 from seg_ros.engine.prompts import Prompt
 from seg_ros.engine.registry import build_backend
 from seg_ros.engine.sam.tracker import StreamingVideoTracker, TrackedMask
+from seg_ros.engine.session import SegmentationSession
 from seg_ros.testing.tiny_models import TINY_IMAGE_SIZE, bias_object_scores, build_model, save_tiny
 
 KINDS = ("sam2", "edgetam")
@@ -365,6 +366,33 @@ def test_backend_refuses_bad_references_clearly(folders: dict[str, pathlib.Path]
     assert backend.references(2) == []
     assert 1 in backend.step(0, image)
     backend.close()
+
+
+def test_session_refuses_to_remove_every_reference_of_an_unprompted_object(
+    folders: dict[str, pathlib.Path],
+) -> None:
+    """`remove_reference(id, 0)` on an object made from two references and never prompted:
+    refused before anything is removed (it used to remove reference 1, then fail on 2: the
+    request failed and still changed the object). An object prompted on the stream keeps
+    its prompted frame: all its references go."""
+    session = SegmentationSession(sam2_backend(folders["sam2"]))
+    image = images(1)[0]
+    obj = session.add_reference(image, Prompt(points=[[20, 20]])).object_id
+    session.add_reference(image, Prompt(points=[[60, 40]]), obj)
+    with pytest.raises(PromptError, match="remove the object instead"):
+        session.remove_reference(obj)
+    assert session.references(obj) == [1, 2]
+    assert session.remove_reference(obj, 1) == [1]  # one of two: another stays
+    with pytest.raises(PromptError, match="reference 2 is all object"):
+        session.remove_reference(obj, 2)
+    assert session.references(obj) == [2]
+    session.step(image, stamp_ns=1)
+    prompted = session.add_prompt(Prompt(points=[[60, 40]])).object_id
+    session.add_reference(image, Prompt(points=[[60, 40]]), prompted)
+    session.add_reference(image, Prompt(points=[[62, 42]]), prompted)
+    assert session.remove_reference(prompted) == [1, 2] and session.references(prompted) == []
+    assert session.object_ids == [obj, prompted] and session.references(obj) == [2]
+    session.close()
 
 
 # ---------------------------------------------------------------------- sam3

@@ -334,23 +334,36 @@ class SegmentationSession:
 
     def remove_reference(self, object_id: str, reference: int = 0) -> list[int]:
         """Forget reference `reference` of an object (0 = all of them); the object stays, tracked
-        from its other memory. Returns the references removed. PromptError for an unknown one."""
+        from its other memory. Returns the references removed.
+
+        PromptError, nothing removed: an unknown reference, or the last references of an object
+        they are all that finds or tracks (created from a reference and not found yet, or, on
+        SAM, never prompted on the stream): remove the object instead."""
         with self._lock:
             self._check_open()
             value, _ = self._track(object_id)
             known = self.backend.references(value)
-            if reference == 0:
-                if not known:
-                    raise PromptError(f"object {object_id} has no references")
-                for ref in known:
-                    self.backend.remove_reference(value, ref)
-                return known
-            self.backend.remove_reference(value, int(reference))
-            return [int(reference)]
+            if reference == 0 and not known:
+                raise PromptError(f"object {object_id} has no references")
+            removing = known if reference == 0 else [int(reference)]
+            if (
+                known
+                and set(known) <= set(removing)
+                and not self.backend.tracked_apart_from_references(value)
+            ):
+                which = "its references are" if len(known) > 1 else f"reference {known[0]} is"
+                raise PromptError(
+                    f"{which} all object {object_id} is tracked from (it was not prompted on "
+                    "the stream or found since): remove the object instead, or prompt it first"
+                )
+            for ref in removing:
+                self.backend.remove_reference(value, ref)
+            return removing
 
     def references(self, object_id: str) -> list[int]:
         """The reference ids an object keeps, oldest first."""
         with self._lock:
+            self._check_open()
             value, _ = self._track(object_id)
             return self.backend.references(value)
 

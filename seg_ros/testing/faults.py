@@ -162,6 +162,9 @@ class FaultyBackend(Backend):
     def references(self, obj: int) -> list[int]:
         return self.inner.references(obj)
 
+    def tracked_apart_from_references(self, obj: int) -> bool:
+        return self.inner.tracked_apart_from_references(obj)
+
     def close(self) -> None:
         if self.inner.closed_reason is None:
             self.inner.closed_reason = self.closed_reason  # e.g. its model was closed

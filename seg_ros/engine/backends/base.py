@@ -225,6 +225,13 @@ class Backend(ABC):
         """The reference ids `obj` keeps, oldest first ([] for a backend without references)."""
         return []
 
+    def tracked_apart_from_references(self, obj: int) -> bool:
+        """Whether `obj` is tracked from more than its references (a prompt, or found and
+        followed since): without them it would still be tracked. False for an object its
+        references are all that finds or tracks; the session then refuses to remove them all
+        (remove the object instead)."""
+        return True
+
     def close(self) -> None:
         """Free this stream's state, and its model when it owns it (GPU memory). Idempotent.
 

@@ -760,6 +760,9 @@ class ClassicBackend(Backend):
     def references(self, obj: int) -> list[int]:
         return self._references.ids(obj)
 
+    def tracked_apart_from_references(self, obj: int) -> bool:
+        return obj in self._tracks  # prompted, or found by a reference and followed since
+
     def reset(self) -> None:
         self._tracks.clear()
         self._references.clear()

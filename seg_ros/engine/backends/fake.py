@@ -230,6 +230,9 @@ class FakeBackend(Backend):
     def references(self, obj: int) -> list[int]:
         return [r[0] for r in self._refs.get(obj, [])]
 
+    def tracked_apart_from_references(self, obj: int) -> bool:
+        return obj in self._masks
+
     def segment(
         self, image: RgbImage, prompt: Prompt, multimask: bool = False, score_threshold: float = 0.0
     ) -> list[MaskOutput]:

@@ -66,6 +66,10 @@ class TrackerBackend(Backend):
         with self.running():
             return self.tracker.references(obj)
 
+    def tracked_apart_from_references(self, obj: int) -> bool:
+        with self.running():
+            return self.tracker.has_prompted_frame(obj)
+
     def device_stats(self) -> dict[str, float]:
         """GPU memory in use by this process's tensors (empty on a CPU)."""
         if self.torch_device.type != "cuda":

@@ -776,12 +776,17 @@ class StreamingVideoTracker:
                 f"object {obj_id} has no reference {reference} (its references: "
                 f"{sorted(refs) or 'none'})"
             )
-        if len(refs) == 1 and not self.lib.conditioning_outputs(self._idx(obj_id)):
+        if len(refs) == 1 and not self.has_prompted_frame(obj_id):
             raise PromptError(
                 f"reference {reference} is all object {obj_id} is tracked from (it has no "
                 "prompted frame): remove the object instead, or prompt it first"
             )
         del refs[reference]
+
+    def has_prompted_frame(self, obj_id: int) -> bool:
+        """Whether `obj_id` has a prompted (conditioning) frame of the stream: what SAM tracks
+        from besides its references."""
+        return obj_id in self.object_ids and bool(self.lib.conditioning_outputs(self._idx(obj_id)))
 
     def references(self, obj_id: int) -> list[int]:
         """The reference ids `obj_id` keeps, oldest first ([] for an unknown object)."""
