@@ -587,6 +587,34 @@ def test_click_settles_to_what_moves_with_it(settle: int) -> None:
         assert js[-1] < 0.65, js  # the red half alone: the settling is what makes it whole
 
 
+def test_settling_does_not_learn_the_background_where_the_object_left() -> None:
+    """A boxed object on a still camera, then gone (only sensor noise moves): the first frames
+    with "motion" are the noise where it was. Settling must not re-learn the object's colours
+    from that background (it did: a phantom object drawn on the empty place at score ~1.0 for
+    as long as the stream ran); the object is reported lost instead."""
+    rng = np.random.default_rng(5)
+
+    def frame(with_object: bool) -> np.ndarray:
+        image = np.clip(rng.normal(120, 12, (120, 160, 3)), 0, 255).astype(np.uint8)
+        if with_object:
+            stripes = np.where((np.arange(30) // 5) % 2 == 0, 220, 30).astype(np.uint8)
+            image[40:70, 60:90] = np.stack([stripes[None, :].repeat(30, 0)] * 3, axis=2)
+        return image
+
+    session = SegmentationSession(ClassicBackend())
+    object_frame = frame(True)
+    session.step(object_frame, stamp_ns=1)
+    obj = session.add_prompt(Prompt(box=np.array([58, 38, 92, 72], np.float32))).object_id
+    first = session.step(object_frame, stamp_ns=2).get(obj)
+    assert first is not None and first.visible
+    seen = []
+    for i in range(10):
+        res = session.step(frame(False), stamp_ns=3 + i).get(obj)
+        assert res is not None
+        seen.append(res.visible)
+    assert not any(seen[2:]), seen
+
+
 @pytest.mark.parametrize("held", [10, 95])
 def test_settling_waits_out_a_still_opening(held: int) -> None:
     """The same click with the first frame held first (a camera re-sending one frame, a still

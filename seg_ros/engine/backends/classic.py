@@ -606,7 +606,8 @@ class ClassicBackend(Backend):
         self, frame: _Frame, prompt: Prompt, new: _Track, old: _Track | None
     ) -> ops.Box | None:
         """Where a box or a click designates the object (working pixels), for settling by
-        motion; None for a mask prompt, a refinement of a tracked object, or a lost answer."""
+        motion; None for a mask prompt, clicks refining a tracked object (the user shapes it),
+        or a lost answer. A box on a tracked object designates it anew: it settles."""
         if self.config.settle_frames == 0 or new.lost or not new.mask.any():
             return None
         if prompt.mask is not None and not prompt.scribble:
@@ -1132,6 +1133,11 @@ class ClassicBackend(Backend):
             return predicted
         m_obj = float(np.median(residual[core]))
         if m_obj < cfg.motion_gate:
+            return predicted
+        if self._confidence(track, frame, predicted) < cfg.lost_confidence:
+            # The part no longer looks like the object (it left, or something covers it):
+            # what moves there is not it. Settling would learn the object's colours again
+            # from that and draw a phantom there for good; the loss check decides instead.
             return predicted
         moving = (residual > 0.5 * m_obj).astype(np.uint8)
         moving = cv2.morphologyEx(moving, cv2.MORPH_OPEN, ops.disc(1)).astype(bool)
