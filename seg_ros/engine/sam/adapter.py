@@ -441,6 +441,7 @@ def sam3_vision_output(last_hidden_state: Any, fpn: Any, positions: Any) -> Any:
 #: Mask-decoder sub-modules `decode_many_prompts` reads (SAM 2.1, EdgeTAM and SAM 3's tracker
 #: share this decoder, class for class, in transformers 5.23).
 DECODER_ATTRIBUTES = (
+    "num_mask_tokens",
     "obj_score_token",
     "iou_token",
     "mask_tokens",
