@@ -466,6 +466,38 @@ def _on_cushion(mask: np.ndarray) -> float:
     return float(np.count_nonzero(mask[y0:y1, x0:x1])) / max(1, int(np.count_nonzero(mask)))
 
 
+def test_a_refused_lookalike_does_not_keep_the_object_out_of_its_place() -> None:
+    """Lost (hidden), then a look-alike where it was (only its dark colour: refused for its
+    colour distribution and remembered), then the object itself back at that place. The
+    look-alike region changed (its right half turned white): it is forgotten and the object is
+    re-acquired at once. Before, the memory kept the object out of that place for as long as it
+    stayed lost (never re-found on these 8 frames)."""
+    rng = np.random.default_rng(7)
+
+    def frame(kind: str) -> np.ndarray:
+        image = np.clip(rng.normal(140, 6, (120, 160, 3)), 0, 255).astype(np.uint8)
+        if kind in ("object", "lookalike"):
+            image[40:70, 60:90] = (20, 30, 120)  # dark blue
+        if kind == "object":
+            image[40:70, 75:90] = (235, 235, 235)  # with a white half
+        return image
+
+    session = SegmentationSession(ClassicBackend(ClassicConfig(settle_frames=0)))
+    plan = ["object"] * 3 + ["none"] * 4 + ["lookalike"] + ["object"] * 8
+    seen = []
+    for i, kind in enumerate(plan):
+        out = session.step(frame(kind), stamp_ns=i + 1)
+        if i == 0:
+            box = np.array([58, 38, 92, 72], np.float32)
+            obj = session.add_prompt(Prompt(box=box)).object_id
+            continue
+        res = out.get(obj)
+        assert res is not None
+        seen.append(res.visible)
+    assert seen[:2] == [True, True] and not any(seen[2:7]), seen  # lost; look-alike refused
+    assert all(seen[8:]), seen  # back at its place: found again
+
+
 @pytest.mark.skipif(not _BEDROOM.is_file(), reason=f"bedroom clip not found at {_BEDROOM}")
 def test_masks_hold_still_on_a_held_frame() -> None:
     """The demo's three prompts on the clip's first frame, then that frame again 30 times (a

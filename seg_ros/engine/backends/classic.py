@@ -112,6 +112,15 @@ _REACQUIRE_MAX_AREA = 3.0
 #: once the refused cushion is cut out of the candidate: `_Track.lookalike`).
 _REACQUIRE_REACH = 4.0
 
+#: A remembered look-alike (`_Track.lookalike`, each connected region) is forgotten when more
+#: than `_LOOKALIKE_CHANGED` of its pixels change their grey level by more than
+#: `_LOOKALIKE_CHANGE` from one search to the next: what was refused there is no longer what is
+#: there (the object itself may have come back to that place; the part of it that shares the
+#: look-alike's colours does not change, hence regions, not pixels). Gradual changes (the
+#: bedroom cushion shaded as the children shake the bed) keep it.
+_LOOKALIKE_CHANGE = 40
+_LOOKALIKE_CHANGED = 0.3
+
 #: Settling (`ClassicConfig.settle_frames`) counts only frames on which something moves in the
 #: prompt's region; it waits at most this many frames for motion (a still camera on a still
 #: scene, or a camera driver re-sending one frame, shows nothing the prompt's frame did not),
@@ -375,6 +384,7 @@ class _Track:
     # While lost: the candidates refused for their colour distribution (working pixels):
     # look-alikes, never taken for the object until it is found again (`_search`).
     lookalike: BoolArray | None = field(default=None, repr=False)
+    lookalike_gray: np.ndarray | None = field(default=None, repr=False)  # the image it was seen in
     lookalike_left: int = 0  # frames the look-alikes stay excluded after a re-acquisition
     # The last refinement: the mask it made, the grey image of its ROI then, and its answer
     # (ROI, log-odds); while that image does not change, neither does the mask (`_unchanged`).
@@ -1323,6 +1333,9 @@ class ClassicBackend(Backend):
     def _search(self, track: _Track, frame: _Frame, occupied: BoolArray) -> None:
         """Look for a lost object by its colours; re-acquire it when a candidate convinces."""
         track.lost_for += 1
+        if track.lookalike is not None and track.lookalike_gray is not None:
+            track.lookalike = self._forget_changed(track.lookalike, track.lookalike_gray, frame)
+            track.lookalike_gray = frame.gray
         lut = ops.ratio_lut(track.fg, track.bg)
         evidence = lut[frame.bins]
         evidence[occupied] = 0.0
@@ -1379,6 +1392,7 @@ class ClassicBackend(Backend):
             # Remembered while lost: this region is not the object.
             refused = mask if track.lookalike is None else mask | track.lookalike
             track.lookalike = refused
+            track.lookalike_gray = frame.gray
             return
         track.lost = False
         track.lost_for = 0
@@ -1390,6 +1404,24 @@ class ClassicBackend(Backend):
         track.confidence = confidence
         ys, xs = np.nonzero(mask)
         track.last_center = (float(xs.mean()), float(ys.mean()))
+
+    @staticmethod
+    def _forget_changed(lookalike: BoolArray, seen: np.ndarray, frame: _Frame) -> BoolArray | None:
+        """`lookalike` without its regions whose image changed since `seen` (the grey image of
+        the last search): `_LOOKALIKE_CHANGE`, `_LOOKALIKE_CHANGED`. None when nothing is left
+        (or the stream's size changed)."""
+        if seen.shape != frame.gray.shape:
+            return None
+        changed = cv2.absdiff(frame.gray, seen) > _LOOKALIKE_CHANGE
+        n, labels = cv2.connectedComponents(lookalike.astype(np.uint8), connectivity=8)
+        if n <= 1:
+            return None
+        total = np.bincount(labels.reshape(-1), minlength=n)
+        moved = np.bincount(labels.reshape(-1), weights=changed.reshape(-1), minlength=n)
+        keep = moved <= _LOOKALIKE_CHANGED * total
+        keep[0] = False
+        kept = keep[labels]
+        return kept if kept.any() else None
 
     # ------------------------------------------------------------------ output
     def _score(self, confidence: float) -> float:
