@@ -1120,7 +1120,6 @@ class ClassicBackend(Backend):
         )
         inbox = np.zeros((height, width), bool)
         inbox[box[1] : box[3], box[0] : box[2]] = True
-        residual = self._background_residual(flow, inbox | predicted, region)
         rx0, ry0, rx1, ry1 = region
         sl = np.s_[ry0:ry1, rx0:rx1]
         part = predicted[sl] & inbox[sl]
@@ -1139,6 +1138,8 @@ class ClassicBackend(Backend):
             self._wait_for_motion(track)
             return predicted
         track.settle_left -= 1
+        # The background's motion (a RANSAC fit) only on frames that count.
+        residual = self._background_residual(flow, inbox | predicted, region)
         if residual is None:
             return predicted
         m_obj = float(np.median(residual[core]))
