@@ -767,3 +767,65 @@ def test_part_coming_out_from_behind_a_thin_occluder_is_taken_back(reach: float)
 def test_regrow_reach_is_validated() -> None:
     with pytest.raises(ValueError, match="regrow_reach"):
         ClassicConfig(regrow_reach=-0.1)
+
+
+def _slip_scene(
+    frames: int = 30, gone: tuple[int, int] = (10, 22)
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(RGB image, truth) of a camera panning right by 5 px a frame over a textured grey wall
+    with a textured orange patch painted on it, following a textured orange object (60 x 40,
+    still in the image at x 130-190, y 100-140): the patch passes behind the object. On the
+    frames in `gone` the object is out of view (as behind a tree) just as the patch is where it
+    was: the object's look-alike, moving with the background."""
+    rng = np.random.default_rng(11)
+    h, w = 240, 320
+    world_w = w + 5 * frames + 10
+    wall = np.clip(rng.normal(128, 30, (h, world_w, 1)), 0, 255).repeat(3, axis=2)
+    wall = cv2.GaussianBlur(wall.astype(np.uint8), (5, 5), 0)
+
+    def orange(height: int, width: int) -> np.ndarray:
+        tex = np.full((height, width, 3), (210, 120, 40), np.int64)
+        tex += rng.integers(-25, 25, (height, width, 3))
+        return cv2.GaussianBlur(np.clip(tex, 0, 255).astype(np.uint8), (3, 3), 0)
+
+    # The patch reaches the object's place (x 130 in the image) on frame gone[0].
+    px = 130 + 5 * gone[0]
+    wall[95:145, px : px + 70] = orange(50, 70)
+    body = orange(40, 60)
+    out = []
+    for i in range(frames):
+        image = np.ascontiguousarray(wall[:, 5 * i : 5 * i + w])
+        truth = np.zeros((h, w), bool)
+        if not gone[0] <= i < gone[1]:
+            image[100:140, 130:190] = body
+            truth[100:140, 130:190] = True
+        out.append((image, truth))
+    return out
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_a_mask_slipped_onto_the_background_is_lost_not_drawn(check: bool) -> None:
+    """The object moves 5 px a frame against the panning background; when it leaves the view
+    its mask is left on the orange patch behind it, which has its colours and moves with the
+    background. Without the check the patch is drawn as the object on every frame it is away
+    (a J of 0); with it (`slip_check`, the default) the object is reported lost within three
+    frames, the patch is never taken for it (it moves like the background while the camera
+    moves) and the object is found again when it is back."""
+    session = SegmentationSession(ClassicBackend(ClassicConfig(slip_check=check)))
+    drawn_away, back = 0, []
+    for i, (image, truth) in enumerate(_slip_scene()):
+        out = session.step(image, stamp_ns=i + 1)
+        if i == 0:
+            obj = session.add_prompt(Prompt(mask=truth)).object_id
+            continue
+        res = out.get(obj)
+        visible = res is not None and res.visible
+        if not truth.any():
+            drawn_away += int(visible)
+        elif i >= 22:
+            back.append(jaccard(res.mask, truth) if visible and res is not None else 0.0)
+    if check:
+        assert drawn_away <= 2, drawn_away
+        assert max(back) > 0.8, back  # found again once it is back
+    else:
+        assert drawn_away >= 10, drawn_away  # the patch drawn as the object

@@ -16,9 +16,10 @@ out the last (DAVIS), then over objects, then over sequences. A frame where the 
 the object not visible scores as an empty prediction.
 
 Identity and re-acquisition are counted too: `lost_frames` (frames reported not visible while
-the object is in the ground truth), `reacquired` (not visible -> visible transitions) and
+the object is in the ground truth), `reacquired` (not visible -> visible transitions),
 `wrong_reacquired` (those whose first mask overlaps the ground truth with IoU < 0.1: drawn on
-the wrong thing).
+the wrong thing) and `wrong_frames` (frames on which the object is reported visible with less
+than 10 % of its mask on the truth: drawn on the wrong thing, however it got there).
 
 Rows: {"bench": "davis", sequence, prompt, J, F, JF, fps, ...} per sequence and prompt,
 {"bench": "davis_mean", prompt, J, F, JF, ...} per prompt, {"bench": "davis_speed",
@@ -63,6 +64,9 @@ DEFAULT_DIR = (
 )
 #: A re-acquisition whose first mask overlaps the truth less than this is a wrong one.
 WRONG_IOU = 0.1
+#: A frame on which the object is drawn with less than this fraction of its mask on the truth
+#: (or drawn while it is not in the frame) is drawn on the wrong thing (`wrong_frames`).
+WRONG_PRECISION = 0.1
 
 
 def davis_root(
@@ -172,7 +176,7 @@ def evaluate(
     ids: dict[int, str] = {}
     step_ms: list[float] = []
     was_visible: dict[int, bool] = {}
-    lost_frames = reacquired = wrong = 0
+    lost_frames = reacquired = wrong = wrong_frames = 0
     n = len(seq) if max_frames <= 0 else min(max_frames, len(seq))
     try:
         for index, (image, gts) in enumerate(seq.frames(n)):
@@ -194,6 +198,9 @@ def evaluate(
                 if visible:
                     assert obj is not None
                     preds[value] = obj.mask
+                    drawn = int(np.count_nonzero(obj.mask))
+                    on = int(np.count_nonzero(obj.mask & gt))
+                    wrong_frames += int(drawn > 0 and on < WRONG_PRECISION * drawn)
                     if not was_visible[value]:
                         reacquired += 1
                         wrong += int(jaccard(obj.mask, gt) < WRONG_IOU)
@@ -218,6 +225,7 @@ def evaluate(
         "lost_frames": lost_frames,
         "reacquired": reacquired,
         "wrong_reacquired": wrong,
+        "wrong_frames": wrong_frames,
     }
 
 
@@ -258,6 +266,7 @@ def run(
                 "fps_median": float(np.median([r["fps"] for r in results if r["fps"]])),
                 "wrong_reacquired": int(sum(r["wrong_reacquired"] for r in results)),
                 "reacquired": int(sum(r["reacquired"] for r in results)),
+                "wrong_frames": int(sum(r["wrong_frames"] for r in results)),
             }
         )
     if backend == "classic" and seqs:

@@ -141,6 +141,15 @@ _REGROW_BELOW = 0.8
 #: coordinates, so not for long).
 _LOOKALIKE_FRAMES = 30
 
+#: Slipped onto the background (`ClassicBackend._slipped`): an object that moved against the
+#: background by at least `_SLIP_FROM` x `motion_gate` on one of the last `_SLIP_WINDOW`
+#: frames now moves like it (< `motion_gate`), while the background itself moves by at least
+#: `_SLIP_BACKGROUND` working pixels a frame (a panning camera; with a still one a mask on the
+#: background and a stopped object look alike).
+_SLIP_WINDOW = 3
+_SLIP_FROM = 4.0
+_SLIP_BACKGROUND = 2.0
+
 
 @dataclass(frozen=True)
 class ClassicConfig(BackendOptions):
@@ -278,6 +287,7 @@ class ClassicConfig(BackendOptions):
     settle_frames: int = 5
     settle_reach: float = 1.0
     regrow_reach: float = 0.3
+    slip_check: bool = True
 
     def __post_init__(self) -> None:
         if self.work_size < 0 or 0 < self.work_size < 32:
@@ -391,6 +401,16 @@ class _Track:
     still: tuple[BoolArray, np.ndarray, tuple[ops.Box, FloatArray]] | None = field(
         default=None, repr=False
     )
+    # The object's motion against the background's (median residual, working pixels) on the
+    # last `_SLIP_WINDOW` frames it was measured (`_slipped`).
+    motion: deque[float] = field(default_factory=lambda: deque(maxlen=_SLIP_WINDOW))
+    # Lost by slipping onto the background: until re-found, a candidate moving like the
+    # background (while the camera moves) is not it; once re-found, for `probation` frames,
+    # moving like the background loses it again.
+    slipped: bool = False
+    probation: int = 0
+    tentative: bool = False  # re-found after a slip, not yet seen moving unlike the background
+    mover: bool = False  # it moved clearly unlike the background just before its last loss
 
 
 class ClassicBackend(Backend):
@@ -410,6 +430,8 @@ class ClassicBackend(Backend):
             _FLOW_PRESETS[self.config.flow_preset]
         )
         self._steps = 0
+        self._last_flow: np.ndarray | None = None  # this step's backward flow (`_search`)
+        self._still_cache: tuple[_Frame, BoolArray | None] | None = None
         #: Objects shown on other images (classic/reference.py), searched for on every frame.
         self._references = References(self)
 
@@ -450,8 +472,11 @@ class ClassicBackend(Backend):
         self._steps += 1
         if prev is not None and prev.shape != frame.shape:
             prev = None  # a new stream geometry: nothing to carry over
-        following = [t for t in self._tracks.values() if not t.lost]
+        # The flow serves the followed objects, and the search for one that slipped onto the
+        # background (what moves like the background is not it).
+        following = [t for t in self._tracks.values() if not t.lost or t.slipped]
         flow, maps = self._backward_flow(prev if following else None, frame)
+        self._last_flow = flow
         posts: dict[int, tuple[ops.Box, FloatArray]] = {}
         for obj, track in self._tracks.items():
             if not track.lost:
@@ -854,8 +879,18 @@ class ClassicBackend(Backend):
             reach = int(math.ceil(cfg.regrow_reach * math.sqrt(np.count_nonzero(predicted))))
             wide = ops.expand_box(roi, reach, width, height)
         split: tuple[FloatArray, float] | None = None
-        if cfg.motion_cut > 0 or cfg.motion_weight > 0 or regrow:
-            split = self._motion_split(track, flow, predicted, wide)
+        if cfg.motion_cut > 0 or cfg.motion_weight > 0 or regrow or cfg.slip_check:
+            raw = self._residual_split(track, flow, predicted, wide)
+            if (
+                cfg.slip_check
+                and raw is not None
+                and self._slipped(track, flow, predicted, wide, raw[1])
+            ):
+                self._lose(track)
+                track.slipped = True
+                return None
+            if raw is not None and raw[1] >= cfg.motion_gate:
+                split = raw
         if split is not None and (cfg.motion_cut > 0 or cfg.motion_weight > 0):
             # Camera motion drags a mask's leaked edge along with the background (a path
             # behind a rider, the crowd behind a dancer): what moves like the background is
@@ -977,7 +1012,7 @@ class ClassicBackend(Backend):
         Only while the mask is below `_REGROW_BELOW` of the reference area: candidates are the
         pixels of `wide` outside the mask whose colour evidence says object (> 0.6) and whose
         flow differs from the background's motion at least 0.7x as much as the object's own
-        (`residual`, `m_obj`: `_motion_split`); their connected regions of at least 2 % of the
+        (`residual`, `m_obj`: `_residual_split`); their connected regions of at least 2 % of the
         mask's area within `regrow_reach` object sizes of the mask are added, nearest first,
         up to the reference area.
         """
@@ -1029,15 +1064,16 @@ class ClassicBackend(Backend):
         out[sl] |= keep[labels]
         return out
 
-    def _motion_split(
+    def _residual_split(
         self, track: _Track, flow: np.ndarray, predicted: BoolArray, roi: ops.Box
     ) -> tuple[FloatArray, float] | None:
         """How differently from the background every pixel of `roi` moves.
 
         The background's motion (camera pan, zoom) is one affine map fitted (RANSAC) to the
         flow sampled on a grid outside the object; a pixel's residual is the distance of its
-        flow from that map's. Returns (residual in `roi`, the object's median residual), or
-        None when the object moves like its background (then motion tells them apart nowhere).
+        flow from that map's. Returns (residual in `roi`, the object's median residual: below
+        `motion_gate` the object moves like its background and motion tells them apart
+        nowhere), or None without a fit.
         """
         residual = self._background_residual(flow, track.mask | predicted, roi)
         if residual is None:
@@ -1046,10 +1082,38 @@ class ClassicBackend(Backend):
         core = ops.erode(predicted[y0:y1, x0:x1], 2)
         if not core.any():
             return None
-        m_obj = float(np.median(residual[core]))
-        if m_obj < self.config.motion_gate:
-            return None
-        return residual, m_obj
+        return residual, float(np.median(residual[core]))
+
+    def _slipped(
+        self, track: _Track, flow: np.ndarray, predicted: BoolArray, roi: ops.Box, m_obj: float
+    ) -> bool:
+        """Whether the object's mask has slipped onto the background: it moved clearly unlike
+        the background until a frame or two ago and now moves just like it, while the camera
+        moves (`_SLIP_FROM`, `_SLIP_WINDOW`, `_SLIP_BACKGROUND`). An object does not stop dead
+        in two frames; a mask left on the background when its object passed behind a tree
+        does (bmx-trees: the rider at 6-8 working pixels a frame against the background, then
+        0.27 on the third frame, the mask drawn on the graffiti for 7 frames, and again for 16
+        frames later). `m_obj`: this frame's motion against the background (median residual
+        of the prediction's core, `_residual_split` on `roi`); recorded."""
+        x0, y0, x1, y1 = roi
+        gate = self.config.motion_gate
+        before = max(track.motion, default=0.0)
+        track.motion.append(m_obj)
+        on_probation = track.probation > 0
+        track.probation = max(0, track.probation - 1)
+        if m_obj >= gate:
+            track.probation = 0
+            track.tentative = False
+            return False
+        if track.probation == 0:
+            track.tentative = False
+        if before < _SLIP_FROM * gate and not on_probation:
+            return False
+        f = flow[y0:y1, x0:x1][~predicted[y0:y1, x0:x1]]
+        if f.size == 0:
+            return False
+        camera = float(np.median(np.hypot(f[:, 0], f[:, 1])))
+        return camera >= _SLIP_BACKGROUND
 
     @staticmethod
     def _background_residual(
@@ -1288,6 +1352,11 @@ class ClassicBackend(Backend):
         track.lost = True
         track.lost_for = 0
         track.lookalike = None
+        if track.motion:
+            track.mover = max(track.motion) >= _SLIP_FROM * self.config.motion_gate
+        track.motion.clear()
+        track.tentative = False
+        track.probation = 0
         track.mask = np.zeros_like(track.mask)
         track.confidence = min(track.confidence, self.config.lost_confidence * 0.9)
 
@@ -1340,6 +1409,12 @@ class ClassicBackend(Backend):
         lut = ops.ratio_lut(track.fg, track.bg)
         evidence = lut[frame.bins]
         evidence[occupied] = 0.0
+        if track.slipped:
+            # Lost by slipping onto the background: while the camera moves, what moves like
+            # the background (the look-alike it slipped onto among it) is not a candidate.
+            still = self._background_like(frame)
+            if still is not None:
+                evidence[still] = 0.0
         k = max(3, int(math.sqrt(track.ref_area) / 3) | 1)
         smooth = cv2.blur(evidence, (k, k))
         n, labels, stats, centroids = cv2.connectedComponentsWithStats(
@@ -1388,6 +1463,8 @@ class ClassicBackend(Backend):
         # The confidence asks whether every pixel has one of the object's colours; a region
         # of only some of them passes it (a dark cushion for a boy in a white shirt with dark
         # sleeves). The candidate's colours must also be distributed like the object's.
+        if track.slipped and self._moves_like_background(mask):
+            return  # what the mask had slipped onto (or like it): not the object
         similarity = float(np.sum(np.sqrt(ops.histogram(frame.bins, mask) * track.fg)))
         if similarity < self.config.reacquire_similarity:
             # Remembered while lost: this region is not the object.
@@ -1397,6 +1474,11 @@ class ClassicBackend(Backend):
             return
         track.lost = False
         track.lost_for = 0
+        # Re-found after slipping, or after any loss of an object that moved unlike the
+        # background: on its first frames it must not move like the background.
+        track.probation = _SLIP_WINDOW if track.slipped or track.mover else 0
+        track.tentative = track.slipped
+        track.slipped = False
         # The look-alikes stay out of its mask for a while: re-found on a part (its colours
         # are theirs), the object would otherwise grow onto the look-alike beside it (the
         # bedroom boy re-found on his sleeve next to the dark cushion spread onto it).
@@ -1405,6 +1487,45 @@ class ClassicBackend(Backend):
         track.confidence = confidence
         ys, xs = np.nonzero(mask)
         track.last_center = (float(xs.mean()), float(ys.mean()))
+
+    def _background_like(self, frame: _Frame) -> BoolArray | None:
+        """The pixels of `frame` moving like the background (residual < `motion_gate`) on
+        this step's flow, or None while the camera is still (`_SLIP_BACKGROUND`); once a
+        step."""
+        if self._still_cache is not None and self._still_cache[0] is frame:
+            return self._still_cache[1]
+        still: BoolArray | None = None
+        flow = self._last_flow
+        if flow is not None and flow.shape[:2] == frame.shape:
+            magnitude = np.hypot(flow[..., 0], flow[..., 1])
+            if float(np.median(magnitude)) >= _SLIP_BACKGROUND:
+                height, width = frame.shape
+                residual = self._background_residual(
+                    flow, np.zeros(frame.shape, bool), (0, 0, width, height)
+                )
+                if residual is not None:
+                    still = residual < self.config.motion_gate
+        self._still_cache = (frame, still)
+        return still
+
+    def _moves_like_background(self, mask: BoolArray) -> bool:
+        """Whether `mask` moves like the background (median residual < `motion_gate`) on this
+        step's flow while the camera moves (`_SLIP_BACKGROUND`)."""
+        flow = self._last_flow
+        box = ops.mask_box(mask)
+        if flow is None or box is None or flow.shape[:2] != mask.shape:
+            return False
+        height, width = mask.shape
+        wide = ops.expand_box(box, self._margin(box), width, height)
+        residual = self._background_residual(flow, mask, wide)
+        if residual is None:
+            return False
+        x0, y0, x1, y1 = wide
+        inside = mask[y0:y1, x0:x1]
+        f = flow[y0:y1, x0:x1][~inside]
+        if f.size == 0 or float(np.median(np.hypot(f[:, 0], f[:, 1]))) < _SLIP_BACKGROUND:
+            return False
+        return float(np.median(residual[inside])) < self.config.motion_gate
 
     @staticmethod
     def _forget_changed(lookalike: BoolArray, seen: np.ndarray, frame: _Frame) -> BoolArray | None:
@@ -1466,7 +1587,7 @@ class ClassicBackend(Backend):
         return out
 
     def _output(self, track: _Track, frame: _Frame) -> MaskOutput:
-        if track.lost:
+        if track.lost or track.tentative:
             empty = np.zeros((frame.full_height, frame.full_width), bool)
             return MaskOutput(empty, self._score(track.confidence), False)
         full = track.full_mask if track.full_mask is not None else self._upscale(track.mask, frame)
