@@ -140,8 +140,9 @@ def test_dev_quick_floor(sequence: str, prompt: str, floor: float) -> None:
 # histogram: 0.587 F 0.578, 0.523, 0.214; round 2: 0.440, 0.291, 0.170; round 5, box and
 # click settled by motion on the 5 frames after the prompt, a click's leak replaced by a box
 # around it: 0.587, box 0.542 F 0.524, click 0.459 F 0.427; round 6, a lost part regrown
-# beyond the band: mask 0.600 F 0.592, box 0.534 F 0.508, click 0.457 F 0.428; the issue's
-# targets, 0.70 / 0.60 / 0.50, are NOT reached). Floors ~0.05 below.
+# beyond the band: mask 0.600 F 0.592, box 0.534 F 0.508, click 0.457 F 0.428; round 7, a mask
+# slipped onto the background lost: mask 0.614 F 0.598, box 0.531 F 0.498, click 0.459 F 0.425;
+# the issue's targets, 0.70 / 0.60 / 0.50, are NOT reached). Floors ~0.05 below.
 @needs_dev
 @pytest.mark.slow
 @pytest.mark.parametrize(("prompt", "floor"), [("mask", 0.55), ("box", 0.48), ("click", 0.40)])
@@ -159,10 +160,14 @@ def test_no_wrong_reacquisition_behind_the_trees(prompt: str) -> None:
     the trunks' and the path's look-alike patches (IoU 0 with the truth), twice with each of
     these prompts (mask J 0.190). A candidate must match his colour histogram (not only have
     some of his colours) and a plausible size: measured no wrong one, mask J 0.282, box 0.131
-    (round 3: 0.127)."""
+    (round 3: 0.127). Round 7: when he passes behind a trunk his mask used to stay on the red
+    graffiti behind him, moving with the panning camera (drawn on the wrong thing on 18 frames
+    with the mask prompt, 27 with the box); a mask that stops moving unlike the background
+    within three frames has slipped onto it and is lost: 0 and 0, mask J 0.352."""
     (seq,) = davis.list_sequences(DEV, ["bmx-trees"])
     res = davis.evaluate(seq, prompt)
     assert res["wrong_reacquired"] == 0, res
+    assert res["wrong_frames"] == 0, res
     if prompt == "mask":
         assert res["J"] > 0.24, res
 
