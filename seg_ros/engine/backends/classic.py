@@ -251,6 +251,12 @@ class ClassicConfig(BackendOptions):
         motion_grow: the motion vote may add pixels outside the prediction (False: it only
             removes; on the dev subset mask J 0.573 -> 0.560, blackswan 0.79 -> 0.86: the
             swan's reflection moves with it).
+        slip_check: an object whose mask stops moving unlike the background within a few
+            frames while the camera moves has slipped onto the background (its object went
+            behind something; the mask stayed on a look-alike there) and is lost, not drawn
+            (`_slipped`); while lost, what moves like the background is not it. On the DAVIS
+            dev subset mask J 0.600 -> 0.614 and frames drawn on the wrong thing 18 -> 0
+            (bmx-trees; see README).
     """
 
     work_size: int = 320
