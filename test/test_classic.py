@@ -741,12 +741,12 @@ def _behind_a_pole(frames: int = 24) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-@pytest.mark.parametrize("reach", [0.0, 0.3])
+@pytest.mark.parametrize("reach", [0.0, 0.3, 1.0])
 def test_part_coming_out_from_behind_a_thin_occluder_is_taken_back(reach: float) -> None:
     """The flow cannot carry the part of the object that comes out on the far side of the
     pole (its pixels came from behind the pole) and the band cannot reach across the pole:
     without regrowing the mask stays on the near side and J decays to 0.24 by the last frame;
-    with it (`regrow_reach`, the default 0.3) the part that has the object's colours and moves
+    with it (`regrow_reach` 0.3, and the default 1.0) the part that has the object's colours and moves
     like it is taken back: J 0.78 at its lowest, 1.0 from frame 16 on."""
     session = SegmentationSession(ClassicBackend(ClassicConfig(regrow_reach=reach)))
     js = []
