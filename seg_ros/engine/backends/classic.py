@@ -147,6 +147,11 @@ _LOOKALIKE_FRAMES = 30
 #: `_SLIP_BACKGROUND` working pixels a frame (a panning camera; with a still one a mask on the
 #: background and a stopped object look alike).
 _SLIP_WINDOW = 3
+
+#: An object's reference area never exceeds `_REF_SLACK` x its largest mask of the last
+#: `_REF_MEMORY` frames it was followed (`ClassicBackend._follow`).
+_REF_SLACK = 1.5
+_REF_MEMORY = 60
 _SLIP_FROM = 4.0
 _SLIP_BACKGROUND = 2.0
 
@@ -419,6 +424,8 @@ class _Track:
     probation: int = 0
     tentative: bool = False  # re-found after a slip, not yet seen moving unlike the background
     mover: bool = False  # it moved clearly unlike the background just before its last loss
+    # Its mask's area on the last `_REF_MEMORY` frames it was followed (bounds `ref_area`).
+    areas: deque[float] = field(default_factory=lambda: deque(maxlen=_REF_MEMORY))
 
 
 class ClassicBackend(Backend):
@@ -867,6 +874,13 @@ class ClassicBackend(Backend):
         # segmented area, which shrinks when the object is occluded or leaves the frame.
         scale = float(np.hypot(motion.matrix[0, 0], motion.matrix[1, 0]))
         track.ref_area *= scale * scale
+        if track.areas:
+            # The flow's scale is noisy on an articulated body (a jumping child: the girl's
+            # reference area compounded to 2.7x her mask in 250 frames, the boy's to 28x),
+            # and a reference larger than the object ever looked keeps it "shrunk": regrowing
+            # then claims what is beside it. Never more than `_REF_SLACK` x its largest mask
+            # of the last `_REF_MEMORY` frames.
+            track.ref_area = min(track.ref_area, _REF_SLACK * max(track.areas))
         if cfg.recenter and motion.inlier_ratio < cfg.recenter_below:
             predicted = self._recenter(track, frame, predicted)
         if track.settle_left > 0:
@@ -972,6 +986,7 @@ class ClassicBackend(Backend):
             self._lose(track)
             return None
         track.mask = mask
+        track.areas.append(area)
         self._learn(track, frame, mask, roi, confidence)
         if cfg.local_colors:
             track.local = trk.learn_local(
