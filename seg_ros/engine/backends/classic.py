@@ -151,6 +151,10 @@ _SLIP_WINDOW = 3
 #: An object's reference area never exceeds `_REF_SLACK` x its largest mask of the last
 #: `_REF_MEMORY` frames it was followed (`ClassicBackend._follow`).
 _REF_SLACK = 1.5
+
+#: A re-acquisition candidate touching a followed object and moving with it within this many
+#: working pixels a frame is a part of that object (`ClassicBackend._moves_with_a_neighbour`).
+_WITH_NEIGHBOUR = 1.0
 _REF_MEMORY = 60
 _SLIP_FROM = 4.0
 _SLIP_BACKGROUND = 2.0
@@ -1486,6 +1490,8 @@ class ClassicBackend(Backend):
         # The confidence asks whether every pixel has one of the object's colours; a region
         # of only some of them passes it (a dark cushion for a boy in a white shirt with dark
         # sleeves). The candidate's colours must also be distributed like the object's.
+        if self._moves_with_a_neighbour(mask, occupied):
+            return  # a part of the followed object it touches (the girl's head for the boy)
         if track.slipped and self._moves_like_background(mask):
             return  # what the mask had slipped onto (or like it): not the object
         similarity = float(np.sum(np.sqrt(ops.histogram(frame.bins, mask) * track.fg)))
@@ -1510,6 +1516,26 @@ class ClassicBackend(Backend):
         track.confidence = confidence
         ys, xs = np.nonzero(mask)
         track.last_center = (float(xs.mean()), float(ys.mean()))
+
+    def _moves_with_a_neighbour(self, mask: BoolArray, occupied: BoolArray) -> bool:
+        """Whether `mask` touches a followed object (`occupied`) and moves with it: the
+        median flow of the candidate and of the followed pixels beside it differ by less
+        than `_WITH_NEIGHBOUR` working pixels (or a third of the candidate's own motion).
+
+        A lost object's colours often occur on the object it went behind (skin, hair); the
+        part of that object its mask does not cover moves with it, the lost object coming
+        out from behind it does not (the bedroom boy was re-found on the girl's head and
+        took her over in one run of the demo)."""
+        flow = self._last_flow
+        if flow is None or flow.shape[:2] != mask.shape or not occupied.any():
+            return False
+        near = ops.dilate(mask, 8) & occupied
+        if not (ops.dilate(mask, 2) & occupied).any() or np.count_nonzero(near) < 10:
+            return False
+        own = np.median(flow[mask], axis=0)
+        beside = np.median(flow[near], axis=0)
+        gap = float(np.hypot(*(own - beside)))
+        return gap < max(_WITH_NEIGHBOUR, 0.3 * float(np.hypot(*own)))
 
     def _background_like(self, frame: _Frame) -> BoolArray | None:
         """The pixels of `frame` moving like the background (residual < `motion_gate`) on
