@@ -933,3 +933,51 @@ def test_a_lost_object_is_not_refound_on_a_part_of_its_neighbour() -> None:
             assert res_b.visible and jaccard(res_b.mask, b) > 0.7, i
         res_a = out.get(id_a)
         assert res_a is not None and res_a.visible, i
+
+
+def test_regrowing_does_not_take_where_a_lost_object_may_be() -> None:
+    """A (orange, moving right 3 px a frame) is prompted with a mask that also takes in wall
+    beside it, so it soon looks shrunk and regrows; B (blue, to its right) is lost when it
+    leaves the view on frame 3. From frame 6 an untracked orange object C moves along with A
+    40 px to its right, where B was: far from A (more than `_REGROW_NEAR` of its size) and
+    where B may come back. C is not taken into A's mask (before: it was, from frame 7)."""
+    rng = np.random.default_rng(8)
+    h, w = 240, 360
+    wall = np.clip(rng.normal(128, 25, (h, w, 1)), 0, 255).repeat(3, axis=2).astype(np.uint8)
+    wall = cv2.GaussianBlur(wall, (5, 5), 0)
+
+    def patch(colour: tuple[int, int, int], height: int, width: int) -> np.ndarray:
+        noise = rng.integers(-20, 20, (height, width, 3))
+        return np.clip(np.full((height, width, 3), colour, np.int64) + noise, 0, 255).astype(
+            np.uint8
+        )
+
+    body, twin = patch((220, 120, 40), 50, 40), patch((220, 120, 40), 40, 30)
+    square = patch((40, 70, 200), 30, 30)
+    session = SegmentationSession(ClassicBackend())
+    for i in range(16):
+        image = wall.copy()
+        x = 60 + 3 * i
+        image[100:150, x : x + 40] = body
+        a = np.zeros((h, w), bool)
+        a[100:150, x : x + 40] = True
+        c = np.zeros((h, w), bool)
+        if i < 3:
+            image[105:135, 150:180] = square
+        if i >= 6:
+            cx = x + 80
+            image[105:145, cx : cx + 30] = twin
+            c[105:145, cx : cx + 30] = True
+        out = session.step(image, stamp_ns=i + 1)
+        if i == 0:
+            prompt_a = a.copy()
+            prompt_a[100:150, x + 40 : x + 70] = True  # A's prompt takes in wall beside it
+            id_a = session.add_prompt(Prompt(mask=prompt_a)).object_id
+            b = np.zeros((h, w), bool)
+            b[105:135, 150:180] = True
+            session.add_prompt(Prompt(mask=b))
+            continue
+        res = out.get(id_a)
+        assert res is not None and res.visible, i
+        taken = int(np.count_nonzero(res.mask & c))
+        assert taken <= 0.1 * np.count_nonzero(c), f"frame {i}: {taken} px of C"

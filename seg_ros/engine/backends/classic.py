@@ -135,6 +135,10 @@ _STILL_FLOW = 0.25
 #: (always, up to the reference area) box J on blackswan dropped 0.733 -> 0.706 (a box's
 #: reference area takes in water: the swan's reflection, moving with it, was added).
 _REGROW_BELOW = 0.8
+#: Regrown regions farther than this many object sizes from the mask are not taken where a
+#: lost object may be (`ClassicBackend._regrow`), for `_LOST_ZONE_FRAMES` after its loss.
+_REGROW_NEAR = 0.3
+_LOST_ZONE_FRAMES = 150
 
 #: After a re-acquisition, the look-alikes refused while the object was lost stay out of its
 #: mask for this many frames (2 s at 15 fps; they are where they were refused: in image
@@ -500,7 +504,8 @@ class ClassicBackend(Backend):
         for obj, track in self._tracks.items():
             if not track.lost:
                 others = [t.mask for o, t in self._tracks.items() if o != obj and not t.lost]
-                post = self._follow(track, frame, flow, maps, others)
+                lost = [t for o, t in self._tracks.items() if o != obj and t.lost]
+                post = self._follow(track, frame, flow, maps, others, lost)
                 if post is not None:
                     posts[obj] = post
         self._resolve_overlaps(posts)
@@ -846,10 +851,12 @@ class ClassicBackend(Backend):
         flow: np.ndarray,
         maps: tuple[FloatArray, FloatArray],
         others: list[BoolArray] | None = None,
+        lost: list[_Track] | None = None,
     ) -> tuple[ops.Box, FloatArray] | None:
         """Move `track` to `frame`; return its ROI and its log-odds there (see classic/track.py).
 
-        `others`: the masks of the other followed objects (regrowing stops at them)."""
+        `others`: the masks of the other followed objects (regrowing stops at them); `lost`:
+        the other objects now lost (regrowing does not reach far into where they may be)."""
         track.full_mask = None
         box = ops.mask_box(track.mask)
         if box is None:
@@ -968,7 +975,7 @@ class ClassicBackend(Backend):
         mask = np.zeros((height, width), bool)
         mask[sl] = local
         if regrow and split is not None:
-            mask = self._regrow(track, frame, flow, mask, others or [], wide, *split)
+            mask = self._regrow(track, frame, flow, mask, others or [], wide, *split, lost)
         if track.lookalike is not None:
             mask &= ~ops.dilate(track.lookalike, 3)
             track.lookalike_left -= 1
@@ -1033,6 +1040,7 @@ class ClassicBackend(Backend):
         wide: ops.Box,
         residual: FloatArray,
         m_obj: float,
+        lost: list[_Track] | None = None,
     ) -> BoolArray:
         """`mask` with the parts of the object it lost beyond the band (`regrow_reach`).
 
@@ -1041,7 +1049,11 @@ class ClassicBackend(Backend):
         flow differs from the background's motion at least 0.7x as much as the object's own
         (`residual`, `m_obj`: `_residual_split`); their connected regions of at least 2 % of the
         mask's area within `regrow_reach` object sizes of the mask are added, nearest first,
-        up to the reference area.
+        up to the reference area. Beyond `_REGROW_NEAR` object sizes, not where a lost
+        object may be (`lost`: within its search's reach of where it was last seen, for
+        `_LOST_ZONE_FRAMES` frames): a region there that has this object's colours and moves
+        like it is as likely that object coming back (the bedroom girl took the boy standing
+        a body's width beside her in one run of the demo).
         """
         x0, y0, x1, y1 = wide
         sl = np.s_[y0:y1, x0:x1]
@@ -1076,10 +1088,13 @@ class ClassicBackend(Backend):
         np.minimum.at(near, np.asarray(labels, np.intp).reshape(-1), dist.reshape(-1))
         sizes = stats[:, cv2.CC_STAT_AREA]
         reach = self.config.regrow_reach * math.sqrt(area)
+        zoned = self._lost_zones(lost or [], wide, labels, n)
         budget = track.ref_area - area
         keep = np.zeros(n, bool)
         for i in np.argsort(near)[:n]:
             if i == 0 or near[i] > reach or sizes[i] < 0.02 * area:
+                continue
+            if zoned[i] and near[i] > _REGROW_NEAR * math.sqrt(area):
                 continue
             if sizes[i] > budget:
                 break
@@ -1090,6 +1105,24 @@ class ClassicBackend(Backend):
         out = mask.copy()
         out[sl] |= keep[labels]
         return out
+
+    @staticmethod
+    def _lost_zones(lost: list[_Track], roi: ops.Box, labels: np.ndarray, n: int) -> BoolArray:
+        """For each of the `n` labelled regions of `labels` (the ROI `roi`), whether it
+        reaches where one of the `lost` objects may be: within its search's reach of where it
+        was last seen, lost for at most `_LOST_ZONE_FRAMES` frames."""
+        zoned = np.zeros(n, bool)
+        x0, y0, x1, y1 = roi
+        gy, gx = np.ogrid[y0:y1, x0:x1]
+        for other in lost:
+            if other.lost_for > _LOST_ZONE_FRAMES:
+                continue
+            reach = math.sqrt(other.ref_area) * min(_REACQUIRE_REACH, 1.5 + 0.15 * other.lost_for)
+            cx, cy = other.last_center
+            inside = (gx - cx) ** 2 + (gy - cy) ** 2 <= reach * reach
+            zoned[np.unique(labels[inside])] = True
+        zoned[0] = False
+        return zoned
 
     def _residual_split(
         self, track: _Track, flow: np.ndarray, predicted: BoolArray, roi: ops.Box
