@@ -151,17 +151,18 @@ _LOOKALIKE_FRAMES = 30
 #: `_SLIP_BACKGROUND` working pixels a frame (a panning camera; with a still one a mask on the
 #: background and a stopped object look alike).
 _SLIP_WINDOW = 3
+_SLIP_FROM = 4.0
+_SLIP_BACKGROUND = 2.0
 
 #: An object's reference area never exceeds `_REF_SLACK` x its largest mask of the last
 #: `_REF_MEMORY` frames it was followed (`ClassicBackend._follow`).
 _REF_SLACK = 1.5
-
-#: A re-acquisition candidate touching a followed object and moving with it within this many
-#: working pixels a frame is a part of that object (`ClassicBackend._moves_with_a_neighbour`).
-_WITH_NEIGHBOUR = 1.0
 _REF_MEMORY = 60
-_SLIP_FROM = 4.0
-_SLIP_BACKGROUND = 2.0
+
+#: A re-acquisition candidate touching a moving followed object and moving with it within
+#: this many working pixels a frame is a part of that object
+#: (`ClassicBackend._moves_with_a_neighbour`).
+_WITH_NEIGHBOUR = 1.0
 
 
 @dataclass(frozen=True)
@@ -1551,14 +1552,16 @@ class ClassicBackend(Backend):
         track.last_center = (float(xs.mean()), float(ys.mean()))
 
     def _moves_with_a_neighbour(self, mask: BoolArray, occupied: BoolArray) -> bool:
-        """Whether `mask` touches a followed object (`occupied`) and moves with it: the
-        median flow of the candidate and of the followed pixels beside it differ by less
-        than `_WITH_NEIGHBOUR` working pixels (or a third of the candidate's own motion).
+        """Whether `mask` touches a followed object (`occupied`) that moves (at least
+        `_WITH_NEIGHBOUR` working pixels a frame) and moves with it: the median flow of the
+        candidate and of the followed pixels beside it differ by less than `_WITH_NEIGHBOUR`
+        (or a third of the candidate's own motion).
 
         A lost object's colours often occur on the object it went behind (skin, hair); the
         part of that object its mask does not cover moves with it, the lost object coming
         out from behind it does not (the bedroom boy was re-found on the girl's head and
-        took her over in one run of the demo)."""
+        took her over in one run of the demo). Beside a still object motion tells nothing
+        (a cup touching a laptop on a table): the colour checks decide, as before."""
         flow = self._last_flow
         if flow is None or flow.shape[:2] != mask.shape or not occupied.any():
             return False
@@ -1567,6 +1570,8 @@ class ClassicBackend(Backend):
             return False
         own = np.median(flow[mask], axis=0)
         beside = np.median(flow[near], axis=0)
+        if float(np.hypot(*beside)) < _WITH_NEIGHBOUR:
+            return False
         gap = float(np.hypot(*(own - beside)))
         return gap < max(_WITH_NEIGHBOUR, 0.3 * float(np.hypot(*own)))
 
