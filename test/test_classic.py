@@ -792,6 +792,20 @@ def test_regrow_reach_is_validated() -> None:
         ClassicConfig(regrow_reach=-0.1)
 
 
+def _wall(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A still textured grey wall (RGB uint8): noise around 128, blurred."""
+    wall = np.clip(rng.normal(128, 25, (height, width, 1)), 0, 255).repeat(3, axis=2)
+    return cv2.GaussianBlur(wall.astype(np.uint8), (5, 5), 0)
+
+
+def _textured(
+    rng: np.random.Generator, colour: tuple[int, int, int], height: int, width: int
+) -> np.ndarray:
+    """A patch of `colour` with +-20 of noise per channel (RGB uint8)."""
+    noise = rng.integers(-20, 20, (height, width, 3))
+    return np.clip(np.full((height, width, 3), colour, np.int64) + noise, 0, 255).astype(np.uint8)
+
+
 def _slip_scene(
     frames: int = 30, gone: tuple[int, int] = (10, 22)
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -884,19 +898,11 @@ def _head_and_body(frames: int = 34) -> list[tuple[np.ndarray, np.ndarray, np.nd
     out of view until frame 28, when it is back where it was."""
     rng = np.random.default_rng(3)
     h, w = 240, 320
-    wall = np.clip(rng.normal(128, 25, (h, w, 1)), 0, 255).repeat(3, axis=2).astype(np.uint8)
-    wall = cv2.GaussianBlur(wall, (5, 5), 0)
-
-    def patch(colour: tuple[int, int, int], height: int, width: int) -> np.ndarray:
-        tex = np.full((height, width, 3), colour, np.int64) + rng.integers(
-            -20, 20, (height, width, 3)
-        )
-        return np.clip(tex, 0, 255).astype(np.uint8)
-
+    wall = _wall(rng, h, w)
     body, head, square = (
-        patch((220, 120, 40), 60, 50),
-        patch((40, 70, 200), 24, 30),
-        patch((40, 70, 200), 30, 30),
+        _textured(rng, (220, 120, 40), 60, 50),
+        _textured(rng, (40, 70, 200), 24, 30),
+        _textured(rng, (40, 70, 200), 30, 30),
     )
     out = []
     for i in range(frames):
@@ -943,17 +949,9 @@ def test_regrowing_does_not_take_where_a_lost_object_may_be() -> None:
     where B may come back. C is not taken into A's mask (before: it was, from frame 7)."""
     rng = np.random.default_rng(8)
     h, w = 240, 360
-    wall = np.clip(rng.normal(128, 25, (h, w, 1)), 0, 255).repeat(3, axis=2).astype(np.uint8)
-    wall = cv2.GaussianBlur(wall, (5, 5), 0)
-
-    def patch(colour: tuple[int, int, int], height: int, width: int) -> np.ndarray:
-        noise = rng.integers(-20, 20, (height, width, 3))
-        return np.clip(np.full((height, width, 3), colour, np.int64) + noise, 0, 255).astype(
-            np.uint8
-        )
-
-    body, twin = patch((220, 120, 40), 50, 40), patch((220, 120, 40), 40, 30)
-    square = patch((40, 70, 200), 30, 30)
+    wall = _wall(rng, h, w)
+    body, twin = _textured(rng, (220, 120, 40), 50, 40), _textured(rng, (220, 120, 40), 40, 30)
+    square = _textured(rng, (40, 70, 200), 30, 30)
     session = SegmentationSession(ClassicBackend())
     for i in range(16):
         image = wall.copy()
@@ -990,15 +988,10 @@ def test_a_lost_object_beside_a_still_one_is_refound() -> None:
     part of a moving neighbour stays out of it)."""
     rng = np.random.default_rng(4)
     h, w = 200, 280
-    wall = np.clip(rng.normal(128, 25, (h, w, 1)), 0, 255).repeat(3, axis=2).astype(np.uint8)
-    wall = cv2.GaussianBlur(wall, (5, 5), 0)
+    wall = _wall(rng, h, w)
     scene = wall.copy()
-    scene[70:130, 80:140] = np.clip(
-        np.full((60, 60, 3), (220, 120, 40), np.int64) + rng.integers(-20, 20, (60, 60, 3)), 0, 255
-    ).astype(np.uint8)
-    scene[80:120, 140:180] = np.clip(
-        np.full((40, 40, 3), (40, 70, 200), np.int64) + rng.integers(-20, 20, (40, 40, 3)), 0, 255
-    ).astype(np.uint8)
+    scene[70:130, 80:140] = _textured(rng, (220, 120, 40), 60, 60)
+    scene[80:120, 140:180] = _textured(rng, (40, 70, 200), 40, 40)
     a = np.zeros((h, w), bool)
     a[70:130, 80:140] = True
     b = np.zeros((h, w), bool)
