@@ -30,6 +30,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import Point
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -138,6 +139,9 @@ class DemoClient(Node):
         self.plan = DemoPlan.from_json(plan_text)
         self.log_state = DemoLog()
         self.done = threading.Event()
+        # Set before the executor shuts down: frames still arriving are not handled (their
+        # `~/done` would be published on a publisher being destroyed).
+        self.closing = threading.Event()
         self._lock = threading.Lock()
         self._video: cv2.VideoWriter | None = None
         self._snapshot = False  # write the next overlay as PNG (a prompt just landed)
@@ -176,6 +180,8 @@ class DemoClient(Node):
 
     # -------------------------------------------------------------- frames and the schedule
     def _on_instances(self, msg: InstanceArray) -> None:
+        if self.closing.is_set():
+            return
         now = time.monotonic()
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         latency = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
@@ -214,9 +220,21 @@ class DemoClient(Node):
         for i, stage in enumerate(due):
             self._stages.put((stage, msg.header if i == len(due) - 1 else None))
         if not due:
-            self._done.publish(InstanceArray(header=msg.header))
+            self._publish_done(msg.header)
         if n >= self.max_frames:
             self.done.set()
+
+    def _publish_done(self, header: Any) -> None:
+        """`~/done` for the frame of `header`; nothing once the client is closing (a callback
+        that checked before the flag was set may still get here while the node is destroyed:
+        its publisher is gone, and nobody waits for that answer any more)."""
+        if self.closing.is_set():
+            return
+        try:
+            self._done.publish(InstanceArray(header=header))
+        except InvalidHandle:
+            if not self.closing.is_set():
+                raise
 
     def _call(self, client: Any, request: Any) -> Any:
         if not client.wait_for_service(timeout_sec=10.0):
@@ -237,7 +255,7 @@ class DemoClient(Node):
             except Exception as exc:  # a demo reports what went wrong and carries on
                 self._event(stage, "error", False, str(exc))
             if header is not None:
-                self._done.publish(InstanceArray(header=header))
+                self._publish_done(header)
 
     def _stamp(self, req: Any) -> None:
         if self.plan.on_first_frame and self._first_stamp is not None:
@@ -415,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     print(f"[demo] {'OK' if summary['ok'] else 'FAILED'}", flush=True)
+    node.closing.set()
     executor.shutdown()
     spinner.join(timeout=2.0)
     node.destroy_node()
