@@ -74,6 +74,22 @@ def test_protocol_scores_frames_after_the_first_leaving_out_the_last(
     assert still[int(click.points[0][1]), int(click.points[0][0])]
 
 
+def test_frames_drawn_on_the_wrong_thing_are_counted(tmp_path: pathlib.Path) -> None:
+    """`wrong_frames`: frames on which the object is reported visible with less than 10 % of
+    its mask on the truth, or drawn while the truth is empty. The fake backend keeps drawing
+    the prompt's square where it was given: on the object (frames 1 and 5), off it once the
+    object moved away (2 and 3: 0 % on it), 12.5 % of it on the object (4: not wrong), and on
+    frame 6, where the object is out of view."""
+    h, w = 80, 100
+    at, away, quarter = _square(h, w, 10), _square(h, w, 60), _square(h, w, 25, y0=30)
+    gone = np.zeros((h, w), bool)
+    _write_davis(tmp_path, [at, at, away, away, quarter, at, gone, at])
+    (seq,) = davis.list_sequences(tmp_path)
+    res = davis.evaluate(seq, "mask", backend="fake")
+    assert res["wrong_frames"] == 3, res
+    assert res["lost_frames"] == 0 and res["wrong_reacquired"] == 0, res
+
+
 def test_annotations_binary_and_multi_object(tmp_path: pathlib.Path) -> None:
     ann = np.zeros((10, 10), np.uint8)
     ann[1:3, 1:3] = 255
