@@ -1108,6 +1108,12 @@ class ClassicBackend(Backend):
         return out
 
     @staticmethod
+    def _search_reach(track: _Track) -> float:
+        """How far (working pixels) from where a lost object was last seen its search looks:
+        1.5 object sizes, + 0.15 a frame hidden, at most `_REACQUIRE_REACH`."""
+        return math.sqrt(track.ref_area) * min(_REACQUIRE_REACH, 1.5 + 0.15 * track.lost_for)
+
+    @staticmethod
     def _lost_zones(lost: list[_Track], roi: ops.Box, labels: np.ndarray, n: int) -> BoolArray:
         """For each of the `n` labelled regions of `labels` (the ROI `roi`), whether it
         reaches where one of the `lost` objects may be: within its search's reach of where it
@@ -1118,7 +1124,7 @@ class ClassicBackend(Backend):
         for other in lost:
             if other.lost_for > _LOST_ZONE_FRAMES:
                 continue
-            reach = math.sqrt(other.ref_area) * min(_REACQUIRE_REACH, 1.5 + 0.15 * other.lost_for)
+            reach = ClassicBackend._search_reach(other)
             cx, cy = other.last_center
             inside = (gx - cx) ** 2 + (gy - cy) ** 2 <= reach * reach
             zoned[np.unique(labels[inside])] = True
@@ -1496,8 +1502,7 @@ class ClassicBackend(Backend):
         )
         # Plausible position too: a hidden object moves on, but by at most about 15 % of
         # its size per frame hidden (a look-alike across the frame is not it).
-        reach = math.sqrt(track.ref_area) * min(_REACQUIRE_REACH, 1.5 + 0.15 * track.lost_for)
-        plausible &= dist <= reach
+        plausible &= dist <= self._search_reach(track)
         if not plausible.any():
             return
         rank = np.where(plausible, means * np.exp(-dist / diag), -1.0)
@@ -1526,7 +1531,7 @@ class ClassicBackend(Backend):
         # sleeves). The candidate's colours must also be distributed like the object's.
         if self._moves_with_a_neighbour(mask, occupied):
             return  # a part of the followed object it touches (the girl's head for the boy)
-        if track.slipped and self._moves_like_background(mask):
+        if track.slipped and self._moves_like_background(mask, frame):
             return  # what the mask had slipped onto (or like it): not the object
         similarity = float(np.sum(np.sqrt(ops.histogram(frame.bins, mask) * track.fg)))
         if similarity < self.config.reacquire_similarity:
@@ -1595,24 +1600,13 @@ class ClassicBackend(Backend):
         self._still_cache = (frame, still)
         return still
 
-    def _moves_like_background(self, mask: BoolArray) -> bool:
-        """Whether `mask` moves like the background (median residual < `motion_gate`) on this
-        step's flow while the camera moves (`_SLIP_BACKGROUND`)."""
-        flow = self._last_flow
-        box = ops.mask_box(mask)
-        if flow is None or box is None or flow.shape[:2] != mask.shape:
+    def _moves_like_background(self, mask: BoolArray, frame: _Frame) -> bool:
+        """Whether most of `mask` moves like the background while the camera moves
+        (`_background_like`, this step's map)."""
+        still = self._background_like(frame)
+        if still is None:
             return False
-        height, width = mask.shape
-        wide = ops.expand_box(box, self._margin(box), width, height)
-        residual = self._background_residual(flow, mask, wide)
-        if residual is None:
-            return False
-        x0, y0, x1, y1 = wide
-        inside = mask[y0:y1, x0:x1]
-        f = flow[y0:y1, x0:x1][~inside]
-        if f.size == 0 or float(np.median(np.hypot(f[:, 0], f[:, 1]))) < _SLIP_BACKGROUND:
-            return False
-        return float(np.median(residual[inside])) < self.config.motion_gate
+        return bool(np.count_nonzero(still & mask) > 0.5 * np.count_nonzero(mask))
 
     @staticmethod
     def _forget_changed(lookalike: BoolArray, seen: np.ndarray, frame: _Frame) -> BoolArray | None:
