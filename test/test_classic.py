@@ -578,6 +578,20 @@ def test_bedroom_boy_is_not_reacquired_on_the_cushion() -> None:
             assert on < 0.5, f"clip frame {i}: 'boy' drawn on the cushion ({on:.2f} of him)"
 
 
+def _wall(rng: np.random.Generator, height: int, width: int, sigma: float = 25) -> np.ndarray:
+    """A still textured grey wall (RGB uint8): noise around 128 (`sigma`), blurred."""
+    wall = np.clip(rng.normal(128, sigma, (height, width, 1)), 0, 255).repeat(3, axis=2)
+    return cv2.GaussianBlur(wall.astype(np.uint8), (5, 5), 0)
+
+
+def _textured(
+    rng: np.random.Generator, colour: tuple[int, int, int], height: int, width: int
+) -> np.ndarray:
+    """A patch of `colour` with +-20 of noise per channel (RGB uint8)."""
+    noise = rng.integers(-20, 20, (height, width, 3))
+    return np.clip(np.full((height, width, 3), colour, np.int64) + noise, 0, 255).astype(np.uint8)
+
+
 def _two_tone_clip(frames: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
     """(RGB image, truth) of a textured grey wall and an object moving right over it by 3 px a
     frame: its left half red, its right half a textured blue-grey (a shirt and trousers: a
@@ -585,8 +599,7 @@ def _two_tone_clip(frames: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
     whole)."""
     rng = np.random.default_rng(3)
     h, w = 240, 320
-    wall = np.clip(rng.normal(128, 30, (h, w, 1)), 0, 255).repeat(3, axis=2).astype(np.uint8)
-    wall = cv2.GaussianBlur(wall, (5, 5), 0)
+    wall = _wall(rng, h, w, 30)
     grey = np.clip(rng.normal(128, 30, (80, 100, 1)), 0, 255).repeat(3, axis=2).astype(np.uint8)
     patch = cv2.GaussianBlur(grey, (5, 5), 0)
     patch[..., 2] = np.clip(patch[..., 2].astype(int) + 60, 0, 255)  # blue-grey
@@ -747,8 +760,7 @@ def _behind_a_pole(frames: int = 24) -> list[tuple[np.ndarray, np.ndarray]]:
     everything: from frame ~10 its front comes out on the pole's far side."""
     rng = np.random.default_rng(5)
     h, w = 240, 320
-    wall = np.clip(rng.normal(128, 30, (h, w, 1)), 0, 255).repeat(3, axis=2).astype(np.uint8)
-    wall = cv2.GaussianBlur(wall, (5, 5), 0)
+    wall = _wall(rng, h, w, 30)
     body = np.full((50, 80, 3), (210, 120, 40), np.int64) + rng.integers(-25, 25, (50, 80, 3))
     body = cv2.GaussianBlur(np.clip(body, 0, 255).astype(np.uint8), (3, 3), 0)
     out = []
@@ -792,20 +804,6 @@ def test_regrow_reach_is_validated() -> None:
         ClassicConfig(regrow_reach=-0.1)
 
 
-def _wall(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A still textured grey wall (RGB uint8): noise around 128, blurred."""
-    wall = np.clip(rng.normal(128, 25, (height, width, 1)), 0, 255).repeat(3, axis=2)
-    return cv2.GaussianBlur(wall.astype(np.uint8), (5, 5), 0)
-
-
-def _textured(
-    rng: np.random.Generator, colour: tuple[int, int, int], height: int, width: int
-) -> np.ndarray:
-    """A patch of `colour` with +-20 of noise per channel (RGB uint8)."""
-    noise = rng.integers(-20, 20, (height, width, 3))
-    return np.clip(np.full((height, width, 3), colour, np.int64) + noise, 0, 255).astype(np.uint8)
-
-
 def _slip_scene(
     frames: int = 30, gone: tuple[int, int] = (10, 22)
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -817,8 +815,7 @@ def _slip_scene(
     rng = np.random.default_rng(11)
     h, w = 240, 320
     world_w = w + 5 * frames + 10
-    wall = np.clip(rng.normal(128, 30, (h, world_w, 1)), 0, 255).repeat(3, axis=2)
-    wall = cv2.GaussianBlur(wall.astype(np.uint8), (5, 5), 0)
+    wall = _wall(rng, h, world_w, 30)
 
     def orange(height: int, width: int) -> np.ndarray:
         tex = np.full((height, width, 3), (210, 120, 40), np.int64)
