@@ -164,6 +164,17 @@ _REF_MEMORY = 60
 #: (`ClassicBackend._moves_with_a_neighbour`).
 _WITH_NEIGHBOUR = 1.0
 
+#: A still object (`ClassicConfig.still_anchor`): on `still_after` consecutive frames its
+#: median flow and the 90th percentile of its flow are within this many working pixels of the
+#: background's motion (the whole object moves with the scene: a walking camel's legs do not);
+#: it stops being still after `_STILL_EXIT` consecutive frames on which it moves unlike the
+#: background (one frame of flow noise, or a child passing, does not end it), or when its
+#: neighbourhood no longer matches the keyframe's (correlation below `_ANCHOR_MIN_CC`: it
+#: was covered, or the scene changed around it).
+_STILL_SPREAD = 1.0
+_STILL_EXIT = 2
+_ANCHOR_MIN_CC = 0.8
+
 
 @dataclass(frozen=True)
 class ClassicConfig(BackendOptions):
@@ -273,6 +284,17 @@ class ClassicConfig(BackendOptions):
             (`_slipped`); while lost, what moves like the background is not it. On the DAVIS
             dev subset mask J 0.600 -> 0.614 and frames drawn on the wrong thing 18 -> 0
             (bmx-trees; see README).
+        still_anchor: an object that moves with its background (`_STILL_SPREAD`) for
+            `still_after` frames (a pillow on a bed, a parked car, a cup on a table, the
+            camera moving or not) is carried by registering its neighbourhood to a keyframe
+            (the frame it became still on; ECC, affine) instead of by the frame-to-frame flow,
+            and its outline is not refined by colour: on the bedroom clip the pillow's mask
+            spread over the look-alike sheet and wall (6.7k -> 19k pixels at 640x360 in 240
+            frames) by colour refinement, and carried by the flow alone it slid off the pillow
+            onto the wall (the flow's sub-pixel motions, a little short each frame, add up);
+            anchored it stays on the pillow (6.3-6.7k pixels) to the end. On the DAVIS dev
+            subset (every object moves) nothing changes.
+        still_after: frames an object must move with its background before it is anchored.
     """
 
     work_size: int = 320
@@ -310,6 +332,8 @@ class ClassicConfig(BackendOptions):
     settle_reach: float = 1.0
     regrow_reach: float = 1.0
     slip_check: bool = True
+    still_anchor: bool = True
+    still_after: int = 15
 
     def __post_init__(self) -> None:
         if self.work_size < 0 or 0 < self.work_size < 32:
@@ -355,6 +379,8 @@ class ClassicConfig(BackendOptions):
             raise ValueError("settle_frames and settle_reach must be >= 0")
         if self.regrow_reach < 0:
             raise ValueError("regrow_reach must be >= 0")
+        if self.still_after < 1:
+            raise ValueError("still_after must be >= 1")
 
 
 @dataclass(frozen=True, eq=False)
@@ -387,6 +413,16 @@ class _Frame:
     def counts_all(self) -> FloatArray:
         """Colour bin counts of the whole frame (computed once, shared by every object)."""
         return ops.counts(self.bins)
+
+
+@dataclass
+class _Anchor:
+    """A still object's keyframe (`ClassicConfig.still_anchor`): the grey image of its
+    neighbourhood and its mask there, and the affine map from that patch to the latest frame."""
+
+    template: FloatArray
+    mask: BoolArray
+    warp: FloatArray  # 2 x 3, patch coordinates -> frame coordinates
 
 
 @dataclass
@@ -433,6 +469,11 @@ class _Track:
     probation: int = 0
     tentative: bool = False  # re-found after a slip, not yet seen moving unlike the background
     mover: bool = False  # it moved clearly unlike the background just before its last loss
+    # Still with the scene (`ClassicConfig.still_anchor`): consecutive frames moving with the
+    # background, then unlike it, and the keyframe it is carried by while still.
+    still_run: int = 0
+    moving_run: int = 0
+    anchor: _Anchor | None = field(default=None, repr=False)
     # Its mask's area on the last `_REF_MEMORY` frames it was followed (bounds `ref_area`).
     areas: deque[float] = field(default_factory=lambda: deque(maxlen=_REF_MEMORY))
 
@@ -506,7 +547,7 @@ class ClassicBackend(Backend):
             if not track.lost:
                 others = [t.mask for o, t in self._tracks.items() if o != obj and not t.lost]
                 lost = [t for o, t in self._tracks.items() if o != obj and t.lost]
-                post = self._follow(track, frame, flow, maps, others, lost)
+                post = self._follow(track, frame, prev, flow, maps, others, lost)
                 if post is not None:
                     posts[obj] = post
         self._resolve_overlaps(posts)
@@ -601,7 +642,7 @@ class ClassicBackend(Backend):
                 self._search(track, frame, np.zeros(frame.shape, bool))
                 continue
             flow, maps = self._backward_flow(prev, frame)
-            self._follow(track, frame, flow, maps)
+            self._follow(track, frame, prev, flow, maps)
 
     def _segment_prompt(
         self, frame: _Frame, prompt: Prompt, track: _Track | None, frame_index: int
@@ -849,12 +890,14 @@ class ClassicBackend(Backend):
         self,
         track: _Track,
         frame: _Frame,
+        prev: _Frame | None,
         flow: np.ndarray,
         maps: tuple[FloatArray, FloatArray],
         others: list[BoolArray] | None = None,
         lost: list[_Track] | None = None,
     ) -> tuple[ops.Box, FloatArray] | None:
-        """Move `track` to `frame`; return its ROI and its log-odds there (see classic/track.py).
+        """Move `track` from `prev` to `frame`; return its ROI and its log-odds there (see
+        classic/track.py).
 
         `others`: the masks of the other followed objects (regrowing stops at them); `lost`:
         the other objects now lost (regrowing does not reach far into where they may be)."""
@@ -869,6 +912,7 @@ class ClassicBackend(Backend):
             # let the mask creep into look-alike background a band a frame (the bedroom
             # pillow over the bed sheet and the wall in 38 identical frames: 6.5k -> 11.9k px).
             self._wait_for_motion(track)
+            track.still_run += 1  # nothing moved: it moved with its background
             return track.still[2]
         height, width = frame.shape
         cfg = self.config
@@ -882,6 +926,16 @@ class ClassicBackend(Backend):
             # The backward flow at a pixel is about minus the forward flow there.
             motion = ops.estimate_motion(track.mask, -flow)
             predicted = ops.warp_mask(track.mask, motion)
+        anchored = False
+        if cfg.still_anchor and (track.anchor is not None or track.still_run >= cfg.still_after):
+            # Still with the scene: carried from its keyframe, not from its last mask, so
+            # that what refinement adds on one frame is not carried into the next (by colour
+            # the bedroom pillow spread frame after frame over the look-alike sheet and wall).
+            carried = self._anchored(track, frame, prev, motion)
+            if carried is None:
+                track.still_run = 0
+            else:
+                predicted, anchored = carried, True
         # The reference area follows the scale the flow measured (zoom, approach), not the
         # segmented area, which shrinks when the object is occluded or leaves the frame.
         scale = float(np.hypot(motion.matrix[0, 0], motion.matrix[1, 0]))
@@ -908,7 +962,7 @@ class ClassicBackend(Backend):
         # The motion split covers the refinement's ROI, widened by the reach of regrowing
         # when the object may regrow.
         wide = roi
-        regrow = cfg.regrow_reach > 0
+        regrow = cfg.regrow_reach > 0 and not anchored
         if regrow:
             reach = int(math.ceil(cfg.regrow_reach * math.sqrt(np.count_nonzero(predicted))))
             wide = ops.expand_box(roi, reach, width, height)
@@ -925,6 +979,8 @@ class ClassicBackend(Backend):
                 return None
             if raw is not None and raw[1] >= cfg.motion_gate:
                 split = raw
+            if raw is not None and cfg.still_anchor:
+                self._still(track, predicted, wide, raw)
         if split is not None and (cfg.motion_cut > 0 or cfg.motion_weight > 0):
             # Camera motion drags a mask's leaked edge along with the background (a path
             # behind a rider, the crowd behind a dancer): what moves like the background is
@@ -1007,6 +1063,81 @@ class ClassicBackend(Backend):
         x0, y0, x1, y1 = roi
         track.still = (mask, frame.gray[y0:y1, x0:x1].copy(), (roi, logit))
         return roi, logit
+
+    def _anchored(
+        self, track: _Track, frame: _Frame, prev: _Frame | None, motion: ops.Motion
+    ) -> BoolArray | None:
+        """A still object's mask on `frame`, carried from its keyframe (`still_anchor`), or
+        None when its neighbourhood no longer matches the keyframe's (the anchor is dropped).
+
+        The keyframe is the previous frame when the object becomes still: its neighbourhood
+        (the mask's box, half an object size a side) and mask there. Each frame the affine
+        map from that patch to the new frame is found by ECC (Evangelidis and Psarakis, 2008),
+        started from the last frame's map moved by the object's fitted motion; the keyframe's
+        mask is warped by it. One registration against a fixed image does not accumulate the
+        frame-to-frame flow's errors, and the neighbourhood (which moves with a still object)
+        holds it where the object itself has no texture."""
+        height, width = frame.shape
+        if track.anchor is None:
+            box = ops.mask_box(track.mask)
+            if box is None or prev is None or prev.shape != frame.shape:
+                return None
+            size = math.sqrt(np.count_nonzero(track.mask))
+            x0, y0, x1, y1 = ops.expand_box(box, max(8, int(size / 2)), width, height)
+            track.anchor = _Anchor(
+                prev.gray[y0:y1, x0:x1].astype(np.float32),
+                track.mask[y0:y1, x0:x1].copy(),
+                np.array([[1, 0, x0], [0, 1, y0]], np.float32),
+            )
+        anchor = track.anchor
+        step = np.vstack([motion.matrix.astype(np.float64), [0.0, 0.0, 1.0]])
+        start = (step @ np.vstack([anchor.warp.astype(np.float64), [0.0, 0.0, 1.0]]))[:2]
+        try:
+            cc, warp = cv2.findTransformECC(
+                anchor.template,
+                frame.gray.astype(np.float32),
+                start.astype(np.float32),
+                cv2.MOTION_AFFINE,
+                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4),
+            )
+        except cv2.error:  # no convergence
+            track.anchor = None
+            return None
+        if not np.isfinite(cc) or cc < _ANCHOR_MIN_CC:
+            track.anchor = None
+            return None
+        anchor.warp = np.asarray(warp, np.float32)
+        moved = cv2.warpAffine(
+            anchor.mask.astype(np.uint8) * 255,
+            anchor.warp,
+            (width, height),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+        return np.asarray(moved > 127)
+
+    def _still(
+        self,
+        track: _Track,
+        predicted: BoolArray,
+        roi: ops.Box,
+        split: tuple[FloatArray, float],
+    ) -> None:
+        """Count the frames `track` moves with / unlike its background (`split`: the residual
+        against the background's motion in `roi` and the object's median, `_residual_split`;
+        `_STILL_SPREAD`); its anchor is dropped after `_STILL_EXIT` frames moving unlike it."""
+        residual, m_obj = split
+        x0, y0, x1, y1 = roi
+        core = ops.erode(predicted[y0:y1, x0:x1], 2)
+        spread = float(np.percentile(residual[core], 90)) if core.any() else 0.0
+        gate = self.config.motion_gate
+        still = m_obj < gate and spread < _STILL_SPREAD * gate
+        track.still_run = track.still_run + 1 if still else 0
+        track.moving_run = track.moving_run + 1 if m_obj >= gate else 0
+        if track.moving_run >= _STILL_EXIT:
+            track.anchor = None
+            track.still_run = 0
 
     @staticmethod
     def _unchanged(track: _Track, frame: _Frame) -> bool:
@@ -1419,6 +1550,8 @@ class ClassicBackend(Backend):
         track.lost = True
         track.lost_for = 0
         track.lookalike = None
+        track.anchor = None
+        track.still_run = track.moving_run = 0
         if track.motion:
             track.mover = max(track.motion) >= _SLIP_FROM * self.config.motion_gate
         track.motion.clear()
