@@ -25,6 +25,7 @@ from seg_ros.engine import (
     UnsupportedPromptError,
 )
 from seg_ros.engine.backends.classic import ClassicBackend, ClassicConfig, build
+from seg_ros.engine.classic import ops
 from seg_ros.engine.config import BackendConfig
 from seg_ros.engine.registry import build_backend
 from seg_ros.tools.synthetic import (
@@ -754,6 +755,47 @@ def test_bedroom_demo_boy_hidden_is_lost_not_redrawn() -> None:
             assert on < 0.5, f"frame {i}: 'boy' drawn on the cushion ({on:.2f} of him)"
             assert area >= 0.1 * first_area, f"frame {i}: 'boy' is {area} px"
     assert visible >= 70, visible  # held until he goes behind the girl (frame ~87)
+
+
+def test_guided_filter_pulls_a_mask_edge_onto_the_colour_edge() -> None:
+    """`ops.guided_filter` (`snap_radius`): a mask whose edge lies 2 pixels either side of
+    where a red region meets a green one ends, filtered (radius 4) with the image as guide and
+    thresholded, within a pixel of the colour edge, and one on it stays there; on a flat image
+    it stays where it was. The windows' covariances inverted by cofactors match a direct
+    solve."""
+    rng = np.random.default_rng(0)
+    image = np.zeros((40, 60, 3), np.float32)
+    image[:, :30] = (0.8, 0.2, 0.2)
+    image[:, 30:] = (0.2, 0.7, 0.3)
+    image += rng.normal(0, 0.02, image.shape).astype(np.float32)
+    flat = np.full((40, 60, 3), 0.5, np.float32) + rng.normal(0, 0.02, (40, 60, 3))
+    for edge in (28, 30, 32):
+        mask = np.zeros((40, 60), np.float32)
+        mask[:, :edge] = 1.0
+        widths = np.count_nonzero(ops.guided_filter(image, mask, 4, 1e-3) > 0.5, axis=1)
+        assert np.all(np.abs(widths - 30) <= (0 if edge == 30 else 1)), (edge, widths)
+        widths = np.count_nonzero(
+            ops.guided_filter(flat.astype(np.float32), mask, 4, 1e-3) > 0.5, axis=1
+        )
+        assert np.all(widths == edge), (edge, widths)
+    # Against the textbook form (a 3 x 3 solve in every window).
+    size = (9, 9)
+
+    def mean(x: np.ndarray) -> np.ndarray:
+        return np.asarray(cv2.boxFilter(x, cv2.CV_32F, size, borderType=cv2.BORDER_REFLECT))
+
+    soft = rng.random((40, 60)).astype(np.float32)
+    mu = mean(image)
+    cov = mean(image * soft[..., None]) - mu * mean(soft)[..., None]
+    var = np.empty((40, 60, 3, 3), np.float32)
+    for i in range(3):
+        for j in range(3):
+            var[..., i, j] = mean(image[..., i] * image[..., j]) - mu[..., i] * mu[..., j]
+    var += 1e-3 * np.eye(3, dtype=np.float32)
+    a = np.linalg.solve(var, cov[..., None])[..., 0]
+    b = mean(soft) - (a * mu).sum(-1)
+    direct = (mean(a) * image).sum(-1) + mean(b)
+    assert np.abs(ops.guided_filter(image, soft, 4, 1e-3) - direct).max() < 1e-4
 
 
 def _still_then_moving(

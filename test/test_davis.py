@@ -131,8 +131,11 @@ def test_missing_folder_gives_a_skip_row(tmp_path: pathlib.Path) -> None:
 @pytest.mark.parametrize(
     ("sequence", "prompt", "floor"),
     [
-        ("blackswan", "mask", 0.76),
-        ("blackswan", "box", 0.60),
+        # Round 8 (GrabCut's trims of what colour let in without claiming it, the outline
+        # snapped to colour edges): blackswan mask 0.834 -> 0.893, box 0.700 -> 0.824 (the
+        # water behind the swan no longer taken in).
+        ("blackswan", "mask", 0.85),
+        ("blackswan", "box", 0.76),
         ("drift-chicane", "mask", 0.49),
         ("dance-twirl", "mask", 0.60),
         # Issue 10 round 5 (prompts settled by motion, click leak replaced by a box around it):

@@ -175,6 +175,18 @@ _STILL_SPREAD = 1.0
 _STILL_EXIT = 2
 _ANCHOR_MIN_CC = 0.8
 
+#: `ClassicConfig.grabcut_trim`: a trimming GrabCut answer adds at most `_TRIM_ADD` and keeps at
+#: least `_TRIM_KEEP` of the colour answer, on objects of at least `_TRIM_MIN_AREA` working
+#: pixels.
+_TRIM_ADD = 0.02
+_TRIM_KEEP = 0.6
+_TRIM_MIN_AREA = 1500
+
+#: `ClassicConfig.snap_radius`: the guided filter's radius is at most the object's size (square
+#: root of its area) / `_SNAP_PER`; its ridge (colours in 0..1).
+_SNAP_PER = 15.0
+_SNAP_EPS = 1e-3
+
 
 @dataclass(frozen=True)
 class ClassicConfig(BackendOptions):
@@ -295,6 +307,20 @@ class ClassicConfig(BackendOptions):
             anchored it stays on the pillow (6.3-6.7k pixels) to the end. On the DAVIS dev
             subset (every object moves) nothing changes.
         still_after: frames an object must move with its background before it is anchored.
+        grabcut_trim: a GrabCut answer refused for disagreeing with the colour answer
+            (`grabcut_agree`) is taken all the same when it only takes pixels away (adds at
+            most `_TRIM_ADD`, keeps at least `_TRIM_KEEP` of it) whose colour log-odds
+            average at most this: pixels colour let in without claiming them, which the
+            image's edges put outside (the water behind the black swan, the camel's shadow).
+            Only on objects of at least `_TRIM_MIN_AREA` working pixels: on a small one
+            GrabCut's colour mixtures have few samples and cut real parts (libby's dog). 0 =
+            off. On the DAVIS dev subset (with `snap_radius` 4) mask J 0.635 against 0.631
+            without (see README).
+        snap_radius: the refined outline is snapped to the image's colour edges by a colour
+            guided filter (He et al. 2010) of the mask, of this radius in working pixels at
+            most (and at most the object's size / `_SNAP_PER`, so that thin parts survive),
+            thresholded at 0.5 (0 = off). On the DAVIS dev subset (with `grabcut_trim` 1.5)
+            mask J 0.626 -> 0.635, F 0.614 -> 0.620 (see README).
     """
 
     work_size: int = 320
@@ -334,6 +360,8 @@ class ClassicConfig(BackendOptions):
     slip_check: bool = True
     still_anchor: bool = True
     still_after: int = 15
+    grabcut_trim: float = 1.5
+    snap_radius: int = 4
 
     def __post_init__(self) -> None:
         if self.work_size < 0 or 0 < self.work_size < 32:
@@ -381,6 +409,8 @@ class ClassicConfig(BackendOptions):
             raise ValueError("regrow_reach must be >= 0")
         if self.still_after < 1:
             raise ValueError("still_after must be >= 1")
+        if self.grabcut_trim < 0 or self.snap_radius < 0:
+            raise ValueError("grabcut_trim and snap_radius must be >= 0")
 
 
 @dataclass(frozen=True, eq=False)
@@ -1007,10 +1037,12 @@ class ClassicBackend(Backend):
                 if not cfg.motion_grow:
                     vote = np.where(predicted[sl], vote, np.minimum(vote, 0.0))
                 llr += cfg.motion_weight * vote
+        colour_llr = None
         if cfg.hist_weight > 0:
             ev = ops.ratio_lut(track.fg, 0.5 * track.bg + 0.5 * track.local_bg)[frame.bins[sl]]
             ev = np.asarray(cv2.GaussianBlur(ev, (0, 0), cfg.evidence_sigma), np.float32)
-            llr += cfg.hist_weight * np.log(ev / (1.0 - ev))
+            colour_llr = np.log(ev / (1.0 - ev))
+            llr += cfg.hist_weight * colour_llr
         if cfg.local_colors and track.local is not None:
             stats = trk.propagate(track.local.stats, maps, roi, track.local.origin)
             llr += cfg.local_weight * trk.local_llr(frame.lab[sl], stats)
@@ -1024,8 +1056,21 @@ class ClassicBackend(Backend):
             cut, cut_logit = trk.refine_grabcut(frame.rgb[sl], local, cfg.band, llr, track.gmm)
             union = max(1, int(np.count_nonzero(cut | local)))
             agree = float(np.count_nonzero(cut & local)) / float(union)
-            if agree >= cfg.grabcut_agree:
+            # Refused when it disagrees, unless it only trims what colour did not claim.
+            trims = colour_llr is not None and self._trims(local, cut, colour_llr)
+            if agree >= cfg.grabcut_agree or trims:
                 local, logit = cut, cut_logit
+        if cfg.snap_radius > 0 and local.any():
+            radius = min(cfg.snap_radius, int(math.sqrt(np.count_nonzero(local)) / _SNAP_PER))
+            if radius >= 1:
+                soft = ops.guided_filter(
+                    frame.rgb[sl].astype(np.float32) / 255.0,
+                    local.astype(np.float32),
+                    radius,
+                    _SNAP_EPS,
+                )
+                local = soft > 0.5
+                logit = np.where(local, np.abs(logit), -np.abs(logit)).astype(np.float32)
         if not local.any():
             self._lose(track)
             return None
@@ -1063,6 +1108,21 @@ class ClassicBackend(Backend):
         x0, y0, x1, y1 = roi
         track.still = (mask, frame.gray[y0:y1, x0:x1].copy(), (roi, logit))
         return roi, logit
+
+    def _trims(self, colour: BoolArray, cut: BoolArray, colour_llr: FloatArray) -> bool:
+        """Whether GrabCut's answer `cut` only trims the colour answer `colour` of pixels
+        colour did not claim (`grabcut_trim`; `colour_llr`: the colour log-odds)."""
+        limit = self.config.grabcut_trim
+        n = int(np.count_nonzero(colour))
+        removed = colour & ~cut
+        return bool(
+            limit > 0
+            and n >= _TRIM_MIN_AREA
+            and np.count_nonzero(cut & ~colour) <= _TRIM_ADD * n
+            and np.count_nonzero(cut) >= _TRIM_KEEP * n
+            and bool(removed.any())
+            and float(np.mean(colour_llr[removed])) <= limit
+        )
 
     def _anchored(
         self, track: _Track, frame: _Frame, prev: _Frame | None, motion: ops.Motion

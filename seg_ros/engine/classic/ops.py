@@ -557,3 +557,42 @@ def posterior(evidence: FloatArray, predicted: BoolArray, softness: float) -> Fl
 def mean_over(values: FloatArray, mask: BoolArray) -> float:
     n = int(np.count_nonzero(mask))
     return float(values[mask].sum()) / n if n else 0.0
+
+
+def guided_filter(guide: FloatArray, src: FloatArray, radius: int, eps: float) -> FloatArray:
+    """Edge-preserving smoothing of `src` (H x W) steered by a colour `guide` (H x W x 3,
+    values in 0..1): the colour guided filter of He, Sun and Tang (ECCV 2010). In every
+    (2 radius + 1)^2 window the output is a linear function of the guide's colour, fitted to
+    `src` by ridge regression (`eps` the ridge): a soft mask's transitions move onto the
+    image's colour edges."""
+    size = (2 * radius + 1, 2 * radius + 1)
+
+    def mean(x: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.asarray(
+            cv2.boxFilter(x, cv2.CV_32F, size, borderType=cv2.BORDER_REFLECT)
+        )
+        return out
+
+    g = np.asarray(guide, np.float32)
+    p = np.asarray(src, np.float32)
+    mu = [mean(g[..., i]) for i in range(3)]
+    mp = mean(p)
+    cov = [mean(g[..., i] * p) - mu[i] * mp for i in range(3)]
+
+    def var(i: int, j: int) -> np.ndarray:
+        v: np.ndarray = mean(g[..., i] * g[..., j]) - mu[i] * mu[j]
+        return v + np.float32(eps) if i == j else v
+
+    # The windows' 3 x 3 colour covariances (symmetric) inverted by cofactors.
+    a, b, c = var(0, 0), var(0, 1), var(0, 2)
+    d, e, f = var(1, 1), var(1, 2), var(2, 2)
+    i00, i01, i02 = d * f - e * e, c * e - b * f, b * e - c * d
+    i11, i12, i22 = a * f - c * c, b * c - a * e, a * d - b * b
+    det = a * i00 + b * i01 + c * i02
+    det = np.where(np.abs(det) < 1e-12, 1e-12, det)
+    k0 = (i00 * cov[0] + i01 * cov[1] + i02 * cov[2]) / det
+    k1 = (i01 * cov[0] + i11 * cov[1] + i12 * cov[2]) / det
+    k2 = (i02 * cov[0] + i12 * cov[1] + i22 * cov[2]) / det
+    offset = mp - k0 * mu[0] - k1 * mu[1] - k2 * mu[2]
+    out = mean(k0) * g[..., 0] + mean(k1) * g[..., 1] + mean(k2) * g[..., 2] + mean(offset)
+    return np.asarray(out, np.float32)
