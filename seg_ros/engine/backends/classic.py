@@ -297,8 +297,9 @@ class ClassicConfig(BackendOptions):
             dev subset mask J 0.600 -> 0.614 and frames drawn on the wrong thing 18 -> 0
             (bmx-trees; see README).
         still_anchor: an object that moves with its background (`_STILL_SPREAD`) for
-            `still_after` frames (a pillow on a bed, a parked car, a cup on a table, the
-            camera moving or not) is carried by registering its neighbourhood to a keyframe
+            `still_after` frames and was never seen moving clearly unlike it (at least
+            `_SLIP_FROM` x `motion_gate`) since its prompt (a pillow on a bed, a parked car, a
+            cup on a table, the camera moving or not) is carried by registering its neighbourhood to a keyframe
             (the frame it became still on; ECC, affine) instead of by the frame-to-frame flow,
             and its outline is not refined by colour: on the bedroom clip the pillow's mask
             spread over the look-alike sheet and wall (6.7k -> 19k pixels at 640x360 in 240
@@ -504,6 +505,10 @@ class _Track:
     still_run: int = 0
     moving_run: int = 0
     anchor: _Anchor | None = field(default=None, repr=False)
+    # It moved clearly unlike its background since it was prompted: never anchored (a mover
+    # whose mask comes to rest on the background has slipped, as the bedroom boy's did on
+    # the curtain at the frame's edge when he left it; anchored, it stayed there).
+    moved: bool = False
     # Its mask's area on the last `_REF_MEMORY` frames it was followed (bounds `ref_area`).
     areas: deque[float] = field(default_factory=lambda: deque(maxlen=_REF_MEMORY))
 
@@ -957,7 +962,11 @@ class ClassicBackend(Backend):
             motion = ops.estimate_motion(track.mask, -flow)
             predicted = ops.warp_mask(track.mask, motion)
         anchored = False
-        if cfg.still_anchor and (track.anchor is not None or track.still_run >= cfg.still_after):
+        if (
+            cfg.still_anchor
+            and not track.moved
+            and (track.anchor is not None or track.still_run >= cfg.still_after)
+        ):
             # Still with the scene: carried from its keyframe, not from its last mask, so
             # that what refinement adds on one frame is not carried into the next (by colour
             # the bedroom pillow spread frame after frame over the look-alike sheet and wall).
@@ -1195,6 +1204,7 @@ class ClassicBackend(Backend):
         still = m_obj < gate and spread < _STILL_SPREAD * gate
         track.still_run = track.still_run + 1 if still else 0
         track.moving_run = track.moving_run + 1 if m_obj >= gate else 0
+        track.moved = track.moved or m_obj >= _SLIP_FROM * gate
         if track.moving_run >= _STILL_EXIT:
             track.anchor = None
             track.still_run = 0
