@@ -299,14 +299,16 @@ class ClassicConfig(BackendOptions):
         still_anchor: an object that moves with its background (`_STILL_SPREAD`) for
             `still_after` frames and was never seen moving clearly unlike it (at least
             `_SLIP_FROM` x `motion_gate`) since its prompt (a pillow on a bed, a parked car, a
-            cup on a table, the camera moving or not) is carried by registering its neighbourhood to a keyframe
-            (the frame it became still on; ECC, affine) instead of by the frame-to-frame flow,
-            and its outline is not refined by colour: on the bedroom clip the pillow's mask
-            spread over the look-alike sheet and wall (6.7k -> 19k pixels at 640x360 in 240
-            frames) by colour refinement, and carried by the flow alone it slid off the pillow
-            onto the wall (the flow's sub-pixel motions, a little short each frame, add up);
-            anchored it stays on the pillow (6.3-6.7k pixels) to the end. On the DAVIS dev
-            subset (every object moves) nothing changes.
+            cup on a table, the camera moving or not) is carried from a keyframe (the frame
+            it became still on: its neighbourhood registered to each new frame by ECC,
+            affine) instead of from its last mask by the frame-to-frame flow, then refined as
+            usual. On the bedroom clip the pillow's mask, refined frame after frame, spread
+            over the look-alike sheet and wall (6.7k -> 19k pixels at 640x360 in 240 frames);
+            carried by the flow alone it slid off the pillow onto the wall (the flow's
+            sub-pixel motions, a little short each frame, add up); anchored it stays on the
+            pillow (6.6-7.2k pixels) to the end: what refinement adds on one frame is not
+            carried into the next. On the DAVIS dev subset (every object moves) nothing
+            changes.
         still_after: frames an object must move with its background before it is anchored.
         grabcut_trim: a GrabCut answer refused for disagreeing with the colour answer
             (`grabcut_agree`) is taken all the same when it only takes pixels away (adds at
@@ -321,7 +323,7 @@ class ClassicConfig(BackendOptions):
             guided filter (He et al. 2010) of the mask, of this radius in working pixels at
             most (and at most the object's size / `_SNAP_PER`, so that thin parts survive),
             thresholded at 0.5 (0 = off). On the DAVIS dev subset (with `grabcut_trim` 1.5)
-            mask J 0.626 -> 0.635, F 0.614 -> 0.620 (see README).
+            mask J 0.626 -> 0.635, F 0.615 -> 0.620 (see README).
     """
 
     work_size: int = 320
@@ -1205,7 +1207,7 @@ class ClassicBackend(Backend):
         track.still_run = track.still_run + 1 if still else 0
         track.moving_run = track.moving_run + 1 if m_obj >= gate else 0
         track.moved = track.moved or m_obj >= _SLIP_FROM * gate
-        if track.moving_run >= _STILL_EXIT:
+        if track.moving_run >= _STILL_EXIT or track.moved:
             track.anchor = None
             track.still_run = 0
 
