@@ -74,6 +74,35 @@ def test_protocol_scores_frames_after_the_first_leaving_out_the_last(
     assert still[int(click.points[0][1]), int(click.points[0][0])]
 
 
+def test_starts_every_averages_runs_prompted_on_later_frames(tmp_path: pathlib.Path) -> None:
+    """`--starts-every K`: a sequence run from every K-th frame that leaves `MIN_TRACKED` frames
+    after it, prompted with the truth there, scores averaged over the starts. The fake backend
+    keeps the prompt's square where it was given, so every run's score is known."""
+    h, w = 80, 100
+    a, b = _square(h, w, 10), _square(h, w, 20)  # J(a, b) = 1/3
+    masks = [a, a, b, b, a, b, a, a, a, a, a, a, a, a]  # 14 frames: starts 0 and 2 (K = 2)
+    _write_davis(tmp_path, masks)
+    (seq,) = davis.list_sequences(tmp_path)
+    third = 1 / 3
+
+    def expected(start: int) -> float:
+        scored = masks[start + 1 : -1]  # after the prompt, leaving out the last frame
+        return float(np.mean([1.0 if m is masks[start] else third for m in scored]))
+
+    run0 = davis.evaluate(seq, "mask", backend="fake")
+    run2 = davis.evaluate(seq, "mask", backend="fake", start=2)
+    assert run0["J"] == pytest.approx(expected(0), abs=1e-4)
+    assert run2["J"] == pytest.approx(expected(2), abs=1e-4) and run2["frames"] == 12
+    rows = davis.run(tmp_path, prompts=("mask",), backend="fake", starts_every=2)
+    (row,) = [r for r in rows if r["bench"] == "davis"]
+    assert row["starts"] == 2 and row["J"] == pytest.approx((run0["J"] + run2["J"]) / 2, abs=2e-4)
+    (mean,) = [r for r in rows if r["bench"] == "davis_mean"]
+    assert mean["starts_every"] == 2
+    # With --max-frames K + 1 each run tracks K frames (restarts from the truth every K).
+    short = davis.evaluate(seq, "mask", backend="fake", max_frames=4, start=2)
+    assert short["frames"] == 4 and short["J"] == pytest.approx((third + 1) / 2, abs=1e-4)
+
+
 def test_frames_drawn_on_the_wrong_thing_are_counted(tmp_path: pathlib.Path) -> None:
     """`wrong_frames`: frames on which the object is reported visible with less than 10 % of
     its mask on the truth, or drawn while the truth is empty. The fake backend keeps drawing
