@@ -101,6 +101,12 @@ def test_starts_every_averages_runs_prompted_on_later_frames(tmp_path: pathlib.P
     # With --max-frames K + 1 each run tracks K frames (restarts from the truth every K).
     short = davis.evaluate(seq, "mask", backend="fake", max_frames=4, start=2)
     assert short["frames"] == 4 and short["J"] == pytest.approx((third + 1) / 2, abs=1e-4)
+    # A start on which no object is in view prompts nothing: it is not a run.
+    gone = np.zeros((h, w), bool)
+    _write_davis(tmp_path / "gap", [a, a, gone, b, a, b, a, a, a, a, a, a, a, a])
+    rows = davis.run(tmp_path / "gap", prompts=("mask",), backend="fake", starts_every=2)
+    (row,) = [r for r in rows if r["bench"] == "davis"]
+    assert row["starts"] == 1 and row["J"] == row["J"], row  # J not NaN
 
 
 def test_frames_drawn_on_the_wrong_thing_are_counted(tmp_path: pathlib.Path) -> None:

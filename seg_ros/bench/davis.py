@@ -304,9 +304,11 @@ def _over_starts(
     every: int,
 ) -> dict[str, Any]:
     """`evaluate` from every `every`-th frame leaving `MIN_TRACKED` after it (at least frame
-    0): scores and fps averaged over the starts, counts summed."""
+    0) on which an object is in view: scores averaged over the starts, fps their median,
+    counts summed."""
     starts = list(range(0, max(1, len(seq) - MIN_TRACKED), every))
     runs = [evaluate(seq, kind, backend, options, max_frames, start=s) for s in starts]
+    runs = [r for r in runs if r["objects"]] or runs[:1]  # nothing to prompt: no run
     out: dict[str, Any] = {"starts": len(runs)}
     for key in ("J", "F", "JF"):
         out[key] = round(float(np.mean([r[key] for r in runs])), 4)

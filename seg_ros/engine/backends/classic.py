@@ -453,7 +453,7 @@ class _Anchor:
     """A still object's keyframe (`ClassicConfig.still_anchor`): the grey image of its
     neighbourhood and its mask there, and the affine map from that patch to the latest frame."""
 
-    template: FloatArray
+    template: np.ndarray  # uint8, as the frames' grey images (no conversion per frame)
     mask: BoolArray
     warp: FloatArray  # 2 x 3, patch coordinates -> frame coordinates
 
@@ -1020,8 +1020,8 @@ class ClassicBackend(Backend):
                 return None
             if raw is not None and raw[1] >= cfg.motion_gate:
                 split = raw
-            if raw is not None and cfg.still_anchor:
-                self._still(track, predicted, wide, raw)
+            if raw is not None and cfg.still_anchor and not track.moved:
+                self._still(track, predicted, wide, raw)  # a mover is never anchored again
         if split is not None and (cfg.motion_cut > 0 or cfg.motion_weight > 0):
             # Camera motion drags a mask's leaked edge along with the background (a path
             # behind a rider, the crowd behind a dancer): what moves like the background is
@@ -1156,7 +1156,7 @@ class ClassicBackend(Backend):
             size = math.sqrt(np.count_nonzero(track.mask))
             x0, y0, x1, y1 = ops.expand_box(box, max(8, int(size / 2)), width, height)
             track.anchor = _Anchor(
-                prev.gray[y0:y1, x0:x1].astype(np.float32),
+                prev.gray[y0:y1, x0:x1].copy(),
                 track.mask[y0:y1, x0:x1].copy(),
                 np.array([[1, 0, x0], [0, 1, y0]], np.float32),
             )
@@ -1166,7 +1166,7 @@ class ClassicBackend(Backend):
         try:
             cc, warp = cv2.findTransformECC(
                 anchor.template,
-                frame.gray.astype(np.float32),
+                frame.gray,
                 start.astype(np.float32),
                 cv2.MOTION_AFFINE,
                 (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4),
